@@ -1,0 +1,174 @@
+"""The machinery behind satnet's on-disk JSON contracts, and atomic file writes.
+
+Each contract (network spec, fingerprint, plans, case properties, ...) is a dataclass that
+inherits `Contract`. `to_dict` gives plain JSON types; `from_dict` rebuilds the dataclass and
+rejects what a hand edit could get wrong: an unknown key (naming the closest valid one), a
+missing required key, a `format_version` this code cannot read. Nested contracts, lists of
+them and dicts of them are rebuilt from the type hints.
+
+Writes go to a temporary file in the same folder, are flushed to disk and then renamed over
+the target, so a killed process leaves either the old file or the new one, never half of one.
+
+This module sits on the lowest floor beside `errors.py`: it imports nothing else from satnet.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, Callable, ClassVar, TypeVar
+
+from satnet.errors import ConfigError, did_you_mean
+
+T = TypeVar("T", bound="Contract")
+
+
+def _plain(value: Any) -> Any:
+    """Convert dataclasses, tuples and numpy scalars to plain JSON types, keeping key order."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return value.item()  # numpy scalar
+    return value
+
+
+def _contract_type(tp: Any) -> tuple[str, type | None]:
+    """Classify a type hint: ('one'|'list'|'dict', ContractClass) or ('plain', None)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if isinstance(tp, type) and issubclass(tp, Contract):
+        return "one", tp
+    if origin in (list, tuple) and args and isinstance(args[0], type) and issubclass(args[0], Contract):
+        return "list", args[0]
+    if origin is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], Contract):
+        return "dict", args[1]
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        for a in args:
+            kind, cls = _contract_type(a)
+            if cls is not None:
+                return kind, cls
+    return "plain", None
+
+
+class Contract:
+    """Mixin for dataclasses stored as JSON. Subclasses may set FORMAT_VERSION.
+
+    When a subclass has a `format_version` field, `from_dict` refuses versions newer than
+    FORMAT_VERSION (written by a newer satnet) with a message that says so.
+    """
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls: type[T], data: Any, source: str = "") -> T:
+        """Build from a dict; `source` (a file name and key path) is used in error messages."""
+        where = source or cls.__name__
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object for {cls.__name__}, not {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = [k for k in data if k not in fields]
+        if unknown:
+            k = unknown[0]
+            raise ConfigError(
+                f'{where}: unknown key "{k}"{did_you_mean(k, fields)}; valid keys: {", ".join(fields)}'
+            )
+        missing = [
+            n for n, f in fields.items()
+            if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+        if "format_version" in data and "format_version" in fields:
+            version = data["format_version"]
+            if not isinstance(version, int) or version < 1 or version > cls.FORMAT_VERSION:
+                raise ConfigError(
+                    f"{where}: format_version {version!r} is not supported by this satnet "
+                    f"(reads versions 1..{cls.FORMAT_VERSION}); rerun the stage that wrote it with this "
+                    f"version of satnet, or upgrade satnet"
+                )
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            kind, sub = _contract_type(hints.get(name))
+            key = f"{where}.{name}"
+            if sub is None or value is None:
+                kwargs[name] = value
+            elif kind == "one":
+                kwargs[name] = sub.from_dict(value, key)
+            elif kind == "list":
+                if not isinstance(value, list):
+                    raise ConfigError(f"{key}: expected a list, not {type(value).__name__}")
+                kwargs[name] = [sub.from_dict(v, f"{key}[{i}]") for i, v in enumerate(value)]
+            else:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key}: expected an object, not {type(value).__name__}")
+                kwargs[name] = {k: sub.from_dict(v, f"{key}.{k}") for k, v in value.items()}
+        try:
+            return cls(**kwargs)  # type: ignore[call-arg]
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def dumps_json(obj: Any) -> str:
+    """Deterministic JSON text (2-space indent, trailing newline); NaN and inf are refused."""
+    return json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], None]) -> Path:
+    """Call `write(fileobj)` on a temporary file beside `path`, fsync it, then rename it to `path`.
+
+    A crash at any moment leaves `path` either absent/old or complete; the temporary file
+    (hidden, ending in `.tmp`) is removed on error.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` (a Contract, dataclass or plain JSON value) atomically as deterministic JSON."""
+    return atomic_write_text(path, dumps_json(obj))
+
+
+def read_json(path: str | os.PathLike, what: str = "file", fix: str = "") -> Any:
+    """Read a JSON file; a missing or unparsable file raises a SatnetError naming it and the fix."""
+    from satnet.errors import InputError, MissingFileError
+
+    path = Path(path)
+    hint = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise MissingFileError(f"{what} not found: {path}{hint}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {path} is not valid JSON ({exc}){hint}") from None

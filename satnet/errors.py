@@ -1,0 +1,54 @@
+"""Errors a user can trigger, and the helpers that word them.
+
+Every error a user can cause (bad data, a bad flag, a missing stage output) is raised as a
+`SatnetError` subclass with a message that says what was expected, what was found, which
+file or case, and the fix when one is known. The CLI prints the message without a traceback
+(unless `--debug`) and exits non-zero. Programming errors stay ordinary exceptions.
+
+The subclasses also subclass the matching builtin (`ValueError`, `FileNotFoundError`), so
+library users can catch either.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class SatnetError(Exception):
+    """Base class of every error satnet raises for something the user can fix."""
+
+
+class InputError(SatnetError, ValueError):
+    """Input data (an image, a label, dataset.json, a flag value) is not what satnet expects."""
+
+
+class ConfigError(SatnetError, ValueError):
+    """A plans file, a network spec or an option combination is invalid."""
+
+
+class MissingFileError(SatnetError, FileNotFoundError):
+    """A file or folder that a stage needs does not exist."""
+
+
+class DatasetCheckError(InputError):
+    """A dataset failed its checks; `problems` lists every problem found, one line each."""
+
+    def __init__(self, dataset_dir: str, problems: list[str]):
+        self.dataset_dir = str(dataset_dir)
+        self.problems = list(problems)
+        n = len(self.problems)
+        lines = [f"dataset {self.dataset_dir} failed {n} check{'s' if n != 1 else ''}; nothing was written:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """Return ' (did you mean "x"?)' for the closest option to `name`, or '' when none is close."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def unknown_name_error(what: str, name: str, options: Iterable[str], cls: type = ConfigError) -> SatnetError:
+    """Build the error for an unknown choice: 'unknown skip "sta" (did you mean "st"?); valid: ...'."""
+    options = sorted(str(o) for o in options)
+    return cls(f'unknown {what} "{name}"{did_you_mean(name, options)}; valid {what} names: {", ".join(options)}')

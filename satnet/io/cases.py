@@ -1,0 +1,140 @@
+"""Preprocessed cases on disk: `WORK_DIR/preprocessed/<config>/`.
+
+Per case three files:
+- `<case>.npy`: float32 image, (C, Z, Y, X), normalised and resampled.
+- `<case>_seg.npy`: int8 label, (1, Z, Y, X), values 0..K.
+- `<case>.json`: CaseProperties (the geometry of the raw image, the crop box, shapes, sampled
+  foreground voxel locations per label).
+
+Plain .npy because training reads random patches from memory-mapped arrays, which costs no
+decompression and no more RAM than the patch. Every file is written atomically, and the JSON
+last: a case is complete exactly when its JSON exists, so a killed run leaves at most a stray
+.npy that the rerun overwrites.
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from satnet.contracts import Contract, atomic_write, atomic_write_json, read_json
+from satnet.errors import InputError, MissingFileError
+from satnet.io.geometry import ImageGeometry
+
+_SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+
+
+def check_case_id(case_id: str, source: str = "") -> str:
+    """Return `case_id` if it is safe as a file name (letters, digits, '.', '_', '-'; no leading '.').
+
+    A case id comes from file names or dataset.json and becomes part of output paths, so one
+    with a path separator, '..', a space or a leading dot is refused rather than allowed to
+    write outside WORK_DIR or OUTPUT_DIR.
+    """
+    if not isinstance(case_id, str) or not _SAFE_CASE_ID.match(case_id) or ".." in case_id:
+        where = f" ({source})" if source else ""
+        raise InputError(
+            f"case id {case_id!r}{where} is not allowed: use letters, digits, '.', '_' and '-' only "
+            f"(no spaces, path separators or leading dot); rename the files"
+        )
+    return case_id
+
+
+@dataclass
+class CaseProperties(Contract):
+    """What is needed to map a preprocessed case back onto its raw image, and to sample patches.
+
+    - geometry: the raw image's geometry (shape, spacing, origin, direction).
+    - crop_bbox: per axis (Z, Y, X) the [start, stop) of the non-zero box in raw voxels.
+    - shape_after_crop, shape_after_resampling: spatial (Z, Y, X).
+    - spacing_after_resampling: (Z, Y, X) mm, the configuration's target spacing.
+    - class_locations: label value (as a string) -> up to N sampled voxel coordinates
+      [z, y, x] in the preprocessed array, used to force foreground into patches.
+    """
+
+    FORMAT_VERSION = 1
+
+    case_id: str
+    geometry: ImageGeometry
+    crop_bbox: list[list[int]]
+    shape_after_crop: list[int]
+    shape_after_resampling: list[int]
+    spacing_after_resampling: list[float]
+    class_locations: dict[str, list[list[int]]] = field(default_factory=dict)
+    format_version: int = 1
+
+
+def case_paths(folder: str | Path, case_id: str) -> tuple[Path, Path, Path]:
+    """(image .npy, label .npy, properties .json) paths of a case in `folder`."""
+    folder = Path(folder)
+    check_case_id(case_id)
+    return folder / f"{case_id}.npy", folder / f"{case_id}_seg.npy", folder / f"{case_id}.json"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    data = buf.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def save_case(folder: str | Path, props: CaseProperties, data: np.ndarray, seg: np.ndarray | None) -> None:
+    """Write one preprocessed case atomically; the JSON (the completion marker) goes last."""
+    data_path, seg_path, props_path = case_paths(folder, props.case_id)
+    _save_npy(data_path, data.astype(np.float32, copy=False))
+    if seg is not None:
+        _save_npy(seg_path, seg.astype(np.int8, copy=False))
+    atomic_write_json(props_path, props)
+
+
+def is_complete(folder: str | Path, case_id: str) -> bool:
+    data_path, _, props_path = case_paths(folder, case_id)
+    return props_path.is_file() and data_path.is_file()
+
+
+def list_cases(folder: str | Path) -> list[str]:
+    """Sorted ids of the complete cases in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    ids = [p.stem for p in folder.glob("*.json")]
+    return sorted(i for i in ids if _SAFE_CASE_ID.match(i) and (folder / f"{i}.npy").is_file())
+
+
+def load_properties(folder: str | Path, case_id: str) -> CaseProperties:
+    _, _, props_path = case_paths(folder, case_id)
+    return CaseProperties.from_dict(
+        read_json(props_path, "case properties", "rerun `satnet preprocess` for this work folder"), str(props_path)
+    )
+
+
+def load_case(
+    folder: str | Path, case_id: str, mmap: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, CaseProperties]:
+    """(image (C, Z, Y, X) float32, label (1, Z, Y, X) int8 or None, properties).
+
+    With mmap the arrays are read-only memory maps: slicing a patch reads only that patch.
+    """
+    data_path, seg_path, _ = case_paths(folder, case_id)
+    if not data_path.is_file():
+        raise MissingFileError(
+            f"preprocessed case {data_path} not found; run `satnet plan-and-preprocess` (or `satnet preprocess`) first"
+        )
+    props = load_properties(folder, case_id)
+    mode = "r" if mmap else None
+    try:
+        data = np.load(data_path, mmap_mode=mode, allow_pickle=False)
+        seg = np.load(seg_path, mmap_mode=mode, allow_pickle=False) if seg_path.is_file() else None
+    except (ValueError, OSError) as exc:
+        raise InputError(
+            f"preprocessed case {data_path} is unreadable ({exc}); delete {props_path_of(folder, case_id)} and "
+            f"rerun `satnet preprocess` to rebuild it"
+        ) from None
+    return data, seg, props
+
+
+def props_path_of(folder: str | Path, case_id: str) -> Path:
+    return case_paths(folder, case_id)[2]

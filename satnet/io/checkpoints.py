@@ -1,0 +1,68 @@
+"""Checkpoints: `WORK_DIR/results/<config>/fold_<k>/checkpoint_{latest,best,final}.pt`.
+
+A checkpoint is a dict saved with `torch.save` that loads with `torch.load(weights_only=True)`
+(plain containers, numbers, strings and tensors only; no pickled classes):
+
+- format_version (int), satnet_version (str)
+- config (str), fold (str: "0".."4" or "all")
+- network (dict): the NetworkSpec the weights belong to
+- plans_json (str): the whole plans.json the run was trained with, as text
+- state_dict: model weights (no DDP "module." prefix)
+- epoch (int): epochs completed
+- optimizer, scheduler (state dicts), rng (dict of RNG state tensors), train_options (dict),
+  best_ema_dice (float), log (dict): needed to resume, ignored by prediction
+
+Written atomically (temporary file + rename), so a kill during the write leaves the previous
+checkpoint intact.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from satnet.contracts import atomic_write
+from satnet.errors import InputError, MissingFileError
+
+CHECKPOINT_FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "config", "fold", "network", "plans_json", "state_dict", "epoch")
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write `checkpoint` atomically; it must hold at least REQUIRED_KEYS."""
+    import torch
+
+    missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
+    if missing:
+        raise ValueError(f"checkpoint is missing {missing}")
+    buf = io.BytesIO()
+    torch.save(checkpoint, buf)
+    data = buf.getvalue()
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only); a missing, corrupt or foreign file gives a clear error."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(
+            f"checkpoint {path} not found; train this fold first with `satnet train WORK_DIR CONFIG FOLD`"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        raise InputError(
+            f"checkpoint {path} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"it is corrupt or not a satnet checkpoint: retrain with `satnet train ... --resume` from "
+            f"checkpoint_latest.pt or delete it and train again"
+        ) from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise InputError(f"{path} is not a satnet checkpoint (it lacks {', '.join(REQUIRED_KEYS)})")
+    if not isinstance(ckpt["format_version"], int) or ckpt["format_version"] > CHECKPOINT_FORMAT_VERSION:
+        raise InputError(
+            f"checkpoint {path} has format_version {ckpt['format_version']!r}; this satnet reads up to "
+            f"{CHECKPOINT_FORMAT_VERSION}: upgrade satnet"
+        )
+    return ckpt

@@ -1,0 +1,116 @@
+"""NetworkSpec: the one JSON-serialisable description every satnet network is built from.
+
+plans.json stores it under `configurations.<name>.network`; `satnet.nets.build_network`
+takes it (or its dict). All per-axis lists are in numpy order (Z, Y, X) for 3D and (Y, X)
+for 2D, like every array inside satnet.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from satnet.contracts import Contract
+from satnet.errors import ConfigError, unknown_name_error
+
+ARCH_NAMES = ("unet", "vnet", "tiramisu")
+SKIP_MODES = ("org", "st", "at", "sat")
+GATE_INITS = ("glorot", "ones")
+NORMS = ("instance", "batch", "group", "none")
+
+
+@dataclass
+class NetworkSpec(Contract):
+    """Architecture, sizes and skip mode of one segmentation network.
+
+    Fields
+    - arch: "unet" | "vnet" | "tiramisu".
+    - spatial_dims: 2 or 3.
+    - in_channels: image channels fed to the net.
+    - num_classes: output channels, background included (labels 0..num_classes-1).
+    - features: channels per encoder stage, shallow to deep (unet, vnet). For tiramisu,
+      features[0] is the width of the first convolution and the rest follow from
+      growth_rate and convs_per_stage; the list still has one entry per stage.
+    - kernel_sizes: per stage, one kernel size per axis (e.g. [1, 3, 3] for a coarse Z axis).
+    - strides: per stage, the downsampling stride per axis into that stage; stage 0 is all 1.
+    - convs_per_stage: convolutions per encoder stage (unet), residual convs per stage
+      (vnet), or layers per dense block (tiramisu; the last entry is the bottleneck block).
+      None means the architecture's default (see docs/architecture.md).
+    - growth_rate: channels added per dense layer (tiramisu only).
+    - skip: "org" | "st" | "at" | "sat" (see satnet.nets.gate).
+    - gate_init: initialisation of the select weights W: "glorot" or "ones".
+    - deep_supervision: the decoder also outputs lower-resolution logits.
+    - norm: "instance" | "batch" | "group" | "none".
+    """
+
+    FORMAT_VERSION = 1
+
+    arch: str
+    spatial_dims: int
+    in_channels: int
+    num_classes: int
+    features: list[int]
+    kernel_sizes: list[list[int]]
+    strides: list[list[int]]
+    convs_per_stage: list[int] | None = None
+    growth_rate: int = 16
+    skip: str = "sat"
+    gate_init: str = "ones"
+    deep_supervision: bool = True
+    norm: str = "instance"
+    format_version: int = 1
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first inconsistent field."""
+        if self.arch not in ARCH_NAMES:
+            raise unknown_name_error("arch", self.arch, ARCH_NAMES)
+        if self.skip not in SKIP_MODES:
+            raise unknown_name_error("skip", self.skip, SKIP_MODES)
+        if self.gate_init not in GATE_INITS:
+            raise unknown_name_error("gate_init", self.gate_init, GATE_INITS)
+        if self.norm not in NORMS:
+            raise unknown_name_error("norm", self.norm, NORMS)
+        if self.spatial_dims not in (2, 3):
+            raise ConfigError(f"spatial_dims must be 2 or 3, not {self.spatial_dims!r}")
+        for name in ("in_channels", "num_classes", "growth_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes must be at least 2 (background and one label), not {self.num_classes}")
+        n = len(self.features)
+        if n < 1 or any(not isinstance(f, int) or f < 1 for f in self.features):
+            raise ConfigError(f"features must be a non-empty list of positive integers, not {self.features!r}")
+        for name in ("kernel_sizes", "strides"):
+            value = getattr(self, name)
+            if len(value) != n:
+                raise ConfigError(f"{name} must have one entry per stage ({n}), not {len(value)}")
+            for i, per_axis in enumerate(value):
+                if len(per_axis) != self.spatial_dims or any(not isinstance(k, int) or k < 1 for k in per_axis):
+                    raise ConfigError(
+                        f"{name}[{i}] must list {self.spatial_dims} positive integers (one per axis), not {per_axis!r}"
+                    )
+        if any(k % 2 == 0 for ks in self.kernel_sizes for k in ks):
+            raise ConfigError(f"kernel sizes must be odd so 'same' padding keeps shapes, not {self.kernel_sizes!r}")
+        if any(s != 1 for s in self.strides[0]):
+            raise ConfigError(f"strides[0] must be all 1 (the first stage works at full resolution), not {self.strides[0]!r}")
+        if self.convs_per_stage is not None:
+            if len(self.convs_per_stage) != n or any(not isinstance(c, int) or c < 1 for c in self.convs_per_stage):
+                raise ConfigError(
+                    f"convs_per_stage must be None or {n} positive integers, not {self.convs_per_stage!r}"
+                )
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.features)
+
+    def total_stride(self) -> list[int]:
+        """Product of strides per axis: every patch dimension must be a multiple of it."""
+        return [math.prod(s[a] for s in self.strides) for a in range(self.spatial_dims)]
+
+    def replace(self, **changes) -> "NetworkSpec":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,174 @@
+"""plans.json: the single source of truth for preprocessing, training and prediction.
+
+Written by `satnet plan-and-preprocess` (or `satnet plan`) into WORK_DIR/plans.json and read
+by every later stage. Field by field in docs/formats.md. All per-axis lists are (Z, Y, X).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from satnet.contracts import Contract, atomic_write_json, read_json
+from satnet.errors import ConfigError, unknown_name_error
+from satnet.nets.spec import NetworkSpec
+
+NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb", "none")
+PLANS_FILE = "plans.json"
+
+
+@dataclass
+class ChannelNormalization(Contract):
+    """How one input channel is normalised.
+
+    - scheme "ct": clip to [clip_low, clip_high] (dataset foreground 0.5 / 99.5 percentiles),
+      then (x - mean) / std with the dataset foreground mean and std.
+    - scheme "zscore": (x - mean) / std per case, over the case's non-zero region when
+      use_nonzero_mask is true (zero outside stays zero), else over the whole case.
+    - scheme "rgb": x / 255, to [0, 1].
+    - scheme "none": unchanged.
+    """
+
+    channel: str
+    scheme: str
+    clip_low: float | None = None
+    clip_high: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    use_nonzero_mask: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scheme not in NORMALIZATION_SCHEMES:
+            raise unknown_name_error("normalization scheme", self.scheme, NORMALIZATION_SCHEMES)
+        if self.scheme == "ct" and None in (self.clip_low, self.clip_high, self.mean, self.std):
+            raise ConfigError(f"channel {self.channel!r}: scheme 'ct' needs clip_low, clip_high, mean and std")
+        if self.std is not None and not self.std > 0:
+            raise ConfigError(f"channel {self.channel!r}: std must be > 0, not {self.std}")
+
+
+@dataclass
+class MemoryEstimate(Contract):
+    """Estimated GPU memory of one training step at the planned patch and batch, in bytes."""
+
+    activations: int
+    parameters: int
+    gradients: int
+    optimizer: int
+    total: int
+    inference: int = 0  # peak of live tensors in a no-grad forward of one patch (batch 1)
+
+
+@dataclass
+class ResamplingPlan(Contract):
+    """How cases are resampled to `spacing`.
+
+    image_order: spline order for images (3 = cubic). label_mode: "onehot_linear" (each label
+    as a one-hot channel, linear interpolation, argmax) or "nearest". separate_z: when the
+    spacing is anisotropic (max/min > anisotropy_threshold), resample in-plane with
+    image_order and along the coarse axis with order 0 (nnU-Net's rule).
+    """
+
+    image_order: int = 3
+    label_mode: str = "onehot_linear"
+    anisotropy_threshold: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.label_mode not in ("onehot_linear", "nearest"):
+            raise unknown_name_error("label_mode", self.label_mode, ("onehot_linear", "nearest"))
+        if self.image_order not in (0, 1, 2, 3, 4, 5):
+            raise ConfigError(f"image_order must be a spline order 0..5, not {self.image_order}")
+
+
+@dataclass
+class ConfigurationPlan(Contract):
+    """One configuration ("2d" or "3d"): target spacing, patch, batch, network, normalisation.
+
+    spacing has 3 entries (Z, Y, X) for both configurations: a 2d configuration trains on Z
+    slices of data resampled to this spacing. patch_size has spatial_dims entries.
+    """
+
+    name: str
+    spacing: list[float]
+    patch_size: list[int]
+    batch_size: int
+    normalization: list[ChannelNormalization]
+    network: NetworkSpec
+    estimated_memory: MemoryEstimate
+    memory_budget_bytes: int
+    resampling: ResamplingPlan = field(default_factory=ResamplingPlan)
+    median_shape: list[int] = field(default_factory=list)  # median case shape after resampling (Z, Y, X)
+
+    def __post_init__(self) -> None:
+        dims = self.network.spatial_dims
+        if len(self.patch_size) != dims:
+            raise ConfigError(
+                f"configuration {self.name!r}: patch_size has {len(self.patch_size)} entries but the network "
+                f"is {dims}D"
+            )
+        if len(self.spacing) != 3 or any(not s > 0 for s in self.spacing):
+            raise ConfigError(f"configuration {self.name!r}: spacing must be 3 positive numbers (Z, Y, X), not {self.spacing}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"configuration {self.name!r}: batch_size must be a positive integer, not {self.batch_size!r}")
+        stride = self.network.total_stride()
+        bad = [p for p, s in zip(self.patch_size, stride) if p < 1 or p % s]
+        if bad:
+            raise ConfigError(
+                f"configuration {self.name!r}: patch_size {self.patch_size} must be positive multiples of the "
+                f"network's total stride {stride}"
+            )
+        if len(self.normalization) != self.network.in_channels:
+            raise ConfigError(
+                f"configuration {self.name!r}: {len(self.normalization)} normalization entries for "
+                f"{self.network.in_channels} input channels"
+            )
+
+
+@dataclass
+class Plans(Contract):
+    """Everything later stages need to know about the dataset and how it is processed."""
+
+    FORMAT_VERSION = 1
+
+    dataset_name: str
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    file_ending: str
+    configurations: dict[str, ConfigurationPlan]
+    planner: dict  # the options the planner ran with: gpu_memory_gb, arch, skip, spacing request
+    satnet_version: str = ""
+    format_version: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.configurations:
+            raise ConfigError("plans have no configurations; rerun `satnet plan-and-preprocess`")
+        for key, conf in self.configurations.items():
+            if key != conf.name:
+                raise ConfigError(f"configurations.{key}: its name field says {conf.name!r}")
+            if conf.network.num_classes != len(self.labels):
+                raise ConfigError(
+                    f"configurations.{key}.network.num_classes is {conf.network.num_classes} but there are "
+                    f"{len(self.labels)} labels"
+                )
+
+    def configuration(self, name: str) -> ConfigurationPlan:
+        if name not in self.configurations:
+            raise unknown_name_error("configuration", name, self.configurations)
+        return self.configurations[name]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+def save_plans(plans: Plans, work_dir: str | Path) -> Path:
+    return atomic_write_json(Path(work_dir) / PLANS_FILE, plans)
+
+
+def load_plans(work_dir: str | Path) -> Plans:
+    """Read WORK_DIR/plans.json; a missing or invalid file gives an error naming it and the fix."""
+    path = Path(work_dir) / PLANS_FILE
+    fix = f"run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first"
+    data = read_json(path, "plans file", fix)
+    try:
+        return Plans.from_dict(data, str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}\n(fix the file by hand, or rerun `satnet plan` to write a valid one)") from None
