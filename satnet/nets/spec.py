@@ -41,6 +41,8 @@ class NetworkSpec(Contract):
     - gate_init: initialisation of the select weights W: "glorot" or "ones".
     - deep_supervision: the decoder also outputs lower-resolution logits.
     - norm: "instance" | "batch" | "group" | "none".
+    - dense_gates: tiramisu only: also gate the skips inside dense blocks (the paper's Fig. 4);
+      false keeps only the long-skip gates.
     """
 
     FORMAT_VERSION = 1
@@ -58,6 +60,7 @@ class NetworkSpec(Contract):
     gate_init: str = "ones"
     deep_supervision: bool = True
     norm: str = "instance"
+    dense_gates: bool = True
     format_version: int = 1
 
     def __post_init__(self) -> None:
@@ -81,9 +84,16 @@ class NetworkSpec(Contract):
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
         if self.num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2 (background and one label), not {self.num_classes}")
+        if not isinstance(self.deep_supervision, bool) or not isinstance(self.dense_gates, bool):
+            raise ConfigError(
+                f"deep_supervision and dense_gates must be true or false, not {self.deep_supervision!r} and {self.dense_gates!r}"
+            )
         n = len(self.features)
-        if n < 1 or any(not isinstance(f, int) or f < 1 for f in self.features):
-            raise ConfigError(f"features must be a non-empty list of positive integers, not {self.features!r}")
+        if n < 2 or any(not isinstance(f, int) or f < 1 for f in self.features):
+            raise ConfigError(
+                f"features must list at least 2 stages (positive integers; an encoder-decoder needs a skip), "
+                f"not {self.features!r}"
+            )
         for name in ("kernel_sizes", "strides"):
             value = getattr(self, name)
             if len(value) != n:

@@ -1,0 +1,149 @@
+"""Building blocks shared by the three networks: layer factories by `spatial_dims`, conv-norm-act,
+segmentation heads with deep supervision, and the encoder/decoder network shell.
+
+Shapes are (B, C, Y, X) in 2D and (B, C, Z, Y, X) in 3D; per-axis lists follow the same order.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from satnet.errors import InputError
+from satnet.nets.gate import SkipGate, iter_gates
+from satnet.nets.spec import NetworkSpec
+
+LEAKY_SLOPE = 1e-2  # nnU-Net's LeakyReLU slope
+
+
+def conv_cls(spatial_dims: int) -> type[nn.Module]:
+    return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+
+
+def conv_transpose_cls(spatial_dims: int) -> type[nn.Module]:
+    return nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
+
+
+def same_padding(kernel: Sequence[int]) -> list[int]:
+    """Padding that keeps the size of a stride-1 convolution with odd `kernel`."""
+    return [k // 2 for k in kernel]
+
+
+def make_norm(norm: str, spatial_dims: int, channels: int) -> nn.Module:
+    """Normalisation layer by name; "group" uses gcd(C, 8) groups so any width works."""
+    if norm == "instance":
+        cls = nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d
+        return cls(channels, eps=1e-5, affine=True)
+    if norm == "batch":
+        return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
+    if norm == "group":
+        return nn.GroupNorm(math.gcd(channels, 8), channels)
+    return nn.Identity()
+
+
+def make_act(act: str, channels: int, inplace: bool = True) -> nn.Module:
+    """"lrelu" (slope 0.01), "relu" or "prelu" (one slope per channel, as V-Net)."""
+    if act == "lrelu":
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=inplace)
+    if act == "relu":
+        return nn.ReLU(inplace=inplace)
+    if act == "prelu":
+        return nn.PReLU(channels)
+    raise ValueError(f"unknown activation {act!r}")
+
+
+class ConvNormAct(nn.Sequential):
+    """conv(kernel, stride, padding) -> norm -> activation (act=None: no activation).
+
+    padding None means 'same' (kernel // 2); a downsampling conv with kernel = stride passes 0.
+
+    In-place activations are safe here: they overwrite the fresh norm (or conv) output, which
+    neither backward needs.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel: Sequence[int],
+        stride: Sequence[int] | int = 1,
+        norm: str = "instance",
+        act: str | None = "lrelu",
+        padding: Sequence[int] | None = None,
+    ):
+        padding = same_padding(kernel) if padding is None else padding
+        layers: list[nn.Module] = [
+            conv_cls(spatial_dims)(in_channels, out_channels, tuple(kernel), stride=stride, padding=tuple(padding)),
+            make_norm(norm, spatial_dims, out_channels),
+        ]
+        if act is not None:
+            layers.append(make_act(act, out_channels))
+        super().__init__(*layers)
+
+
+def upsampler(spatial_dims: int, in_channels: int, out_channels: int, stride: Sequence[int]) -> nn.Module:
+    """Transposed convolution with kernel = stride: exactly inverts a stride-s downsampling in size."""
+    return conv_transpose_cls(spatial_dims)(in_channels, out_channels, tuple(stride), stride=tuple(stride))
+
+
+class SegmentationHeads(nn.Module):
+    """1x1 convolutions to logits, one per decoder stage when deep supervision is on.
+
+    `channels` lists the decoder stage widths from full resolution down. forward takes the decoder
+    stage outputs in the same order and returns a list of logits [full, 1/2, 1/4, ...] in training
+    mode with deep supervision, else the full-resolution logits (B, num_classes, *spatial).
+    """
+
+    def __init__(self, spatial_dims: int, channels: Sequence[int], num_classes: int, deep_supervision: bool):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        used = channels if deep_supervision else channels[:1]
+        self.heads = nn.ModuleList(conv_cls(spatial_dims)(c, num_classes, 1) for c in used)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        if self.deep_supervision and self.training:
+            return [head(f) for head, f in zip(self.heads, features)]
+        return self.heads[0](features[0])
+
+
+class SegmentationNetwork(nn.Module):
+    """encoder(x) -> list of skips (shallow to deep); decoder(skips) -> logits. Subclasses build both."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def __init__(self, spec: NetworkSpec):
+        super().__init__()
+        self.spec = spec
+        self.total_stride = spec.total_stride()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """x (B, in_channels, *spatial), each spatial size a multiple of the total stride."""
+        self.check_input(x)
+        skips = self.encoder(x)
+        return self.decoder(skips)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        spatial = tuple(x.shape[2:])
+        if x.dim() != self.spec.spatial_dims + 2 or x.shape[1] != self.spec.in_channels or any(
+            s % t for s, t in zip(spatial, self.total_stride)
+        ):
+            raise InputError(
+                f"{type(self).__name__} expects input (B, {self.spec.in_channels}, *spatial) with {self.spec.spatial_dims} "
+                f"spatial sizes that are multiples of the total stride {self.total_stride}, not {tuple(x.shape)}; "
+                f"pad or crop the input (the planner's patch sizes already satisfy this)"
+            )
+
+    def gates(self) -> Iterator[tuple[str, SkipGate]]:
+        """(name, gate) for every skip gate: long skips "skip<i>" and, in the tiramisu, "dense<b>.<j>"."""
+        return iter_gates(self)
+
+
+def stage_list(values: Sequence[int] | None, default: Sequence[int], n: int) -> list[int]:
+    """`values` or the first n entries of `default`, its last entry repeated when n is longer."""
+    if values is not None:
+        return list(values)
+    return [default[min(i, len(default) - 1)] for i in range(n)]

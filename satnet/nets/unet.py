@@ -1,0 +1,79 @@
+"""nnU-Net-style plain U-Net with SAT skip gates.
+
+Encoder stage i: convs_per_stage[i] x (conv kernel_sizes[i] -> norm -> LeakyReLU(0.01)); the
+first conv of stage i has stride strides[i] (strided-conv downsampling; stage 0 stride 1).
+Decoder stage i (deep to shallow): transposed conv features[i+1] -> features[i] (kernel = stride =
+strides[i+1]), concat with gate_i(skip_i), then convs_per_stage[i] convs as in the encoder; the
+first one takes features[i] + gate_i.out_channels channels. 1x1 heads to num_classes.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from satnet.nets.blocks import ConvNormAct, SegmentationHeads, SegmentationNetwork, stage_list, upsampler
+from satnet.nets.gate import SkipGate
+from satnet.nets.spec import NetworkSpec
+
+DEFAULT_CONVS = (2,)  # nnU-Net: two convs per stage
+
+
+def conv_stack(spec: NetworkSpec, stage: int, in_channels: int, num_convs: int, stride: list[int]) -> nn.Sequential:
+    """num_convs conv-norm-LeakyReLU at features[stage]; the first has `stride`."""
+    out = spec.features[stage]
+    kernel = spec.kernel_sizes[stage]
+    return nn.Sequential(*(
+        ConvNormAct(spec.spatial_dims, in_channels if j == 0 else out, out, kernel, stride if j == 0 else 1, spec.norm)
+        for j in range(num_convs)
+    ))
+
+
+class PlainEncoder(nn.Module):
+    """Returns the output of every stage, shallow to deep (the last one is the bottleneck)."""
+
+    def __init__(self, spec: NetworkSpec, convs: list[int]):
+        super().__init__()
+        channels = [spec.in_channels] + spec.features[:-1]
+        self.stages = nn.ModuleList(
+            conv_stack(spec, i, channels[i], convs[i], spec.strides[i]) for i in range(spec.num_stages)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        skips = []
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+        return skips
+
+
+class UNetDecoder(nn.Module):
+    """Consumes the encoder's skips; every list is indexed by the stage it serves (0 = full resolution)."""
+
+    def __init__(self, spec: NetworkSpec, convs: list[int]):
+        super().__init__()
+        f, dims = spec.features, spec.spatial_dims
+        levels = range(spec.num_stages - 1)
+        self.skip_gates = nn.ModuleList(SkipGate(f[i], spec.skip, dims, spec.gate_init, f"skip{i}") for i in levels)
+        self.ups = nn.ModuleList(upsampler(dims, f[i + 1], f[i], spec.strides[i + 1]) for i in levels)
+        self.stages = nn.ModuleList(
+            conv_stack(spec, i, f[i] + self.skip_gates[i].out_channels, convs[i], [1] * dims) for i in levels
+        )
+        self.heads = SegmentationHeads(dims, f[:-1], spec.num_classes, spec.deep_supervision)
+
+    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        x = skips[-1]
+        outputs = []
+        for i in reversed(range(len(self.stages))):
+            x = self.stages[i](torch.cat([self.ups[i](x), self.skip_gates[i](skips[i])], dim=1))
+            outputs.append(x)
+        return self.heads(outputs[::-1])
+
+
+class UNet(SegmentationNetwork):
+    """Plain U-Net from a NetworkSpec; forward(x (B, C_in, *spatial)) -> logits (see SegmentationHeads)."""
+
+    def __init__(self, spec: NetworkSpec):
+        super().__init__(spec)
+        convs = stage_list(spec.convs_per_stage, DEFAULT_CONVS, spec.num_stages)
+        self.encoder = PlainEncoder(spec, convs)
+        self.decoder = UNetDecoder(spec, convs)
