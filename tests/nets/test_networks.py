@@ -109,13 +109,23 @@ def test_tiramisu_encoder_channels_match_the_skips():
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
-def test_bf16_autocast_forward_and_backward(arch):
-    model = build_network(tiny_spec(arch, 3, "sat"))
+def test_bf16_autocast_and_channels_last_forward_and_backward(arch):
+    """What the trainer does on CPU: bf16 autocast on a channels_last_3d model and batch."""
+    model = build_network(tiny_spec(arch, 3, "sat")).to(memory_format=torch.channels_last_3d)
+    x = torch.randn(1, 2, *SHAPES[3]).to(memory_format=torch.channels_last_3d)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        outputs = model(torch.randn(1, 2, *SHAPES[3]))
+        outputs = model(x)
     assert all(o.dtype == torch.bfloat16 and torch.isfinite(o).all() for o in outputs)
     sum(o.float().square().mean() for o in outputs).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "group", "none"])
+def test_every_norm_trains(norm):
+    for arch in ARCH_NAMES:
+        model = build_network(tiny_spec(arch, 2, "sat", norm=norm))
+        sum(o.square().mean() for o in model(torch.randn(2, 2, 16, 16))).backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("dims,memory_format", [(2, torch.channels_last), (3, torch.channels_last_3d)])
