@@ -132,9 +132,10 @@ class SegmentationNetwork(nn.Module):
             s % t for s, t in zip(spatial, self.total_stride)
         ):
             raise InputError(
-                f"{type(self).__name__} expects input (B, {self.spec.in_channels}, *spatial) with {self.spec.spatial_dims} "
-                f"spatial sizes that are multiples of the total stride {self.total_stride}, not {tuple(x.shape)}; "
-                f"pad or crop the input (the planner's patch sizes already satisfy this)"
+                f"{type(self).__name__} expects input (B, {self.spec.in_channels}, *spatial) with "
+                f"{self.spec.spatial_dims} spatial sizes that are multiples of the total stride "
+                f"{self.total_stride}, not {tuple(x.shape)}; pad or crop the input (the planner's patch sizes "
+                f"already satisfy this)"
             )
 
     def gates(self) -> Iterator[tuple[str, SkipGate]]:

@@ -86,7 +86,8 @@ class NetworkSpec(Contract):
             raise ConfigError(f"num_classes must be at least 2 (background and one label), not {self.num_classes}")
         if not isinstance(self.deep_supervision, bool) or not isinstance(self.dense_gates, bool):
             raise ConfigError(
-                f"deep_supervision and dense_gates must be true or false, not {self.deep_supervision!r} and {self.dense_gates!r}"
+                f"deep_supervision and dense_gates must be true or false, "
+                f"not {self.deep_supervision!r} and {self.dense_gates!r}"
             )
         n = len(self.features)
         if n < 2 or any(not isinstance(f, int) or f < 1 for f in self.features):

@@ -25,7 +25,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from satnet.nets.blocks import SegmentationHeads, SegmentationNetwork, conv_cls, make_norm, same_padding, stage_list, upsampler
+from satnet.nets.blocks import (
+    SegmentationHeads,
+    SegmentationNetwork,
+    conv_cls,
+    make_norm,
+    same_padding,
+    stage_list,
+    upsampler,
+)
 from satnet.nets.gate import SkipGate
 from satnet.nets.spec import NetworkSpec
 
@@ -94,7 +102,9 @@ class TiramisuEncoder(nn.Module):
         n, kernel = spec.num_stages, spec.kernel_sizes[0]
         widths = tiramisu_widths(spec)
         inputs = [spec.features[0]] + widths[:-1]  # width entering each dense block, the bottleneck's last
-        self.stem = conv_cls(spec.spatial_dims)(spec.in_channels, spec.features[0], tuple(kernel), padding=same_padding(kernel))
+        self.stem = conv_cls(spec.spatial_dims)(
+            spec.in_channels, spec.features[0], tuple(kernel), padding=same_padding(kernel)
+        )
         self.blocks = nn.ModuleList(DenseBlock(spec, i, i, inputs[i], layers[i]) for i in range(n - 1))
         self.downs = nn.ModuleList(TransitionDown(spec, widths[i], spec.strides[i + 1]) for i in range(n - 1))
         self.bottleneck = DenseBlock(spec, n - 1, n - 1, inputs[n - 1], layers[-1])
@@ -118,8 +128,12 @@ class TiramisuDecoder(nn.Module):
         n, k, dims = spec.num_stages, spec.growth_rate, spec.spatial_dims
         widths = tiramisu_widths(spec)
         levels = range(n - 1)
-        self.skip_gates = nn.ModuleList(SkipGate(widths[i], spec.skip, dims, spec.gate_init, f"skip{i}") for i in levels)
-        self.ups = nn.ModuleList(upsampler(dims, layers[i + 1] * k, layers[i + 1] * k, spec.strides[i + 1]) for i in levels)
+        self.skip_gates = nn.ModuleList(
+            SkipGate(widths[i], spec.skip, dims, spec.gate_init, f"skip{i}") for i in levels
+        )
+        self.ups = nn.ModuleList(
+            upsampler(dims, layers[i + 1] * k, layers[i + 1] * k, spec.strides[i + 1]) for i in levels
+        )
         block_inputs = [layers[i + 1] * k + self.skip_gates[i].out_channels for i in levels]
         self.blocks = nn.ModuleList(DenseBlock(spec, i, 2 * n - 2 - i, block_inputs[i], layers[i]) for i in levels)
         head_channels = [block_inputs[0] + layers[0] * k] + [layers[i] * k for i in range(1, n - 1)]
