@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from satnet.nets import build_network, reference_spec  # noqa: E402
+from satnet.nets.registry import saved_storage_bytes  # noqa: E402
 
 PATCH = (48, 48, 48)
 MODES = ("org", "st", "at", "sat", "sat-unfused")
@@ -38,18 +39,6 @@ def make_model(arch: str, mode: str) -> torch.nn.Module:
     return model
 
 
-def saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(storages.values())
-
-
 def main() -> None:
     x = torch.randn(1, 1, *PATCH)
     print("| arch | skip | saved for backward (MiB) | vs org |")
@@ -57,7 +46,7 @@ def main() -> None:
     for arch in ("unet", "tiramisu"):
         base = None
         for mode in MODES:
-            nbytes = saved_bytes(make_model(arch, mode).train(), x)
+            nbytes = saved_storage_bytes(make_model(arch, mode).train(), x)
             base = base or nbytes
             print(f"| {arch} | {mode} | {nbytes / 2**20:.1f} | {nbytes / base - 1:+.1%} |")
 

@@ -10,6 +10,7 @@ from satnet.nets.gate import SkipGate, keras_glorot_limit, trelu
 from satnet.nets.registry import (
     INIT_SCHEMES,
     NETWORKS,
+    activation_bytes,
     build_network,
     count_parameters,
     deep_supervision_scales,
@@ -28,6 +29,6 @@ from satnet.nets.vnet import VNet
 __all__ = [
     "ARCH_NAMES", "GATE_INITS", "INIT_SCHEMES", "NETWORKS", "NORMS", "SKIP_MODES",
     "NetworkSpec", "SegmentationNetwork", "SkipGate", "Tiramisu", "UNet", "VNet",
-    "build_network", "count_parameters", "deep_supervision_scales", "encoder_channels", "gate_fraction_off",
+    "activation_bytes", "build_network", "count_parameters", "deep_supervision_scales", "encoder_channels", "gate_fraction_off",
     "init_weights", "keras_glorot_limit", "parameter_table", "reference_spec", "set_gate_recording", "trelu",
 ]

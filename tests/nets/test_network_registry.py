@@ -12,6 +12,7 @@ from satnet.nets import (
     NETWORKS,
     SKIP_MODES,
     NetworkSpec,
+    activation_bytes,
     build_network,
     count_parameters,
     deep_supervision_scales,
@@ -21,6 +22,7 @@ from satnet.nets import (
     parameter_table,
     set_gate_recording,
 )
+from satnet.nets.registry import saved_storage_bytes
 from tests.nets.tiny import tiny_spec
 
 
@@ -58,6 +60,14 @@ def test_count_parameters_matches_the_built_model():
         spec = tiny_spec(arch, 3, "sat", deep_supervision=True)
         assert count_parameters(spec) == sum(p.numel() for p in build_network(spec).parameters())
     assert count_parameters(tiny_spec("unet", 2, "sat")) < count_parameters(tiny_spec("unet", 2, "org"))
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_activation_bytes_on_meta_equal_what_a_cpu_forward_saves(arch):
+    spec = tiny_spec(arch, 3, "sat")
+    cpu = saved_storage_bytes(build_network(spec).train(), torch.randn(2, 2, 8, 16, 12))
+    assert activation_bytes(spec, (8, 16, 12), batch_size=2) == cpu > 0
+    assert activation_bytes(spec.replace(skip="org"), (8, 16, 12), batch_size=2) > cpu
 
 
 def test_parameter_table_covers_every_arch_dim_and_skip():
