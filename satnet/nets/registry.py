@@ -104,7 +104,7 @@ def count_parameters(spec: NetworkSpec | Mapping[str, Any]) -> int:
 def activation_bytes(spec: NetworkSpec | Mapping[str, Any], patch_size: Sequence[int], batch_size: int = 1) -> int:
     """Bytes of the activations autograd keeps for backward in one fp32 training forward.
 
-    The network runs on the meta device (no memory, well under a second even for large patches),
+    The network runs on the meta device (no memory, a fraction of a second for large 3D patches),
     and every distinct storage saved for backward is counted once: exactly what a CPU forward of
     the same batch saves (the tests check). Weights, gradients, optimizer state and backward's
     transient buffers are not included. Under autocast roughly half (measured against CPU bf16
