@@ -290,7 +290,7 @@ def _open_pillow(path: Path) -> Image.Image:
 
 
 def read_pillow(path: Path, as_label: bool = False) -> tuple[np.ndarray, ImageGeometry]:
-    """Read a 2D natural image: ((C, 1, H, W) array, geometry with spacing (999, 1, 1)).
+    """Read a 2D natural image: ((C, 1, H, W) array, maybe not contiguous; geometry with spacing (999, 1, 1)).
 
     Channels: RGB -> 3; RGBA -> 3 (the alpha channel is dropped, colours are kept as stored,
     not composited onto a background); grayscale (L, I, I;16, F, 1) -> 1; LA -> 1; palette
@@ -318,7 +318,7 @@ def read_pillow(path: Path, as_label: bool = False) -> tuple[np.ndarray, ImageGe
                 f"values: save it as a grayscale (mode L) or palette (mode P) image",
             )
         array = array[:1]
-    return np.ascontiguousarray(array[:, None]), _natural_geometry(*array.shape[1:])
+    return array[:, None], _natural_geometry(*array.shape[1:])  # (C, 1, H, W), a view: callers copy
 
 
 def write_pillow(seg: np.ndarray, path: Path, ending: str) -> None:

@@ -161,7 +161,7 @@ def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, ImageGeometry]:
                 )
         arrays.append(array)
     if len(arrays) == 1:
-        return arrays[0].astype(np.float32, copy=False), geometry
+        return np.ascontiguousarray(arrays[0], dtype=np.float32), geometry  # one copy at most
     return np.concatenate(arrays, axis=0, dtype=np.float32), geometry  # (C, Z, Y, X)
 
 
@@ -179,7 +179,7 @@ def read_label(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
         raise ImageFileError(
             path, f"has {array.shape[0]} channels; a label must have one channel of integer class values"
         )
-    return _integer_labels(array[0], path), geometry
+    return np.ascontiguousarray(_integer_labels(array[0], path)), geometry
 
 
 def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:

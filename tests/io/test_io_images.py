@@ -266,3 +266,13 @@ def test_geometry_mismatch_tolerances():
     assert "direction" in geometry_mismatch(g, changed(direction=[1.0, 0.002, 0, 0, 1.0, 0, 0, 0, 1.0]))
     assert "shape" in geometry_mismatch(g, changed(shape=[4, 5, 7]))
     assert "2D file" in geometry_mismatch(g, changed(spatial_dims_in_file=2))
+
+
+def test_vector_pixels_become_channels(tmp_path):
+    vector = sitk.GetImageFromArray(np.arange(2 * 3 * 4 * 2, dtype=np.float32).reshape(2, 3, 4, 2), isVector=True)
+    sitk.WriteImage(vector, str(tmp_path / "v.nrrd"))
+    image, geometry = read_image([tmp_path / "v.nrrd"])
+    assert image.shape == (2, 2, 3, 4) and geometry.shape == [2, 3, 4]
+    assert image[1, 0, 0, 0] == 1.0 and image[0, 0, 0, 1] == 2.0
+    with pytest.raises(ImageFileError, match="has 2 channels; a label must have one channel"):
+        read_label(tmp_path / "v.nrrd")
