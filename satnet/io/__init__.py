@@ -1,7 +1,8 @@
 """satnet.io: every file satnet reads or writes, and the on-disk contracts (docs/formats.md).
 
 - images: read_image, read_label, write_segmentation, SUPPORTED_ENDINGS, geometry_mismatch
-- dataset: load_dataset_json / DatasetJson, RawCase, find_training_cases, find_cases_in_folder
+- dataset: load_dataset_json / DatasetJson, RawCase, find_training_cases, find_cases_in_folder,
+  read_case
 - checks: check_dataset -> RawDataset (run before any stage writes anything)
 - geometry: ImageGeometry, (Z, Y, X) order; cases: preprocessed cases; checkpoints
 
@@ -25,6 +26,7 @@ _EXPORTS = {
     "find_cases_in_folder": "satnet.io.dataset",
     "find_training_cases": "satnet.io.dataset",
     "load_dataset_json": "satnet.io.dataset",
+    "read_case": "satnet.io.dataset",
     "RawDataset": "satnet.io.checks",
     "check_dataset": "satnet.io.checks",
     "ImageGeometry": "satnet.io.geometry",

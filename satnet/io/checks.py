@@ -146,9 +146,10 @@ def _nonfinite_hidden_by_reader(path: Path) -> int:
         return 0  # nibabel cannot parse what SimpleITK read; the values SimpleITK gave are checked
 
 
-def _image_value_problems(image: np.ndarray, hidden_nonfinite: int = 0) -> list[str]:
+def _image_value_problems(image: np.ndarray, nonfinite_in_file: int = 0) -> list[str]:
+    """Problems with an image's values; `nonfinite_in_file` counts NaN / inf the reader may have zeroed."""
     problems = []
-    nonfinite = image.size - int(np.count_nonzero(np.isfinite(image))) + hidden_nonfinite
+    nonfinite = max(image.size - int(np.count_nonzero(np.isfinite(image))), nonfinite_in_file)
     if nonfinite:
         problems.append(f"has {nonfinite} NaN or infinite voxel(s): replace them in the file (e.g. with the "
                         f"background value)")
@@ -191,5 +192,6 @@ def _label_problems(
             hint = " (a 0/255 mask: divide it by 255)"
         problems.append((rel(path), (
             f"holds value(s) {', '.join(map(str, undeclared))} that labels in dataset.json does not declare "
-            f"(declared: {', '.join(map(str, declared))}){hint}: fix the label, or declare the values in dataset.json")))
+            f"(declared: {', '.join(map(str, declared))}){hint}: fix the label, or declare the values in "
+            f"dataset.json")))
     return problems

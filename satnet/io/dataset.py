@@ -23,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from satnet.contracts import read_json
 from satnet.errors import DatasetCheckError, InputError, did_you_mean
 from satnet.io.cases import check_case_id
-from satnet.io.images import SUPPORTED_ENDINGS, image_ending
+from satnet.io.geometry import ImageGeometry
+from satnet.io.images import SUPPORTED_ENDINGS, image_ending, read_image, read_label
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,9 @@ def parse_dataset_json(data: Any, path: str | Path) -> DatasetJson:
     """Validate the parsed contents of dataset.json at `path` (named in every message)."""
     path = Path(path)
     if not isinstance(data, dict):
-        raise InputError(f"{path}: must hold a JSON object with {', '.join(REQUIRED_KEYS)}, not a {type(data).__name__}")
+        raise InputError(
+            f"{path}: must hold a JSON object with {', '.join(REQUIRED_KEYS)}, not a {type(data).__name__}"
+        )
     errors = _region_errors(data) or _missing_key_errors(data)
     if not errors:
         errors = _channel_errors(data["channel_names"]) + _label_errors(data["labels"])
@@ -135,10 +140,14 @@ def _channel_errors(channels: Any) -> list[str]:
     expected = [str(i) for i in range(len(channels))]
     errors = []
     if sorted(channels, key=lambda k: (len(k), k)) != expected:
-        errors.append(f"channel_names keys must be {', '.join(expected)} (one per channel, from 0), not {', '.join(channels)}")
+        errors.append(
+            f"channel_names keys must be {', '.join(expected)} (one per channel, from 0), not {', '.join(channels)}"
+        )
     bad = [k for k, v in channels.items() if not isinstance(v, str) or not v]
     if bad:
-        errors.append(f"channel_names values must be non-empty strings (e.g. 'CT', 'T2'); check key(s) {', '.join(bad)}")
+        errors.append(
+            f"channel_names values must be non-empty strings (e.g. 'CT', 'T2'); check key(s) {', '.join(bad)}"
+        )
     return errors
 
 
@@ -184,6 +193,24 @@ class RawCase:
     label_file: Path | None = None
 
 
+def read_case(case: RawCase, num_channels: int) -> tuple[np.ndarray, np.ndarray | None, ImageGeometry]:
+    """Read one case: (image float32 (C, Z, Y, X), label (Z, Y, X) or None, geometry of the image).
+
+    The channels the files hold must add up to `num_channels` (len(channel_names) of the
+    dataset the model was planned for), else an InputError names the case and its files.
+    The label's grid is not compared here: check_dataset does that for training cases.
+    """
+    image, geometry = read_image(case.image_files)
+    if image.shape[0] != num_channels:
+        files = ", ".join(p.name for p in case.image_files)
+        raise InputError(
+            f"case {case.case_id}: its image files ({files}) hold {image.shape[0]} channel(s), but the dataset has "
+            f"{num_channels} (channel_names); give every channel file, {{case}}_0000 onwards (an RGB file holds 3)"
+        )
+    label = read_label(case.label_file)[0] if case.label_file is not None else None
+    return image, label, geometry
+
+
 def find_training_cases(raw_dir: str | Path, ds: DatasetJson) -> list[RawCase]:
     """The cases of RAW_DIR/imagesTr with their labels in labelsTr, sorted by case id.
 
@@ -202,7 +229,7 @@ def find_cases_in_folder(folder: str | Path, file_ending: str, num_channels_expe
     """The cases in a folder of images to predict (named like imagesTs), sorted by case id.
 
     `num_channels_expected` is the channel count the model takes; files of channels beyond it
-    are reported. Whether the channels read add up to it is checked when the images are read.
+    are reported. Whether the channels read add up to it is checked by `read_case`.
     """
     folder = Path(folder)
     errors = _ending_errors(file_ending)

@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 NATURAL_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 SITK_ENDINGS = NIFTI_ENDINGS + (".nrrd", ".mha", ".mhd")
-# Largest deviation of DᵀD from the identity that is still written through SimpleITK; ITK's
-# NIfTI reader accepts shears up to about this size and refuses larger ones.
+# Largest deviation of DᵀD from the identity that is still written through SimpleITK. ITK
+# 5.4's NIfTI reader accepts an sform sheared by 1e-4 and refuses one sheared by 1e-3.
 ORTHONORMAL_TOLERANCE = 1e-4
 _PIL_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -284,7 +284,8 @@ def _open_pillow(path: Path) -> Image.Image:
         raise _unreadable(path, exc) from None
     if getattr(image, "n_frames", 1) > 1:
         raise ImageFileError(
-            path, f"holds {image.n_frames} frames or pages; satnet reads single-frame 2D images: save one image per file"
+            path,
+            f"holds {image.n_frames} frames or pages; satnet reads single-frame 2D images: save one image per file",
         )
     return image
 

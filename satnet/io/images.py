@@ -223,7 +223,9 @@ def write_segmentation(seg: np.ndarray, geometry: ImageGeometry, path: str | Pat
         )
     seg = np.asarray(seg)
     if seg.ndim != 3 or list(seg.shape) != list(geometry.shape):
-        raise ValueError(f"segmentation shape {seg.shape} does not match the geometry's shape {geometry.shape} (Z, Y, X)")
+        raise ValueError(
+            f"segmentation shape {seg.shape} does not match the geometry's shape {geometry.shape} (Z, Y, X)"
+        )
     if seg.dtype.kind not in "biu" or (seg.size and (seg.min() < 0 or seg.max() > 255)):
         raise ValueError(f"a segmentation holds integer values 0..255, not dtype {seg.dtype}")
     seg = np.ascontiguousarray(seg, dtype=np.uint8)

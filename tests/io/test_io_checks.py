@@ -130,8 +130,8 @@ def test_channel_files_on_different_grids(ds3):
     edit_json(ds3, channel_names={"0": "T1", "1": "T2"})
     for i in range(3):
         src = ds3 / "imagesTr" / f"case_00{i}_0000.nii.gz"
-        rewrite(ds3 / "imagesTr" / f"case_00{i}_0001.nii.gz", sitk.GetArrayFromImage(sitk.ReadImage(str(src))), like=src,
-                spacing=(1.0, 1.0, 3.0 if i else 3.5))
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(src)))
+        rewrite(ds3 / "imagesTr" / f"case_00{i}_0001.nii.gz", array, like=src, spacing=(1.0, 1.0, 3.0 if i else 3.5))
     assert problems_of(ds3) == [
         "imagesTr/case_000_0001.nii.gz: does not line up with imagesTr/case_000_0000.nii.gz (spacing (3, 1, 1) vs "
         "(3.5, 1, 1)): if it was made on that image, copy the image's geometry onto it (SimpleITK: "

@@ -7,9 +7,18 @@ import shutil
 import pytest
 
 from satnet.errors import DatasetCheckError, InputError, MissingFileError
-from satnet.io.dataset import find_cases_in_folder, find_training_cases, load_dataset_json, parse_dataset_json
+from satnet.io.dataset import (
+    RawCase,
+    find_cases_in_folder,
+    find_training_cases,
+    load_dataset_json,
+    parse_dataset_json,
+    read_case,
+)
 
-VALID = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}, "numTraining": 3, "file_ending": ".nii.gz"}
+VALID = {
+    "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}, "numTraining": 3, "file_ending": ".nii.gz"
+}
 
 
 def parse(**changes):
@@ -138,3 +147,13 @@ def test_package_exports_resolve():
     assert all(getattr(satnet.io, name) is not None for name in satnet.io.__all__)
     with pytest.raises(AttributeError):
         satnet.io.not_a_name  # noqa: B018
+
+
+def test_read_case_checks_the_channel_count(dataset_2d):
+    case = find_training_cases(dataset_2d, load_dataset_json(dataset_2d))[0]
+    image, label, geometry = read_case(case, 3)
+    assert image.shape == (3, 1, 32, 40) and label.shape == (1, 32, 40) and geometry.shape == [1, 32, 40]
+    assert read_case(RawCase(case.case_id, case.image_files), 3)[1] is None
+    with pytest.raises(InputError, match=r"case img_000: its image files \(img_000_0000.png\) hold 3 channel\(s\), but "
+                                         r"the dataset has 1"):
+        read_case(case, 1)

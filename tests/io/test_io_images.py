@@ -172,7 +172,8 @@ def test_non_integer_label_values_are_named(tmp_path):
 
 
 def test_colour_label_is_refused(tmp_path):
-    Image.fromarray(np.random.default_rng(0).integers(0, 3, (4, 4, 3), dtype=np.uint8), mode="RGB").save(tmp_path / "c.png")
+    colours = np.random.default_rng(0).integers(0, 3, (4, 4, 3), dtype=np.uint8)
+    Image.fromarray(colours, mode="RGB").save(tmp_path / "c.png")
     with pytest.raises(ImageFileError, match="differing colour channels"):
         read_label(tmp_path / "c.png")
 
