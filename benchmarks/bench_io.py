@@ -10,6 +10,7 @@ side in one run (the machine is shared, so compare ratios). Writes docs/io_bench
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     hippo, isic = DATA / "Dataset004_Hippocampus", DATA / "Dataset017_ISIC2017"
     h_images = sorted((hippo / "imagesTr").iterdir())[: args.cases]
     h_labels = sorted((hippo / "labelsTr").iterdir())[: args.cases]
@@ -77,7 +79,8 @@ def main() -> None:
         "# satnet.io reading speed",
         "",
         f"`python benchmarks/bench_io.py --cases {args.cases}` on {platform.processor() or platform.machine()}, "
-        f"{time.strftime('%Y-%m-%d')}; median of {args.repeats} passes over {args.cases} files, ms per file.",
+        f"{time.strftime('%Y-%m-%d')}; median of {args.repeats} passes over {args.cases} files, ms per file. "
+        f"Load average at the start: {load:.1f} on {os.cpu_count()} CPUs (a shared machine: compare within a run).",
         "",
         "| file | satnet.io | bare library, same run |",
         "|---|---|---|",
