@@ -1,0 +1,197 @@
+"""check_dataset: read every file of a raw dataset and report every problem at once.
+
+Run before any stage writes anything, so a dataset problem never surfaces hours later in
+the middle of preprocessing or training. What is checked, each reported with the file and
+the fix:
+
+- dataset.json: present, parsable, required fields of the right types, labels 0..K
+  contiguous, no region-based labels (satnet.io.dataset.load_dataset_json; raised alone,
+  since nothing else can be checked without it); numTraining equal to the cases found.
+- layout: imagesTr present and not empty; every case has all its channel files and a label;
+  no stray files (a name that does not parse, a label without images, a folder, another
+  file ending; when no file has file_ending, the ending present is suggested); case names
+  safe as file names.
+- contents (every file is read, in `workers` processes): unreadable, corrupt or truncated
+  files; 4D volumes; NaN or inf voxels; an all-zero image; float labels with non-integer
+  values; label values not declared in dataset.json; the channels read adding up to
+  len(channel_names); channel files and label on the same voxel grid (shape exactly;
+  spacing, origin and direction within satnet.io.images.GEOMETRY_TOLERANCE).
+
+Problems are sorted by file, then message, so two runs report the same list.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from satnet.errors import DatasetCheckError, MissingFileError
+from satnet.io.dataset import DatasetJson, Problem, RawCase, format_problems, load_dataset_json, scan_cases
+from satnet.io.geometry import ImageGeometry
+from satnet.io.image_formats import NIFTI_ENDINGS, count_nonfinite_nifti
+from satnet.io.images import ImageFileError, geometry_mismatch, image_ending, read_image, read_label
+from satnet.io.pool import map_cases
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """A raw dataset that passed check_dataset: what the fingerprint and preprocessing stages read.
+
+    - raw_dir: the dataset folder.
+    - dataset_json: its validated dataset.json.
+    - cases: every training case, sorted by case id, each with all channel files and a label.
+    - geometries: case id -> the geometry of its image (and label), as read.
+    """
+
+    raw_dir: Path
+    dataset_json: DatasetJson
+    cases: list[RawCase]
+    geometries: dict[str, ImageGeometry]
+
+    @property
+    def name(self) -> str:
+        return self.dataset_json.name
+
+    @property
+    def num_channels(self) -> int:
+        return self.dataset_json.num_channels
+
+
+def check_dataset(raw_dir: str | Path, workers: int = 1) -> RawDataset:
+    """Check a raw dataset completely; raise one DatasetCheckError listing every problem found.
+
+    Every image and label is read, in `workers` processes (1: in this process). Returns the
+    RawDataset the next stages use.
+    """
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise MissingFileError(f"raw dataset folder not found: {raw_dir}; give the folder holding dataset.json")
+    ds = load_dataset_json(raw_dir)
+    cases, problems = scan_cases(raw_dir / "imagesTr", ds.file_ending, ds.num_channels, raw_dir / "labelsTr", raw_dir)
+    if cases and len(cases) != ds.num_training:
+        problems.append(
+            ("dataset.json", f"numTraining is {ds.num_training} but imagesTr holds {len(cases)} cases: set numTraining "
+                             f"to {len(cases)}")
+        )
+    channel_files = max((len(c.image_files) for c in cases), default=0)
+    tasks = [_CaseTask(c, raw_dir, tuple(ds.channel_names.values()), ds.label_values, channel_files) for c in cases]
+    start = time.perf_counter()
+    reports = map_cases(check_case, tasks, workers, desc=f"checking {raw_dir.name}")
+    problems += [p for r in reports for p in r.problems]
+    if problems:
+        raise DatasetCheckError(str(raw_dir), format_problems(problems))
+    logger.info("%s: %d cases passed the checks in %.1f s", raw_dir, len(cases), time.perf_counter() - start)
+    return RawDataset(raw_dir, ds, cases, {r.case_id: r.geometry for r in reports})
+
+
+@dataclass(frozen=True)
+class _CaseTask:
+    """What a worker needs to check one case (picklable)."""
+
+    case: RawCase
+    root: Path
+    channel_names: tuple[str, ...]
+    label_values: tuple[int, ...]
+    channel_files: int  # channel files a complete case has; fewer were already reported missing
+
+
+@dataclass
+class CaseReport:
+    case_id: str
+    problems: list[Problem]
+    geometry: ImageGeometry | None
+
+
+def check_case(task: _CaseTask) -> CaseReport:
+    """Read one case's files and return its problems (module level, so worker processes can run it)."""
+    rel = lambda p: p.relative_to(task.root).as_posix()  # noqa: E731
+    problems: list[Problem] = []
+    reference: tuple[Path, ImageGeometry] | None = None
+    channels, all_read = 0, True
+    for path in task.case.image_files:
+        try:
+            image, geometry = read_image([path])  # (C, Z, Y, X)
+        except ImageFileError as exc:
+            problems.append((rel(path), exc.reason))
+            all_read = False
+            continue
+        channels += image.shape[0]
+        problems += [(rel(path), p) for p in _image_value_problems(image, _nonfinite_hidden_by_reader(path))]
+        if reference is None:
+            reference = (path, geometry)
+        else:
+            problems += _grid_problems(path, geometry, reference, rel)
+    expected = len(task.channel_names)
+    if reference and all_read and len(task.case.image_files) == task.channel_files and channels != expected:
+        names = ", ".join(task.channel_names)
+        problems.append((rel(task.case.image_files[0]), (
+            f"case {task.case.case_id}: its {len(task.case.image_files)} image file(s) hold {channels} channel(s) but "
+            f"channel_names in dataset.json lists {expected} ({names}): list one name per channel the files hold (an "
+            f"RGB file holds 3)")))
+    if task.case.label_file is not None:
+        problems += _label_problems(task.case.label_file, task.label_values, reference, rel)
+    return CaseReport(task.case.case_id, problems, reference[1] if reference else None)
+
+
+def _nonfinite_hidden_by_reader(path: Path) -> int:
+    """NaN / inf voxels that SimpleITK read as 0 (NIfTI only; see satnet.io.image_formats)."""
+    try:
+        return count_nonfinite_nifti(path) if image_ending(path) in NIFTI_ENDINGS else 0
+    except ImageFileError:
+        return 0  # nibabel cannot parse what SimpleITK read; the values SimpleITK gave are checked
+
+
+def _image_value_problems(image: np.ndarray, nonfinite_in_file: int = 0) -> list[str]:
+    """Problems with an image's values; `nonfinite_in_file` counts NaN / inf the reader may have zeroed."""
+    problems = []
+    nonfinite = max(image.size - int(np.count_nonzero(np.isfinite(image))), nonfinite_in_file)
+    if nonfinite:
+        problems.append(f"has {nonfinite} NaN or infinite voxel(s): replace them in the file (e.g. with the "
+                        f"background value)")
+    elif not image.any():
+        problems.append("is all zero (an empty image): fix the file or remove the case")
+    return problems
+
+
+def _grid_problems(path: Path, geometry: ImageGeometry, reference: tuple[Path, ImageGeometry], rel) -> list[Problem]:
+    mismatch = geometry_mismatch(reference[1], geometry)
+    if mismatch is None:
+        return []
+    if list(geometry.shape) != list(reference[1].shape):
+        fix = "it must be on the same voxel grid: resample it onto that image (nearest neighbour for a label)"
+    else:
+        fix = ("if it was made on that image, copy the image's geometry onto it (SimpleITK: "
+               "label.CopyInformation(image)); otherwise resample it onto that image's grid")
+    return [(rel(path), f"does not line up with {rel(reference[0])} ({mismatch}): {fix}")]
+
+
+def _label_problems(
+    path: Path, declared: tuple[int, ...], reference: tuple[Path, ImageGeometry] | None, rel
+) -> list[Problem]:
+    try:
+        label, geometry = read_label(path)  # (Z, Y, X)
+    except ImageFileError as exc:
+        return [(rel(path), exc.reason)]
+    problems = _grid_problems(path, geometry, reference, rel) if reference else []
+    hidden = _nonfinite_hidden_by_reader(path)
+    if hidden:
+        problems.append((rel(path), f"has {hidden} NaN or infinite value(s): a label holds integer class values"))
+    if label.dtype == np.uint8:
+        values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))  # faster than np.unique
+    else:
+        values = np.unique(label)
+    undeclared = sorted(set(values.tolist()) - set(declared))
+    if undeclared:
+        hint = ""
+        if undeclared == [255] and declared == (0, 1):
+            hint = " (a 0/255 mask: divide it by 255)"
+        problems.append((rel(path), (
+            f"holds value(s) {', '.join(map(str, undeclared))} that labels in dataset.json does not declare "
+            f"(declared: {', '.join(map(str, declared))}){hint}: fix the label, or declare the values in "
+            f"dataset.json")))
+    return problems

@@ -1,0 +1,358 @@
+"""The raw dataset in nnU-Net v2's layout: dataset.json and finding the cases.
+
+    RAW_DIR/
+      dataset.json                              channel_names, labels, numTraining, file_ending
+      imagesTr/{case}_{channel:04d}{ending}     one file per channel ("_0000", "_0001", ...)
+      labelsTr/{case}{ending}                   one label per training case
+      imagesTs/{case}_{channel:04d}{ending}     optional: images to predict
+
+A natural image holds several channels in one file: an RGB `{case}_0000.png` is three
+channels, and channel_names then lists three names (as nnU-Net does). So the channel files of
+a case are the `_NNNN` files present, and the check that the channels they hold add up to
+len(channel_names) happens after reading (satnet.io.checks).
+
+Problems with the folders are collected, not raised one by one: every function here that
+finds several raises one DatasetCheckError listing them all, sorted by file.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satnet.contracts import read_json
+from satnet.errors import DatasetCheckError, InputError, did_you_mean
+from satnet.io.cases import check_case_id
+from satnet.io.geometry import ImageGeometry
+from satnet.io.images import SUPPORTED_ENDINGS, image_ending, read_image, read_label
+
+logger = logging.getLogger(__name__)
+
+DATASET_JSON = "dataset.json"
+REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+Problem = tuple[str, str]  # (file, relative to the dataset folder; what is wrong and the fix)
+
+
+def format_problems(problems: list[Problem]) -> list[str]:
+    """'file: message' lines, sorted by file then message, without repeats."""
+    return [f"{where}: {what}" for where, what in sorted(set(problems))]
+
+
+@dataclass(frozen=True)
+class DatasetJson:
+    """The parts of an nnU-Net v2 dataset.json that satnet uses.
+
+    - channel_names: "0" -> name, one entry per input channel, in channel order.
+    - labels: name -> value, sorted by value; values are 0 (background) .. K, contiguous.
+    - num_training: the declared number of training cases (key numTraining).
+    - file_ending: the ending of every image and label file, e.g. ".nii.gz" or ".png".
+    - name: the dataset's "name" entry, or the folder name when it has none.
+    Other keys (description, reference, licence, tensorImageSize, ...) are ignored.
+    """
+
+    path: Path
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    num_training: int
+    file_ending: str
+    name: str = ""
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Label values including background: the network's output channels."""
+        return len(self.labels)
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        return tuple(sorted(self.labels.values()))
+
+
+def load_dataset_json(raw_dir: str | Path) -> DatasetJson:
+    """Read and validate RAW_DIR/dataset.json; every problem found is listed in one InputError."""
+    raw_dir = Path(raw_dir)
+    path = raw_dir / DATASET_JSON
+    data = read_json(path, DATASET_JSON, "write one as described in docs/formats.md (nnU-Net v2's dataset.json)")
+    return parse_dataset_json(data, path)
+
+
+def parse_dataset_json(data: Any, path: str | Path) -> DatasetJson:
+    """Validate the parsed contents of dataset.json at `path` (named in every message)."""
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{path}: must hold a JSON object with {', '.join(REQUIRED_KEYS)}, not a {type(data).__name__}"
+        )
+    errors = _region_errors(data) or _missing_key_errors(data)
+    if not errors:
+        errors = _channel_errors(data["channel_names"]) + _label_errors(data["labels"])
+        if isinstance(data["numTraining"], bool) or not isinstance(data["numTraining"], int) or data["numTraining"] < 0:
+            errors.append(f"numTraining must be the number of training cases (an integer), not {data['numTraining']!r}")
+        errors += _ending_errors(data["file_ending"])
+    if errors:
+        raise InputError(f"{path} is not a valid nnU-Net v2 dataset.json:\n" + "\n".join(f"  - {e}" for e in errors))
+    ignored = sorted(set(data) - set(REQUIRED_KEYS))
+    if ignored:
+        logger.debug("%s: ignoring keys %s", path, ", ".join(ignored))
+    channel_names = {str(i): data["channel_names"][str(i)] for i in range(len(data["channel_names"]))}
+    labels = dict(sorted(data["labels"].items(), key=lambda kv: kv[1]))
+    name = data["name"] if isinstance(data.get("name"), str) and data["name"] else path.parent.name
+    return DatasetJson(path, channel_names, labels, data["numTraining"], data["file_ending"], name)
+
+
+def _region_errors(data: dict) -> list[str]:
+    labels = data.get("labels")
+    regions = isinstance(labels, dict) and any(isinstance(v, (list, tuple)) for v in labels.values())
+    if regions or "regions_class_order" in data:
+        return [
+            "it defines region-based labels (a label mapped to a list of values, or regions_class_order); "
+            "satnet does not support regions yet: map each label name to one integer value"
+        ]
+    return []
+
+
+def _missing_key_errors(data: dict) -> list[str]:
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if not missing:
+        return []
+    if "modality" in data and "channel_names" in missing:
+        return [
+            "it looks like an nnU-Net v1 / Medical Segmentation Decathlon dataset.json ('modality' instead of "
+            "'channel_names'); convert the dataset to nnU-Net v2's layout (nnUNetv2_convert_MSD_dataset does it) "
+            "or rename 'modality' to 'channel_names', make 'labels' map name -> value and add 'file_ending'"
+        ]
+    return [f"missing required key {k!r}{did_you_mean(k, data)}" for k in missing]
+
+
+def _channel_errors(channels: Any) -> list[str]:
+    if not isinstance(channels, dict) or not channels:
+        return [f'channel_names must map "0", "1", ... to channel names, e.g. {{"0": "CT"}}, not {channels!r}']
+    expected = [str(i) for i in range(len(channels))]
+    errors = []
+    if sorted(channels, key=lambda k: (len(k), k)) != expected:
+        errors.append(
+            f"channel_names keys must be {', '.join(expected)} (one per channel, from 0), not {', '.join(channels)}"
+        )
+    bad = [k for k, v in channels.items() if not isinstance(v, str) or not v]
+    if bad:
+        errors.append(
+            f"channel_names values must be non-empty strings (e.g. 'CT', 'T2'); check key(s) {', '.join(bad)}"
+        )
+    return errors
+
+
+def _label_errors(labels: Any) -> list[str]:
+    if not isinstance(labels, dict) or not labels:
+        return [f'labels must map label names to integer values, e.g. {{"background": 0, "tumor": 1}}, not {labels!r}']
+    if all(isinstance(k, str) and k.isdigit() for k in labels) and all(isinstance(v, str) for v in labels.values()):
+        return [
+            'labels maps values to names (nnU-Net v1 order, e.g. {"0": "background"}); nnU-Net v2 maps names to '
+            'values: write {"background": 0, ...}'
+        ]
+    bad = [k for k, v in labels.items() if isinstance(v, bool) or not isinstance(v, int)]
+    if bad:
+        return [f"labels values must be integers; {', '.join(f'{k!r}: {labels[k]!r}' for k in bad)} are not"]
+    values = sorted(labels.values())
+    errors = []
+    if 0 not in values:
+        errors.append('labels must include the background as value 0, e.g. "background": 0')
+    if values != list(range(len(values))):
+        errors.append(
+            f"labels values must be unique and contiguous from 0 (0, 1, ..., {len(values) - 1}), not "
+            f"{', '.join(map(str, values))}: renumber the labels in dataset.json and in the label files"
+        )
+    if len(values) < 2:
+        errors.append("labels needs the background and at least one foreground label")
+    return errors
+
+
+def _ending_errors(ending: Any) -> list[str]:
+    if not isinstance(ending, str) or not ending.startswith("."):
+        return [f'file_ending must be a string starting with ".", e.g. ".nii.gz" or ".png", not {ending!r}']
+    if ending.lower() not in SUPPORTED_ENDINGS:
+        return [f"file_ending {ending!r} is not supported; satnet reads {', '.join(SUPPORTED_ENDINGS)}"]
+    return []
+
+
+@dataclass(frozen=True)
+class RawCase:
+    """One case of a raw dataset: its channel files in channel order and its label (None when unlabelled)."""
+
+    case_id: str
+    image_files: list[Path] = field(default_factory=list)
+    label_file: Path | None = None
+
+
+def read_case(case: RawCase, num_channels: int) -> tuple[np.ndarray, np.ndarray | None, ImageGeometry]:
+    """Read one case: (image float32 (C, Z, Y, X), label (Z, Y, X) or None, geometry of the image).
+
+    The channels the files hold must add up to `num_channels` (len(channel_names) of the
+    dataset the model was planned for), else an InputError names the case and its files.
+    The label's grid is not compared here: check_dataset does that for training cases.
+    """
+    image, geometry = read_image(case.image_files)
+    if image.shape[0] != num_channels:
+        files = ", ".join(p.name for p in case.image_files)
+        raise InputError(
+            f"case {case.case_id}: its image files ({files}) hold {image.shape[0]} channel(s), but the dataset has "
+            f"{num_channels} (channel_names); give every channel file, {{case}}_0000 onwards (an RGB file holds 3)"
+        )
+    label = read_label(case.label_file)[0] if case.label_file is not None else None
+    return image, label, geometry
+
+
+def find_training_cases(raw_dir: str | Path, ds: DatasetJson) -> list[RawCase]:
+    """The cases of RAW_DIR/imagesTr with their labels in labelsTr, sorted by case id.
+
+    Raises DatasetCheckError listing every layout problem (missing channel or label, a file
+    whose name does not parse, a label without images, a wrong file ending, an unsafe name).
+    File contents are not read here: satnet.io.checks.check_dataset does that.
+    """
+    raw_dir = Path(raw_dir)
+    cases, problems = scan_cases(raw_dir / "imagesTr", ds.file_ending, ds.num_channels, raw_dir / "labelsTr", raw_dir)
+    if problems:
+        raise DatasetCheckError(str(raw_dir), format_problems(problems))
+    return cases
+
+
+def find_cases_in_folder(folder: str | Path, file_ending: str, num_channels_expected: int) -> list[RawCase]:
+    """The cases in a folder of images to predict (named like imagesTs), sorted by case id.
+
+    `num_channels_expected` is the channel count the model takes; files of channels beyond it
+    are reported. Whether the channels read add up to it is checked by `read_case`.
+    """
+    folder = Path(folder)
+    errors = _ending_errors(file_ending)
+    if errors:
+        raise InputError(f"{folder}: {errors[0]}")
+    cases, problems = scan_cases(folder, file_ending, num_channels_expected, None, folder.parent)
+    if problems:
+        raise DatasetCheckError(str(folder), format_problems(problems))
+    return cases
+
+
+class _Problems:
+    """Collects (file relative to `root`, message) pairs."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.items: list[Problem] = []
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def add(self, path: Path, message: str) -> None:
+        self.items.append((self.rel(path), message))
+
+    def unsafe_case_id(self, case: str, path: Path) -> bool:
+        try:
+            check_case_id(case)
+        except InputError as exc:
+            self.add(path, str(exc))
+            return True
+        return False
+
+
+def scan_cases(
+    images_dir: Path, file_ending: str, num_channels: int, labels_dir: Path | None, root: Path
+) -> tuple[list[RawCase], list[Problem]]:
+    """Pair channel files (and labels when `labels_dir` is given) into cases, collecting problems.
+
+    Problem files are named relative to `root`. The cases returned are those with at least
+    one channel file and a safe name; they may still have problems of their own.
+    """
+    problems = _Problems(root)
+    if not images_dir.is_dir():
+        problems.add(images_dir, f"folder not found: put the images there as {{case}}_0000{file_ending}")
+        return [], problems.items
+    files = _files_with_ending(images_dir, file_ending, problems, f"{{case}}_0000{file_ending}")
+    channels: dict[str, dict[int, Path]] = {}
+    for path in files:
+        stem = path.name[: -len(file_ending)]
+        match = _CHANNEL_FILE.match(stem)
+        if match is None:
+            problems.add(path, f"name does not follow {{case}}_{{channel:04d}}{file_ending} (e.g. {stem}_0000"
+                               f"{file_ending}): rename it or move it out")
+        elif not problems.unsafe_case_id(match["case"], path):
+            case, channel = match["case"], int(match["channel"])
+            if channel < num_channels:
+                channels.setdefault(case, {})[channel] = path
+            else:
+                problems.add(path, f"is channel {channel} but channel_names in dataset.json lists {num_channels} "
+                                   f"channel(s): remove the file or add the channel to channel_names")
+    # Every case must have the channel files 0 .. the highest channel index present.
+    last = max((c for chans in channels.values() for c in chans), default=-1)
+    for case, chans in channels.items():
+        for c in sorted(set(range(last + 1)) - set(chans)):
+            problems.add(images_dir / f"{case}_{c:04d}{file_ending}",
+                         f"is missing: every case needs the channel files _0000 to _{last:04d}; add it or remove "
+                         f"case {case}")
+    labels = _find_labels(labels_dir, file_ending, channels, images_dir, problems) if labels_dir else {}
+    cases = [
+        RawCase(case, [chans[c] for c in sorted(chans)], labels.get(case)) for case, chans in sorted(channels.items())
+    ]
+    return cases, problems.items
+
+
+def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: str) -> list[Path]:
+    """The files of `folder` ending in `ending`, adding a problem for each other entry.
+
+    Hidden entries (".DS_Store", satnet's own temporary files) are skipped. When no file has
+    the ending, one problem names the ending the files do have, instead of one per file.
+    """
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if not p.is_dir()]
+    for p in entries:
+        if p.is_dir():
+            problems.add(p, "is a folder; only image files belong here: move it out")
+    matching = [p for p in files if p.name.endswith(ending)]
+    others = [p for p in files if not p.name.endswith(ending)]
+    if not files:
+        problems.add(folder, f"is empty: put the files there named {pattern}")
+    elif not matching:
+        counts = Counter(image_ending(p) or "".join(p.suffixes) or "(no ending)" for p in others)
+        found, count = counts.most_common(1)[0]
+        fix = (f"set file_ending to {found!r} in dataset.json" if found in SUPPORTED_ENDINGS
+               else f"convert them to one of {', '.join(SUPPORTED_ENDINGS)}")
+        problems.add(folder, f"holds no file ending in {ending!r} (file_ending in dataset.json) but {count} "
+                             f"ending in {found!r}: {fix}")
+    else:
+        for p in others:
+            problems.add(p, f"does not end in {ending!r} (file_ending in dataset.json): convert it or move it out")
+    return matching
+
+
+def _find_labels(
+    labels_dir: Path, ending: str, channels: dict[str, dict[int, Path]], images_dir: Path, problems: _Problems
+) -> dict[str, Path]:
+    """Case id -> label file for the cases in `channels`; problems for strays and missing labels."""
+    if not labels_dir.is_dir():
+        problems.add(labels_dir, f"folder not found: put one label per case there as {{case}}{ending}")
+        return {}
+    files = _files_with_ending(labels_dir, ending, problems, f"{{case}}{ending}")
+    labels: dict[str, Path] = {}
+    for path in files:
+        case = path.name[: -len(ending)]
+        if problems.unsafe_case_id(case, path):
+            continue
+        if case in channels:
+            labels[case] = path
+        else:
+            problems.add(path, f"has no image files (no {problems.rel(images_dir / f'{case}_0000{ending}')}): add "
+                               f"the case's images or remove the label")
+    if files:  # with no label file at all, the folder's own problem says so once
+        for case in channels:
+            if case not in labels:
+                problems.add(labels_dir / f"{case}{ending}", f"is missing: add the label of case {case}, or move its "
+                                                             f"images to imagesTs if it has none")
+    return labels
