@@ -127,7 +127,9 @@ def aggregate_metrics(
     labels = list(per_case[0])
     for i, case in enumerate(per_case):
         if list(case) != labels:
-            raise InputError(f"case {i} has labels {list(case)}, case 0 has {labels}: evaluate all cases with the same labels")
+            raise InputError(
+                f"case {i} has labels {list(case)}, case 0 has {labels}: evaluate all cases with the same labels"
+            )
     per_class: dict[int, dict[str, dict[str, float]]] = {label: {} for label in labels}
     means: dict[str, float] = {}
     for name in metrics:
@@ -139,17 +141,22 @@ def aggregate_metrics(
     return {"per_class": per_class, "mean": means}
 
 
+def check_label_map(array: np.ndarray, what: str = "segmentation") -> np.ndarray:
+    """Return `array` as a numpy array; raise InputError unless it holds non-negative integer (or bool) labels."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "biu":
+        raise InputError(f"{what} must hold integer labels, not {array.dtype}; cast it with .astype(np.uint8)")
+    if array.dtype.kind == "i" and array.size and array.min() < 0:
+        raise InputError(f"{what} holds negative values (min {array.min()}); labels must be >= 0")
+    return array
+
+
 def _check_pair(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    reference, prediction = np.asarray(reference), np.asarray(prediction)
+    reference, prediction = check_label_map(reference, "reference"), check_label_map(prediction, "prediction")
     if reference.shape != prediction.shape:
         raise InputError(
             f"reference and prediction must have the same shape, not {list(reference.shape)} and "
             f"{list(prediction.shape)}; export predictions to the reference's geometry first"
         )
-    for name, array in (("reference", reference), ("prediction", prediction)):
-        if array.dtype.kind not in "biu":
-            raise InputError(f"{name} must hold integer labels, not {array.dtype}; cast it with .astype(np.uint8)")
-        if array.dtype.kind == "i" and array.size and array.min() < 0:
-            raise InputError(f"{name} holds negative values (min {array.min()}); labels must be >= 0")
     as_int = [a.view(np.uint8) if a.dtype.kind == "b" else a for a in (reference, prediction)]  # bool masks are 0/1
     return as_int[0], as_int[1]

@@ -71,7 +71,9 @@ def test_numpy_image_and_low_precision_predictor():
     torch.testing.assert_close(out, image + 1, rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("patch, axis, mirror", [((6, 8, 10), 2, (2,)), ((6, 8, 10), 0, (0, 1, 2)), ((8, 12), 1, (0, 1))])
+@pytest.mark.parametrize(
+    "patch, axis, mirror", [((6, 8, 10), 2, (2,)), ((6, 8, 10), 0, (0, 1, 2)), ((8, 12), 1, (0, 1))]
+)
 def test_mirroring_symmetrises_an_asymmetric_predictor(patch, axis, mirror):
     image = random_image((1, 9, 13, 17))
     n = patch[axis]
@@ -173,7 +175,9 @@ def test_errors_name_the_problem(kwargs, error, match):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_predictor_on_gpu_output_on_cpu():
     image = random_image((2, 10, 30, 20))
-    out = sliding_window_predict(plus_one, image, (8, 16, 16), 2, mirror_axes=(0, 1, 2), device="cuda", output_device="cpu")
+    out = sliding_window_predict(
+        plus_one, image, (8, 16, 16), 2, mirror_axes=(0, 1, 2), device="cuda", output_device="cpu"
+    )
     assert out.device.type == "cpu"
     torch.testing.assert_close(out, image + 1, rtol=1e-5, atol=1e-5)
 
