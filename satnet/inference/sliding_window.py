@@ -207,7 +207,7 @@ def _predict_mirrored(
         out = _call(predictor, flipped, num_outputs)
         out = torch.flip(out, dims) if dims else out
         total = out if total is None else total + out  # not in place: `out` may be the caller's tiles
-    return total / len(subsets)
+    return total if len(subsets) == 1 else total.div_(len(subsets))
 
 
 def _call(predictor: Predictor, tiles: torch.Tensor, num_outputs: int) -> torch.Tensor:

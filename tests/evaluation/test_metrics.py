@@ -31,11 +31,14 @@ def naive_counts(reference, prediction, label):
     return [np.sum(r & p), np.sum(~r & p), np.sum(r & ~p), np.sum(~r & ~p)]
 
 
-def test_matches_a_per_label_loop_in_chunks(monkeypatch):
+@pytest.mark.parametrize("per_label_max", [16, 0])  # per-label masks, then one bincount
+def test_both_methods_match_a_naive_loop_in_chunks(monkeypatch, per_label_max):
+    monkeypatch.setattr(metrics, "PER_LABEL_MAX", per_label_max)
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 5, size=(7, 11, 13)).astype(np.uint8)  # label 4 present but not evaluated
     prediction = rng.integers(0, 4, size=(7, 11, 13)).astype(np.int16)
-    labels = [3, 1, 2]
+    prediction[0, 0, :3] = 300  # a value far above the labels
+    labels = [3, 1, 2, 7]  # 7 is absent from both
     expected = np.array([naive_counts(reference, prediction, c) for c in labels])
     np.testing.assert_array_equal(confusion_counts(reference, prediction, labels), expected)
     monkeypatch.setattr(metrics, "CHUNK_VOXELS", 100)  # many chunks, the last one partial
@@ -55,7 +58,9 @@ def test_empty_mask_conventions():
     assert everything["dice"] == 1 and math.isnan(everything["fpr"]) and everything["fnr"] == 0
 
 
-def test_bool_masks_and_rates_broadcast():
+@pytest.mark.parametrize("per_label_max", [16, 0])
+def test_bool_masks_and_rates_broadcast(monkeypatch, per_label_max):
+    monkeypatch.setattr(metrics, "PER_LABEL_MAX", per_label_max)
     reference = np.array([True, True, False, False])
     prediction = np.array([True, False, True, False])
     np.testing.assert_array_equal(confusion_counts(reference, prediction, [1]), [[1, 1, 1, 1]])
