@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from satnet.errors import ConfigError, InputError
-from satnet.inference.gaussian import cached_importance_map, check_patch_size, uniform_importance_map
+from satnet.inference.gaussian import (
+    DEFAULT_SIGMA_SCALE,
+    cached_importance_map,
+    check_patch_size,
+    uniform_importance_map,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +89,8 @@ def sliding_window_predict(
     Args:
         predictor: maps tiles (B, C, pz, py, px) (3-entry patch) or (B, C, py, px) (2-entry
             patch) to logits (B, num_outputs, *patch). Called under `torch.no_grad()` with
-            tiles in the image's dtype on `device`; its output is cast to float32.
+            tiles in the image's dtype on `device`; its output is cast to float32. It must
+            not modify its input in place (the mirrored copies are cut from the same tiles).
         image: (C, Z, Y, X), a 2D case has Z = 1. A numpy array is wrapped without a copy.
         patch_size: (pz, py, px) for a 3D network, (py, px) for a 2D network applied to each Z slice.
         num_outputs: channels the predictor returns (the number of classes, background included).
@@ -116,7 +122,7 @@ def sliding_window_predict(
     corners = list(itertools.product(*starts))
     logger.debug("sliding window: %s tiles of %s over %s", len(corners), list(patch), list(image.shape))
 
-    weight_map = cached_importance_map(patch, 1.0 / 8) if gaussian else uniform_importance_map(patch)
+    weight_map = cached_importance_map(patch, DEFAULT_SIGMA_SCALE) if gaussian else uniform_importance_map(patch)
     weight_map = weight_map.reshape(1, *patch3).to(output_device)  # (1, pz, py, px)
     logits = torch.zeros((num_outputs, *padded.shape[1:]), dtype=torch.float32, device=output_device)
     weight_sum = torch.zeros((1, *padded.shape[1:]), dtype=torch.float32, device=output_device)
