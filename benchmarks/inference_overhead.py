@@ -51,7 +51,8 @@ def bare_tiles(predictor, image: torch.Tensor, patch, step: float, batch: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs/benchmarks/inference_overhead.md"))
+    default_out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "inference_overhead.md"
+    parser.add_argument("--out", default=str(default_out))
     args = parser.parse_args()
     torch.set_num_threads(2)
     lines = ["# Inference overhead (CPU)", "", f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
