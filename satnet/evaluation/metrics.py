@@ -27,7 +27,7 @@ from satnet.errors import InputError
 
 METRICS = ("dice", "fpr", "fnr")
 CHUNK_VOXELS = 1 << 22  # voxels per pass: bounds the temporary masks and indices (32 MiB of int64)
-PER_LABEL_MAX = 24  # up to this many labels per-label masks are faster than one bincount (measured crossover ~23)
+PER_LABEL_MAX = 24  # up to this many labels per-label masks are faster than one bincount (measured crossover ~25)
 
 
 def confusion_counts(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[int]) -> np.ndarray:
@@ -37,7 +37,7 @@ def confusion_counts(reference: np.ndarray, prediction: np.ndarray, labels: Sequ
     (usually (Z, Y, X)). Values not in `labels` (background, an ignored label) are negatives.
 
     Two exact methods, chosen by speed (benchmarks/inference_overhead.py): up to
-    PER_LABEL_MAX labels, per-label boolean masks counted with `np.count_nonzero` (about 7 ms
+    PER_LABEL_MAX labels, per-label boolean masks counted with `np.count_nonzero` (about 6 ms
     per label on 13 M voxels, 2 CPU cores); beyond, one `np.bincount` over the joint
     (reference, prediction) index, whose cost does not grow with K.
     """
