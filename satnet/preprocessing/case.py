@@ -55,13 +55,15 @@ def sample_class_locations(
 
 
 def target_spacing(geometry: ImageGeometry, plan: ConfigurationPlan) -> list[float]:
-    """The (Z, Y, X) spacing a case is resampled to: the plan's, but never across Z in 2D.
+    """The (Z, Y, X) spacing a case is resampled to: the plan's, but never across Z for one slice.
 
-    A 2D configuration trains on Z slices, and a one-slice image (a PNG, Z spacing 999) has
-    no Z axis to resample: both keep the case's own Z spacing, as nnU-Net's 2d configuration does.
+    A one-slice image (a PNG, Z spacing 999) has no Z axis to resample, so it keeps its own Z
+    spacing whatever the plan says. A 2D configuration of volumes is resampled to the plan's
+    full spacing like a 3D one (plans.py: it trains on Z slices of data resampled to this
+    spacing), so the two can share one preprocessed copy when their spacings agree.
     """
     spacing = [float(s) for s in plan.spacing]
-    if plan.network.spatial_dims == 2 or geometry.shape[0] == 1:
+    if geometry.shape[0] == 1:
         spacing[0] = float(geometry.spacing[0])
     return spacing
 

@@ -46,6 +46,15 @@ def bounding_box(mask: np.ndarray) -> BBox:
     return box
 
 
+def nonzero_bbox(data: np.ndarray) -> BBox:
+    """The box of voxels non-zero in any channel of (C, Z, Y, X); the whole image when all zero.
+
+    Equal to `bounding_box(nonzero_mask(data))` without the cost of filling holes, which never
+    moves the box.
+    """
+    return bounding_box(np.any(data != 0, axis=0))
+
+
 def bbox_slices(bbox: BBox) -> tuple[slice, ...]:
     """The (Z, Y, X) slices of a box; index an image with `(slice(None),) + bbox_slices(bbox)`."""
     return tuple(slice(start, stop) for start, stop in bbox)
@@ -59,7 +68,7 @@ def crop_to_nonzero(
     Returns (cropped data (C, z, y, x), cropped seg (z, y, x) or None, bbox). The crops are
     copies, so the (large) input can be freed. An all-zero image is returned whole.
     """
-    bbox = bounding_box(nonzero_mask(data))
+    bbox = nonzero_bbox(data)
     box = bbox_slices(bbox)
     cropped = data[(slice(None),) + box].copy()
     cropped_seg = seg[box].copy() if seg is not None else None

@@ -90,20 +90,20 @@ def test_2d_natural_image_never_resamples_z(make_plan):
     image = rng.integers(1, 256, size=(3, 1, 32, 40)).astype(np.float32)
     label = np.zeros((1, 32, 40), dtype=np.uint8)
     label[0, 8:20, 10:30] = 1
-    plan = make_plan([1.0, 2.0, 2.0], RGB, spatial_dims=2, num_classes=2)
+    plan = make_plan([1.0, 2.0, 2.0], RGB, spatial_dims=2, num_classes=2)  # Z = 1.0 in the plan: ignored
     data, seg, props = preprocess_case(image, geometry((1, 32, 40), (999.0, 1.0, 1.0)), label, plan, "img_000", [0, 1])
     assert data.shape == (3, 1, 16, 20) and seg.shape == (1, 1, 16, 20)
     assert props.spacing_after_resampling == [999.0, 2.0, 2.0]
     np.testing.assert_allclose(data.mean(axis=(1, 2, 3)), image.mean(axis=(1, 2, 3)) / 255, atol=0.02)  # rgb / 255
 
 
-def test_2d_configuration_keeps_each_cases_z_spacing(make_plan):
+def test_2d_configuration_of_volumes_matches_3d_so_they_can_share_data(make_plan):
     image, label, geo = padded_case(spacing=(5.0, 1.0, 1.0))
-    plan = make_plan([2.5, 2.0, 2.0], [MRI], spatial_dims=2)
-    data, seg, props = preprocess_case(image, geo, label, plan, "case_002", [0, 1, 2])
-    assert props.spacing_after_resampling == [5.0, 2.0, 2.0]
-    z, y, x = props.shape_after_crop
-    assert data.shape[1:] == (z, round(y / 2), round(x / 2))
+    flat = preprocess_case(image, geo, label, make_plan([2.5, 2.0, 2.0], [MRI], spatial_dims=2), "c", [0, 1, 2])
+    full = preprocess_case(image, geo, label, make_plan([2.5, 2.0, 2.0], [MRI]), "c", [0, 1, 2])
+    assert flat[2].spacing_after_resampling == [2.5, 2.0, 2.0]
+    assert flat[0].tobytes() == full[0].tobytes() and flat[1].tobytes() == full[1].tobytes()
+    assert flat[2] == full[2]
 
 
 def test_user_errors_name_the_case(make_plan):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from satnet.preprocessing.crop import bounding_box, crop_to_nonzero, nonzero_mask, uncrop
+from satnet.preprocessing.crop import bounding_box, crop_to_nonzero, nonzero_bbox, nonzero_mask, uncrop
 
 
 def test_box_covers_voxels_nonzero_in_any_channel():
@@ -37,6 +37,8 @@ def test_mask_fills_holes_in_3d_and_in_single_slices():
     ring[:, 0, 2, 2] = 0.0
     assert nonzero_mask(ring)[0, 2, 2]
     assert not nonzero_mask(ring)[0, 0, 0]
+    for image in (shell, ring):  # filling holes never moves the box
+        assert nonzero_bbox(image) == bounding_box(nonzero_mask(image))
 
 
 def test_bounding_box_of_empty_mask_and_uncrop_round_trip():
