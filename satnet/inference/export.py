@@ -20,6 +20,7 @@ from satnet.preprocessing.resample import resample_probabilities
 
 def _to_cropped_grid(probs: np.ndarray, props: CaseProperties, anisotropy_threshold: float) -> np.ndarray:
     """(K, z, y, x) on the preprocessed grid -> float32 (K, Z', Y', X') on the cropped raw grid."""
+    probs = np.asarray(probs)  # also takes a CPU torch tensor, without a copy
     if probs.ndim != 4 or list(probs.shape[1:]) != list(props.shape_after_resampling):
         raise InputError(
             f"case {props.case_id}: probabilities must be (K, Z, Y, X) with spatial shape "
