@@ -96,6 +96,11 @@ class ConfigurationPlan(Contract):
     memory_budget_bytes: int
     resampling: ResamplingPlan = field(default_factory=ResamplingPlan)
     median_shape: list[int] = field(default_factory=list)  # median case shape after resampling (Z, Y, X)
+    data_identifier: str = ""  # folder under WORK_DIR/preprocessed/; configurations with equal spacing share one
+
+    def data_dir(self, work_dir: str | Path) -> Path:
+        """WORK_DIR/preprocessed/<data_identifier> (the configuration's name when unset)."""
+        return Path(work_dir) / "preprocessed" / (self.data_identifier or self.name)
 
     def __post_init__(self) -> None:
         dims = self.network.spatial_dims

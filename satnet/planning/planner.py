@@ -1,0 +1,289 @@
+"""The planner: from a fingerprint and a GPU memory budget to plans.json.
+
+For each configuration ("2d" always, "3d" for volumetric data):
+1. target spacing: 2 mm isotropic by default (native pixels for 2D natural images), nnU-Net's
+   data-driven rule with `spacing="auto"`, or explicit values;
+2. normalisation per channel from `channel_names`;
+3. patch, topology and batch: start from the median case shape at the target spacing, derive
+   the topology, and while the exact memory estimate of one training step
+   (satnet.planning.memory) exceeds the budget, shrink the axis that is largest relative to the
+   median shape by one stride unit and re-derive the topology; then grow the batch within the
+   budget up to 5% of the dataset's voxels (at least 2).
+Because the estimate counts the decoder's skip tensors exactly, a `sat` plan gets at least the
+patch of an `org` plan at the same budget, and more where the budget binds.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from satnet import __version__
+from satnet.errors import ConfigError, unknown_name_error
+from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
+from satnet.planning.fingerprint import Fingerprint
+from satnet.planning.memory import estimate_memory
+from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, Plans, ResamplingPlan
+from satnet.planning.topology import fit_patch_to_topology
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPACING_MM = 2.0
+GIB = 1024**3
+MIN_BATCH = 2
+MAX_BATCH_FRACTION = 0.05  # of the dataset's voxels in one batch (nnU-Net's cap)
+SMALL_OBJECT_VOXELS = 8
+ANISOTROPY_RATIO = 3.0
+CONFIG_NAMES = ("2d", "3d")
+
+
+@dataclass
+class PlannerOptions:
+    """What the user asked for (stored in plans.json under `planner`).
+
+    spacing: "default" (2 mm isotropic; native pixels for 2D natural images), "auto"
+    (nnU-Net's median-spacing rule) or three numbers (Z, Y, X) in mm. gpu_memory_gb is the
+    memory PyTorch may allocate during training (GiB), i.e. what
+    torch.cuda.max_memory_allocated would report: leave the CUDA context's share of the card out.
+    """
+
+    gpu_memory_gb: float = 8.0
+    arch: str = "unet"
+    skip: str = "sat"
+    spacing: str | list[float] = "default"
+    configs: list[str] = field(default_factory=lambda: list(CONFIG_NAMES))
+    optimizer: str = "sgd"
+    precision: str = "fp32"
+    gate_init: str = "ones"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCH_NAMES:
+            raise unknown_name_error("arch", self.arch, ARCH_NAMES)
+        if self.skip not in SKIP_MODES:
+            raise unknown_name_error("skip", self.skip, SKIP_MODES)
+        for c in self.configs:
+            if c not in CONFIG_NAMES:
+                raise unknown_name_error("configuration", c, CONFIG_NAMES)
+        if not self.gpu_memory_gb > 0:
+            raise ConfigError(f"gpu_memory_gb must be positive, not {self.gpu_memory_gb}")
+        if isinstance(self.spacing, str):
+            if self.spacing not in ("default", "auto"):
+                raise ConfigError(f'spacing must be "default", "auto" or three numbers (Z Y X), not {self.spacing!r}')
+        elif len(self.spacing) != 3 or any(not float(s) > 0 for s in self.spacing):
+            raise ConfigError(f"spacing must be three positive numbers (Z Y X) in mm, not {self.spacing!r}")
+
+    def as_dict(self) -> dict:
+        return {
+            "gpu_memory_gb": self.gpu_memory_gb, "arch": self.arch, "skip": self.skip,
+            "spacing": self.spacing if isinstance(self.spacing, str) else [float(s) for s in self.spacing],
+            "configs": list(self.configs), "optimizer": self.optimizer, "precision": self.precision,
+            "gate_init": self.gate_init,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Spacing and normalisation
+
+
+def auto_spacing(fp: Fingerprint) -> list[float]:
+    """nnU-Net's target spacing: the median spacing, except that for strongly anisotropic data
+    (coarse axis spacing > 3x the finest and its median voxel count < 1/3 of the others') the
+    coarse axis takes the 10th percentile of its spacings (never finer than the other axes)."""
+    spacings = fp.spacings()
+    target = np.median(spacings, axis=0)
+    shapes = fp.shapes_after_crop() * spacings / target[None]
+    median_shape = np.median(shapes, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(3) if a != worst]
+    aniso_spacing = target[worst] > ANISOTROPY_RATIO * min(target[others])
+    aniso_voxels = median_shape[worst] * ANISOTROPY_RATIO < min(median_shape[others])
+    if aniso_spacing and aniso_voxels:
+        coarse = float(np.percentile(spacings[:, worst], 10))
+        target[worst] = max(coarse, float(max(target[others])) + 1e-5)
+    return [float(s) for s in target]
+
+
+def target_spacing(fp: Fingerprint, request: str | Sequence[float]) -> list[float]:
+    """Target spacing (Z, Y, X) in mm for the 3D configuration (and the 2D one's in-plane)."""
+    if not isinstance(request, str):
+        spacing = [float(s) for s in request]
+    elif request == "auto":
+        spacing = auto_spacing(fp)
+    else:
+        spacing = [DEFAULT_SPACING_MM] * 3
+    if fp.natural_image_2d:
+        # a 2D natural image has pixels, not millimetres, and no Z axis: keep Z as read (999)
+        median = fp.median_spacing()
+        in_plane = median[1:] if request == "default" else spacing[1:]
+        spacing = [median[0]] + [float(s) for s in in_plane]
+    return spacing
+
+
+_NNUNET_SCHEMES = {"ct": "ct", "nonorm": "none", "rgb_to_0_1": "rgb", "zscore": "zscore"}
+_RGB_NAMES = {"r", "g", "b", "red", "green", "blue", "rgb"}
+
+
+def channel_normalization(fp: Fingerprint) -> list[ChannelNormalization]:
+    """Per channel, from its name: CT -> "ct" (dataset percentiles and foreground mean/std);
+    RGB channels of natural images (or nnU-Net's rgb_to_0_1) -> "rgb"; noNorm -> "none";
+    anything else -> "zscore" per case, over the non-zero region when cropping to it removed
+    over a quarter of the median case (nnU-Net's rule)."""
+    use_mask = fp.median_relative_size_after_crop() < 0.75
+    norms = []
+    for i, stats in enumerate(fp.channels):
+        name = fp.channel_names[str(i)]
+        key = name.strip().lower()
+        scheme = _NNUNET_SCHEMES.get(key) or ("rgb" if fp.natural_image_2d and key in _RGB_NAMES else "zscore")
+        if scheme == "ct":
+            norms.append(ChannelNormalization(
+                name, "ct", clip_low=stats.percentile_00_5, clip_high=stats.percentile_99_5,
+                mean=stats.mean, std=max(stats.std, 1e-8),
+            ))
+        else:
+            norms.append(ChannelNormalization(name, scheme, use_nonzero_mask=use_mask and scheme == "zscore"))
+    return norms
+
+
+def small_object_warnings(fp: Fingerprint, spacing: Sequence[float], axes: Sequence[int]) -> list[str]:
+    """Warnings for labels whose median object spans fewer than 8 voxels along an axis at `spacing`."""
+    warnings = []
+    for label in fp.label_stats:
+        if label.num_objects == 0:
+            continue
+        voxels = [label.median_object_extent_mm[a] / spacing[a] for a in axes]
+        if min(voxels) < SMALL_OBJECT_VOXELS:
+            spans = " x ".join(f"{v:.1f}" for v in voxels)
+            warnings.append(
+                f'label "{label.name}": its median object spans only {spans} voxels at spacing '
+                f"{_fmt(spacing)} mm (fewer than {SMALL_OBJECT_VOXELS}); consider `--spacing auto`"
+            )
+    return warnings
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "x".join(f"{v:g}" for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch, topology and batch under the memory budget
+
+INITIAL_PATCH_VOXELS = {2: 2048**2, 3: 256**3}  # nnU-Net's cap on the starting patch
+
+
+def _spec(fp: Fingerprint, options: PlannerOptions, dims: int, topo) -> NetworkSpec:
+    return NetworkSpec(
+        arch=options.arch, spatial_dims=dims, in_channels=len(fp.channel_names), num_classes=len(fp.labels),
+        features=topo.features, kernel_sizes=topo.kernel_sizes, strides=topo.strides, skip=options.skip,
+        gate_init=options.gate_init, deep_supervision=True, norm="instance",
+    )
+
+
+def _initial_patch(median: Sequence[int], spacing: Sequence[float]) -> list[int]:
+    """The median shape, capped at nnU-Net's starting volume with the aspect ratio of 1/spacing."""
+    dims = len(median)
+    inv = 1.0 / np.asarray(spacing, dtype=float)
+    cap = inv * (INITIAL_PATCH_VOXELS[dims] / np.prod(inv)) ** (1.0 / dims)
+    return [max(1, int(min(m, round(c)))) for m, c in zip(median, cap)]
+
+
+class _Estimator:
+    """estimate_memory with a cache: the search revisits the same (spec, patch, batch)."""
+
+    def __init__(self, options: PlannerOptions):
+        self.options = options
+        self.cache: dict[str, MemoryEstimate] = {}
+
+    def __call__(self, spec: NetworkSpec, patch: Sequence[int], batch: int) -> MemoryEstimate:
+        key = f"{spec.to_dict()}|{list(patch)}|{batch}"
+        if key not in self.cache:
+            self.cache[key] = estimate_memory(spec, patch, batch, optimizer=self.options.optimizer,
+                                              precision=self.options.precision)
+        return self.cache[key]
+
+
+def search_patch_and_batch(
+    fp: Fingerprint, options: PlannerOptions, dims: int, spacing: Sequence[float], median: Sequence[int]
+) -> tuple[list[int], int, NetworkSpec, MemoryEstimate]:
+    """Largest patch (then batch) whose exact training-step estimate fits the budget.
+
+    `spacing` and `median` are per network axis ((Z, Y, X) in 3D, (Y, X) in 2D).
+    """
+    budget = int(options.gpu_memory_gb * GIB)
+    kernel = 5 if options.arch == "vnet" else 3
+    estimate = _Estimator(options)
+    patch, topo = fit_patch_to_topology(_initial_patch(median, spacing), spacing, kernel)
+    while True:
+        spec = _spec(fp, options, dims, topo)
+        est = estimate(spec, patch, MIN_BATCH)
+        if est.total <= budget:
+            break
+        stride = topo.total_stride
+        shrinkable = [a for a in range(dims) if patch[a] > stride[a]]
+        if not shrinkable:
+            raise ConfigError(
+                f"no {dims}D patch fits --gpu-memory-gb {options.gpu_memory_gb:g}: even {_fmt(patch)} at batch "
+                f"{MIN_BATCH} needs {est.total / GIB:.2f} GiB; raise --gpu-memory-gb or choose a lighter --arch/--skip"
+            )
+        axis = max(shrinkable, key=lambda a: (patch[a] / median[a], -a))
+        patch[axis] -= stride[axis]
+        patch, topo = fit_patch_to_topology(patch, spacing, kernel)
+    batch = _grow_batch(fp, spec, patch, est, budget, estimate, spacing)
+    return patch, batch, spec, estimate(spec, patch, batch)
+
+
+def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, spacing) -> int:
+    full_spacing = list(spacing) if len(spacing) == 3 else [fp.median_spacing()[0], *spacing]
+    voxels = fp.total_voxels_at(full_spacing)
+    cap = max(MIN_BATCH, int(round(MAX_BATCH_FRACTION * voxels / math.prod(patch))))
+    fixed = est2.parameters + est2.gradients + est2.optimizer
+    per_sample = max(1.0, (est2.total - fixed) / MIN_BATCH)
+    batch = max(MIN_BATCH, min(cap, int((budget - fixed) // per_sample)))
+    while batch > MIN_BATCH and estimate(spec, patch, batch).total > budget:
+        batch -= 1
+    return batch
+
+
+def plan_configuration(
+    fp: Fingerprint, name: str, spacing: Sequence[float], options: PlannerOptions, norms: list[ChannelNormalization]
+) -> ConfigurationPlan:
+    dims = 3 if name == "3d" else 2
+    axes = [0, 1, 2] if dims == 3 else [1, 2]
+    median3 = fp.median_shape_at(spacing)
+    patch, batch, spec, est = search_patch_and_batch(
+        fp, options, dims, [spacing[a] for a in axes], [median3[a] for a in axes]
+    )
+    return ConfigurationPlan(
+        name=name, spacing=[float(s) for s in spacing], patch_size=patch, batch_size=batch,
+        normalization=norms, network=spec, estimated_memory=est,
+        memory_budget_bytes=int(options.gpu_memory_gb * GIB), resampling=ResamplingPlan(),
+        median_shape=median3, data_identifier=name,
+    )
+
+
+def plan_experiment(fp: Fingerprint, options: PlannerOptions) -> tuple[Plans, list[str]]:
+    """Plans for every requested configuration, and the warnings to show the user."""
+    configs = list(options.configs)
+    if fp.natural_image_2d and "3d" in configs:
+        if configs == ["3d"]:
+            raise ConfigError("the dataset holds 2D images: the 3d configuration needs volumes; use --configs 2d")
+        configs.remove("3d")
+    spacing = target_spacing(fp, options.spacing)
+    norms = channel_normalization(fp)
+    warnings: list[str] = []
+    planned: dict[str, ConfigurationPlan] = {}
+    for name in sorted(configs, key=CONFIG_NAMES.index):
+        conf = plan_configuration(fp, name, spacing, options, norms)
+        if name == "3d" and "2d" in planned:  # same spacing and normalisation: one preprocessed copy serves both
+            planned["2d"].data_identifier = "3d"
+        planned[name] = conf
+        for w in small_object_warnings(fp, spacing, [0, 1, 2] if name == "3d" else [1, 2]):
+            if w not in warnings:
+                warnings.append(w)
+    plans = Plans(
+        dataset_name=fp.dataset_name, channel_names=dict(fp.channel_names), labels=dict(fp.labels),
+        file_ending=fp.file_ending, configurations=planned, planner=options.as_dict(), satnet_version=__version__,
+    )
+    return plans, warnings

@@ -1,0 +1,122 @@
+"""The plan-and-preprocess stage: check, fingerprint, plan, split, preprocess.
+
+Each step writes its file atomically into WORK_DIR and can be rerun alone (`satnet plan`,
+`satnet preprocess`). Preprocessing is resumable: a case is complete when its JSON exists
+(see satnet/io/cases.py), so a rerun after a kill only does the missing cases, and the result
+is byte-identical to an uninterrupted run. A stamp file (`preprocessed/<id>/stamp.json`) records
+what determines the preprocessed data; if the plan changes, stale cases are removed first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+from satnet.contracts import atomic_write_json, dumps_json
+from satnet.errors import InputError, MissingFileError
+from satnet.io.cases import is_complete, save_case
+from satnet.io.dataset import RawCase, RawDataset, check_dataset
+from satnet.io.images import read_image, read_label
+from satnet.io.parallel import map_cases
+from satnet.planning.fingerprint import Fingerprint, compute_fingerprint, save_fingerprint
+from satnet.planning.planner import GIB, PlannerOptions, plan_experiment
+from satnet.planning.plans import ConfigurationPlan, Plans, load_plans, save_plans
+from satnet.planning.splits import make_splits, save_splits
+from satnet.preprocessing.case import preprocess_case
+
+log = logging.getLogger(__name__)
+STAMP_FILE = "stamp.json"
+
+
+def ensure_writable(work_dir: Path) -> None:
+    """Create WORK_DIR or fail with a clear error before any work is done."""
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create work folder {work_dir} ({exc.strerror}); choose another with -o") from None
+    if not os.access(work_dir, os.W_OK | os.X_OK):
+        raise InputError(f"work folder {work_dir} is not writable; fix its permissions or choose another with -o")
+
+
+def plan(raw_dir: Path, work_dir: Path, options: PlannerOptions, workers: int) -> tuple[RawDataset, Plans]:
+    """Check the dataset, then write fingerprint.json, plans.json and splits.json."""
+    dataset = check_dataset(raw_dir, workers=workers)  # raises with every problem before anything is written
+    ensure_writable(work_dir)
+    fingerprint = compute_fingerprint(dataset, workers=workers)
+    save_fingerprint(fingerprint, work_dir)
+    plans, warnings = plan_experiment(fingerprint, options)
+    for w in warnings:
+        log.warning("warning: %s", w)
+    save_plans(plans, work_dir)
+    save_splits(make_splits([c.case_id for c in dataset.cases]), work_dir)
+    return dataset, plans
+
+
+def _stamp(plan: ConfigurationPlan, plans: Plans) -> dict:
+    """What determines the preprocessed arrays of a data folder."""
+    return {
+        "spacing": plan.spacing, "normalization": plan.to_dict()["normalization"],
+        "resampling": plan.to_dict()["resampling"], "labels": plans.labels, "channel_names": plans.channel_names,
+    }
+
+
+def _prepare_folder(folder: Path, stamp: dict) -> None:
+    stamp_path = folder / STAMP_FILE
+    if stamp_path.is_file() and stamp_path.read_text(encoding="utf-8") != dumps_json(stamp):
+        log.warning("plans changed since %s was preprocessed: removing its %s old case files", folder,
+                    sum(1 for _ in folder.iterdir()))
+        for p in folder.iterdir():
+            if p.suffix in (".npy", ".json", ".tmp"):
+                p.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    for stray in folder.glob(".*.tmp"):  # left by a killed run
+        stray.unlink()
+    atomic_write_json(stamp_path, stamp)
+
+
+def preprocess_one(case: RawCase, plan: ConfigurationPlan, labels: dict[str, int], folder: Path) -> str:
+    image, geometry = read_image(case.image_files)
+    seg = read_label(case.label_file)[0] if case.label_file is not None else None
+    data, seg_out, props = preprocess_case(image, geometry, seg, plan, case.case_id, labels)
+    save_case(folder, props, data, seg_out)
+    return case.case_id
+
+
+def preprocess(dataset: RawDataset, plans: Plans, work_dir: Path, configs: Sequence[str], workers: int) -> None:
+    """Preprocess every case for each configuration's data folder, skipping complete cases."""
+    done: set[str] = set()
+    for name in configs:
+        conf = plans.configuration(name)
+        folder = conf.data_dir(work_dir)
+        if str(folder) in done:
+            continue
+        done.add(str(folder))
+        _prepare_folder(folder, _stamp(conf, plans))
+        todo = [c for c in dataset.cases if not is_complete(folder, c.case_id)]
+        if len(todo) < len(dataset.cases):
+            log.info("%s: %d of %d cases already preprocessed", folder, len(dataset.cases) - len(todo), len(dataset.cases))
+        map_cases(preprocess_one, todo, workers, f"preprocess {name}", plan=conf, labels=plans.labels, folder=folder)
+
+
+def preprocess_from_plans(raw_dir: Path, work_dir: Path, configs: Sequence[str] | None, workers: int) -> Plans:
+    """`satnet preprocess`: preprocess with an existing WORK_DIR/plans.json."""
+    plans = load_plans(work_dir)
+    dataset = check_dataset(raw_dir, workers=workers)
+    preprocess(dataset, plans, work_dir, configs or list(plans.configurations), workers)
+    return plans
+
+
+def summary(plans: Plans) -> str:
+    """A few lines per configuration: spacing, patch, batch, stages, memory against the budget."""
+    lines = [f"plans for {plans.dataset_name} ({plans.planner['arch']}, skip {plans.planner['skip']}):"]
+    for conf in plans.configurations.values():
+        mem = conf.estimated_memory
+        lines.append(
+            f"  {conf.name}: spacing {'x'.join(f'{s:g}' for s in conf.spacing)} mm, patch "
+            f"{'x'.join(map(str, conf.patch_size))}, batch {conf.batch_size}, {conf.network.num_stages} stages, "
+            f"features {conf.network.features[0]}..{max(conf.network.features)}, estimated "
+            f"{mem.total / GIB:.2f} of {conf.memory_budget_bytes / GIB:.2f} GiB "
+            f"(activations {mem.activations / GIB:.2f} GiB)"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from satnet.contracts import dumps_json
+from satnet.errors import ConfigError
+from satnet.planning.fingerprint import Fingerprint, synthetic_fingerprint
+from satnet.planning.planner import (
+    PlannerOptions, auto_spacing, channel_normalization, plan_experiment, target_spacing,
+)
+from satnet.planning.plans import Plans
+
+GIB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def ct() -> Fingerprint:
+    return synthetic_fingerprint()
+
+
+def hippocampus_like() -> Fingerprint:
+    return synthetic_fingerprint(num_cases=200, shape=(36, 50, 35), spacing=(1.0, 1.0, 1.0), channel="MRI",
+                                 labels=("anterior", "posterior"))
+
+
+@pytest.mark.parametrize("gb", [4, 8, 24])
+def test_sat_plan_gets_at_least_the_org_patch(ct, gb):
+    org, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, skip="org", configs=["3d"]))
+    sat, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, skip="sat", configs=["3d"]))
+    o, s = org.configurations["3d"], sat.configurations["3d"]
+    assert math.prod(s.patch_size) >= math.prod(o.patch_size)
+    for conf in (o, s):
+        assert conf.estimated_memory.total <= gb * GIB
+        assert conf.memory_budget_bytes == gb * GIB
+        assert all(p % t == 0 for p, t in zip(conf.patch_size, conf.network.total_stride()))
+    if gb == 4:  # the budget binds: SAT's smaller skips buy a larger patch or batch
+        assert math.prod(s.patch_size) * s.batch_size > math.prod(o.patch_size) * o.batch_size
+
+
+def test_plans_are_deterministic_and_round_trip(ct):
+    a, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8))
+    b, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8))
+    assert dumps_json(a) == dumps_json(b)
+    assert Plans.from_dict(a.to_dict()) == a
+    assert a.configurations["2d"].data_identifier == "3d"  # same spacing: one preprocessed copy
+
+
+def test_small_budget_is_a_clear_error(ct):
+    with pytest.raises(ConfigError, match="raise --gpu-memory-gb"):
+        plan_experiment(ct, PlannerOptions(gpu_memory_gb=0.01, configs=["3d"]))
+
+
+def test_default_spacing_is_2mm_and_warns_about_small_objects():
+    fp = hippocampus_like()
+    plans, warnings = plan_experiment(fp, PlannerOptions(gpu_memory_gb=8, configs=["3d"]))
+    conf = plans.configurations["3d"]
+    assert conf.spacing == [2.0, 2.0, 2.0]
+    assert conf.median_shape == [18, 25, 18]
+    assert any("--spacing auto" in w for w in warnings)
+    assert conf.batch_size >= 2
+
+
+def test_batch_capped_at_5_percent_of_dataset_voxels():
+    fp = hippocampus_like()
+    plans, _ = plan_experiment(fp, PlannerOptions(gpu_memory_gb=40, spacing="auto", configs=["3d"]))
+    conf = plans.configurations["3d"]
+    assert conf.patch_size == [40, 56, 40]
+    voxels = fp.total_voxels_at(conf.spacing)
+    assert conf.batch_size == max(2, round(0.05 * voxels / math.prod(conf.patch_size)))
+
+
+def test_auto_spacing_uses_10th_percentile_for_anisotropic_axis():
+    fp = synthetic_fingerprint(num_cases=50, shape=(20, 512, 512), spacing=(5.0, 0.7, 0.7))
+    spacing = auto_spacing(fp)
+    z = sorted(c.spacing[0] for c in fp.cases)
+    assert spacing[0] < sorted(z)[len(z) // 2]  # finer than the median along Z
+    assert target_spacing(fp, [3, 1, 1]) == [3.0, 1.0, 1.0]
+
+
+def test_normalization_from_channel_names():
+    ct = synthetic_fingerprint(num_cases=3)
+    (n,) = channel_normalization(ct)
+    assert n.scheme == "ct" and n.clip_low == -90.0 and n.clip_high == 250.0
+    mri = synthetic_fingerprint(num_cases=3, channel="T2")
+    assert channel_normalization(mri)[0].scheme == "zscore"
+    raw = synthetic_fingerprint(num_cases=3, channel="noNorm")
+    assert channel_normalization(raw)[0].scheme == "none"
+
+
+def test_natural_2d_images_plan_only_2d_at_native_pixels():
+    fp = synthetic_fingerprint(num_cases=20, shape=(1, 256, 256), spacing=(999.0, 1.0, 1.0), channel="R")
+    fp.channel_names = {"0": "R", "1": "G", "2": "B"}
+    fp.channels = fp.channels * 3
+    fp.natural_image_2d = True
+    plans, _ = plan_experiment(fp, PlannerOptions(gpu_memory_gb=8))
+    assert list(plans.configurations) == ["2d"]
+    conf = plans.configurations["2d"]
+    assert conf.spacing[1:] == [1.0, 1.0]
+    assert [n.scheme for n in conf.normalization] == ["rgb"] * 3
+    assert conf.network.in_channels == 3 and conf.network.spatial_dims == 2
+    with pytest.raises(ConfigError, match="use --configs 2d"):
+        plan_experiment(fp, PlannerOptions(configs=["3d"]))
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError, match='did you mean "sat"'):
+        PlannerOptions(skip="sta")
+    with pytest.raises(ConfigError, match="spacing"):
+        PlannerOptions(spacing=[1, 2])
