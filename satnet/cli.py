@@ -181,7 +181,7 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
 
 
 def _resolve_common(args: argparse.Namespace):
-    from satnet.io.parallel import default_workers
+    from satnet.io.pool import default_workers
 
     work_dir = args.work_dir or default_work_dir(args.raw_dir)
     return work_dir, args.workers or default_workers()

@@ -36,3 +36,14 @@ def map_cases(
     chunksize = max(1, len(items) // (workers * 4))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return list(tqdm(pool.map(fn, items, chunksize=chunksize), **bar))
+
+
+def default_workers() -> int:
+    """Half the usable cores, at least 1 (each worker also runs numpy/scipy threads)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)

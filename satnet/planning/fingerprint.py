@@ -9,6 +9,7 @@ voxels and the median extent in mm of its connected objects (face connectivity).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ from typing import Sequence
 import numpy as np
 
 from satnet.contracts import Contract, atomic_write_json, read_json
-from satnet.io.dataset import RawCase, RawDataset
+from satnet.io.checks import RawDataset
+from satnet.io.dataset import RawCase
 from satnet.io.images import read_image, read_label
-from satnet.io.parallel import map_cases
+from satnet.io.pool import map_cases
 from satnet.preprocessing.crop import nonzero_bbox
 
 log = logging.getLogger(__name__)
@@ -182,8 +184,8 @@ def compute_fingerprint(dataset: RawDataset, workers: int = 1) -> Fingerprint:
     cases = sorted(dataset.cases, key=lambda c: c.case_id)
     label_values = sorted(ds.labels.values())
     per_case = max(1, FOREGROUND_SAMPLES_TOTAL // max(1, len(cases)))
-    results = map_cases(fingerprint_case, cases, workers, "fingerprint", label_values=label_values,
-                        samples_per_case=per_case)
+    work = functools.partial(fingerprint_case, label_values=label_values, samples_per_case=per_case)
+    results = map_cases(work, cases, workers, "fingerprint")
     num_channels = len(ds.channel_names)
     channel_names = [ds.channel_names[str(i)] for i in range(num_channels)]
     channels = [

@@ -246,25 +246,42 @@ def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, sp
     return batch
 
 
+def configuration_name(dims_name: str, arch: str, skip: str) -> str:
+    """"3d" for the default U-Net with SAT skips, else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at"."""
+    return dims_name + ("" if arch == "unet" else f"_{arch}") + ("" if skip == "sat" else f"_{skip}")
+
+
+def data_identifier(spacing: Sequence[float]) -> str:
+    """Preprocessed-data folder name: configurations with the same spacing share one folder."""
+    return "spacing_" + "x".join(f"{s:g}" for s in spacing)
+
+
 def plan_configuration(
-    fp: Fingerprint, name: str, spacing: Sequence[float], options: PlannerOptions, norms: list[ChannelNormalization]
+    fp: Fingerprint, dims_name: str, spacing: Sequence[float], options: PlannerOptions,
+    norms: list[ChannelNormalization],
 ) -> ConfigurationPlan:
-    dims = 3 if name == "3d" else 2
+    dims = 3 if dims_name == "3d" else 2
     axes = [0, 1, 2] if dims == 3 else [1, 2]
     median3 = fp.median_shape_at(spacing)
     patch, batch, spec, est = search_patch_and_batch(
         fp, options, dims, [spacing[a] for a in axes], [median3[a] for a in axes]
     )
     return ConfigurationPlan(
-        name=name, spacing=[float(s) for s in spacing], patch_size=patch, batch_size=batch,
+        name=configuration_name(dims_name, options.arch, options.skip), spacing=[float(s) for s in spacing],
+        patch_size=patch, batch_size=batch,
         normalization=norms, network=spec, estimated_memory=est,
         memory_budget_bytes=int(options.gpu_memory_gb * GIB), resampling=ResamplingPlan(),
-        median_shape=median3, data_identifier=name,
+        median_shape=median3, data_identifier=data_identifier(spacing),
     )
 
 
 def plan_experiment(fp: Fingerprint, options: PlannerOptions) -> tuple[Plans, list[str]]:
-    """Plans for every requested configuration, and the warnings to show the user."""
+    """Plans for every requested configuration, and the warnings to show the user.
+
+    Configuration names carry the arch and skip mode when they differ from the default U-Net
+    with SAT skips (see configuration_name), so plans for several variants can live side by
+    side in one plans.json (see merge_plans) and find-best can rank them.
+    """
     configs = list(options.configs)
     if fp.natural_image_2d and "3d" in configs:
         if configs == ["3d"]:
@@ -274,12 +291,10 @@ def plan_experiment(fp: Fingerprint, options: PlannerOptions) -> tuple[Plans, li
     norms = channel_normalization(fp)
     warnings: list[str] = []
     planned: dict[str, ConfigurationPlan] = {}
-    for name in sorted(configs, key=CONFIG_NAMES.index):
-        conf = plan_configuration(fp, name, spacing, options, norms)
-        if name == "3d" and "2d" in planned:  # same spacing and normalisation: one preprocessed copy serves both
-            planned["2d"].data_identifier = "3d"
-        planned[name] = conf
-        for w in small_object_warnings(fp, spacing, [0, 1, 2] if name == "3d" else [1, 2]):
+    for dims_name in sorted(configs, key=CONFIG_NAMES.index):
+        conf = plan_configuration(fp, dims_name, spacing, options, norms)
+        planned[conf.name] = conf
+        for w in small_object_warnings(fp, spacing, [0, 1, 2] if dims_name == "3d" else [1, 2]):
             if w not in warnings:
                 warnings.append(w)
     plans = Plans(
@@ -287,3 +302,20 @@ def plan_experiment(fp: Fingerprint, options: PlannerOptions) -> tuple[Plans, li
         file_ending=fp.file_ending, configurations=planned, planner=options.as_dict(), satnet_version=__version__,
     )
     return plans, warnings
+
+
+def merge_plans(existing: Plans | None, new: Plans) -> Plans:
+    """`new` plus the configurations of `existing` that `new` does not replace.
+
+    Only plans of the same dataset (same labels and channels) are merged; otherwise `new` wins
+    whole and the caller should warn.
+    """
+    if existing is None or existing.labels != new.labels or existing.channel_names != new.channel_names:
+        return new
+    configurations = {k: v for k, v in existing.configurations.items() if k not in new.configurations}
+    configurations.update(new.configurations)
+    ordered = dict(sorted(configurations.items()))
+    return Plans(
+        dataset_name=new.dataset_name, channel_names=new.channel_names, labels=new.labels,
+        file_ending=new.file_ending, configurations=ordered, planner=new.planner, satnet_version=new.satnet_version,
+    )

@@ -8,25 +8,28 @@ what determines the preprocessed data; if the plan changes, stale cases are remo
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
 from typing import Sequence
 
-from satnet.contracts import atomic_write_json, dumps_json
-from satnet.errors import InputError, MissingFileError
+from satnet.contracts import atomic_write, atomic_write_json, dumps_json
+from satnet.errors import InputError, SatnetError
 from satnet.io.cases import is_complete, save_case
-from satnet.io.dataset import RawCase, RawDataset, check_dataset
+from satnet.io.checks import RawDataset, check_dataset
+from satnet.io.dataset import RawCase
 from satnet.io.images import read_image, read_label
-from satnet.io.parallel import map_cases
-from satnet.planning.fingerprint import Fingerprint, compute_fingerprint, save_fingerprint
-from satnet.planning.planner import GIB, PlannerOptions, plan_experiment
-from satnet.planning.plans import ConfigurationPlan, Plans, load_plans, save_plans
+from satnet.io.pool import map_cases
+from satnet.planning.fingerprint import compute_fingerprint, save_fingerprint
+from satnet.planning.planner import GIB, PlannerOptions, merge_plans, plan_experiment
+from satnet.planning.plans import PLANS_FILE, ConfigurationPlan, Plans, load_plans, save_plans
 from satnet.planning.splits import make_splits, save_splits
 from satnet.preprocessing.case import preprocess_case
 
 log = logging.getLogger(__name__)
 STAMP_FILE = "stamp.json"
+GT_FOLDER = "gt_segmentations"
 
 
 def ensure_writable(work_dir: Path) -> None:
@@ -48,9 +51,35 @@ def plan(raw_dir: Path, work_dir: Path, options: PlannerOptions, workers: int) -
     plans, warnings = plan_experiment(fingerprint, options)
     for w in warnings:
         log.warning("warning: %s", w)
-    save_plans(plans, work_dir)
+    existing = _existing_plans(work_dir)
+    merged = merge_plans(existing, plans)
+    if existing is not None and merged is plans and existing.configurations.keys() - plans.configurations.keys():
+        log.warning("warning: %s/plans.json belonged to a dataset with other labels or channels; replaced",
+                    work_dir)
+    save_plans(merged, work_dir)
     save_splits(make_splits([c.case_id for c in dataset.cases]), work_dir)
     return dataset, plans
+
+
+def _existing_plans(work_dir: Path) -> Plans | None:
+    """The plans already in WORK_DIR, or None (absent, or invalid: then they are replaced)."""
+    if not (work_dir / PLANS_FILE).is_file():
+        return None
+    try:
+        return load_plans(work_dir)
+    except SatnetError as exc:
+        log.warning("warning: replacing unreadable %s (%s)", work_dir / PLANS_FILE, str(exc).splitlines()[0])
+        return None
+
+
+def copy_reference_labels(dataset: RawDataset, work_dir: Path) -> None:
+    """Copy labelsTr into WORK_DIR/gt_segmentations, so validation needs only WORK_DIR."""
+    target = work_dir / GT_FOLDER
+    for case in dataset.cases:
+        dest = target / case.label_file.name
+        if not dest.is_file() or dest.stat().st_size != case.label_file.stat().st_size:
+            data = case.label_file.read_bytes()
+            atomic_write(dest, lambda f, d=data: f.write(d))
 
 
 def _stamp(plan: ConfigurationPlan, plans: Plans) -> dict:
@@ -85,6 +114,7 @@ def preprocess_one(case: RawCase, plan: ConfigurationPlan, labels: dict[str, int
 
 def preprocess(dataset: RawDataset, plans: Plans, work_dir: Path, configs: Sequence[str], workers: int) -> None:
     """Preprocess every case for each configuration's data folder, skipping complete cases."""
+    copy_reference_labels(dataset, work_dir)
     done: set[str] = set()
     for name in configs:
         conf = plans.configuration(name)
@@ -96,7 +126,8 @@ def preprocess(dataset: RawDataset, plans: Plans, work_dir: Path, configs: Seque
         todo = [c for c in dataset.cases if not is_complete(folder, c.case_id)]
         if len(todo) < len(dataset.cases):
             log.info("%s: %d of %d cases already preprocessed", folder, len(dataset.cases) - len(todo), len(dataset.cases))
-        map_cases(preprocess_one, todo, workers, f"preprocess {name}", plan=conf, labels=plans.labels, folder=folder)
+        work = functools.partial(preprocess_one, plan=conf, labels=plans.labels, folder=folder)
+        map_cases(work, todo, workers, f"preprocess {name}")
 
 
 def preprocess_from_plans(raw_dir: Path, work_dir: Path, configs: Sequence[str] | None, workers: int) -> Plans:

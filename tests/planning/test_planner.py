@@ -8,7 +8,7 @@ from satnet.contracts import dumps_json
 from satnet.errors import ConfigError
 from satnet.planning.fingerprint import Fingerprint, synthetic_fingerprint
 from satnet.planning.planner import (
-    PlannerOptions, auto_spacing, channel_normalization, plan_experiment, target_spacing,
+    PlannerOptions, auto_spacing, merge_plans, channel_normalization, plan_experiment, target_spacing,
 )
 from satnet.planning.plans import Plans
 
@@ -29,7 +29,7 @@ def hippocampus_like() -> Fingerprint:
 def test_sat_plan_gets_at_least_the_org_patch(ct, gb):
     org, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, skip="org", configs=["3d"]))
     sat, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, skip="sat", configs=["3d"]))
-    o, s = org.configurations["3d"], sat.configurations["3d"]
+    o, s = org.configurations["3d_org"], sat.configurations["3d"]
     assert math.prod(s.patch_size) >= math.prod(o.patch_size)
     for conf in (o, s):
         assert conf.estimated_memory.total <= gb * GIB
@@ -44,7 +44,16 @@ def test_plans_are_deterministic_and_round_trip(ct):
     b, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8))
     assert dumps_json(a) == dumps_json(b)
     assert Plans.from_dict(a.to_dict()) == a
-    assert a.configurations["2d"].data_identifier == "3d"  # same spacing: one preprocessed copy
+    # same spacing: one preprocessed copy serves both configurations
+    assert a.configurations["2d"].data_identifier == a.configurations["3d"].data_identifier == "spacing_2x2x2"
+
+
+def test_variants_merge_into_one_plans_file(ct):
+    sat, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8, configs=["3d"]))
+    org, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8, skip="org", arch="vnet", configs=["3d"]))
+    merged = merge_plans(sat, org)
+    assert list(merged.configurations) == ["3d", "3d_vnet_org"]
+    assert merge_plans(merged, sat).configurations["3d"] == sat.configurations["3d"]
 
 
 def test_small_budget_is_a_clear_error(ct):
