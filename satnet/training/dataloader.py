@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from batchgenerators.dataloading.data_loader import DataLoader
 
 from satnet.errors import InputError, MissingFileError
@@ -159,13 +160,17 @@ class PatchDataLoader(DataLoader):
             raise InputError(f"oversample_foreground must be in [0, 1], not {oversample_foreground}")
 
     def set_thread_id(self, thread_id: int) -> None:
-        """Called in each worker process: give the worker its own random streams.
+        """Called first thing in each (forked) worker process: set the worker up.
 
-        Besides this loader's generator, it seeds the worker's Python `random` module, which
-        batchgenerators' GaussianNoiseTransform draws from and MultiThreadedAugmenter leaves
-        unseeded (forked workers would all share one sequence). numpy's global state is seeded
-        by MultiThreadedAugmenter itself.
+        - Its own random streams: this loader's generator, and the Python `random` module, which
+          batchgenerators' GaussianNoiseTransform draws from and MultiThreadedAugmenter leaves
+          unseeded (forked workers would all share one sequence). numpy's global state is seeded
+          by MultiThreadedAugmenter itself.
+        - Single-threaded torch, as torch's own DataLoader workers: once the parent has run a
+          parallel torch op, OpenMP's thread pool does not survive the fork, and the worker's
+          first parallel op (converting a large batch to tensors) would wait forever.
         """
+        torch.set_num_threads(1)
         super().set_thread_id(thread_id)
         seed = derive_seed(self.seed, thread_id)
         self.rng = np.random.default_rng(seed)

@@ -135,23 +135,26 @@ def test_workers_yield_reproducibly_and_close(cases_3d, make_plan):
     assert batches[0]["data"].equal(expected[0]) and not batches[1]["data"].equal(expected[1])
 
 
-def test_interpreter_exits_with_workers_left_running(cases_3d):
+def test_workers_start_after_parallel_torch_work_and_the_interpreter_exits_with_them_running(cases_3d):
     folder, ids = cases_3d
     script = textwrap.dedent(f"""
         import sys
+        import torch
         sys.path.insert(0, {str(REPO)!r})
+        torch.set_num_threads(2)
+        torch.ones(4_000_000).long()  # starts torch's OpenMP pool in the parent before the workers fork
         from satnet.nets.spec import NetworkSpec
         from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate
         from satnet.training.pipeline import get_training_pipeline
         net = NetworkSpec("unet", 3, 2, 3, [4, 8], [[3, 3, 3]] * 2, [[1, 1, 1], [2, 2, 2]])
         norm = [ChannelNormalization(str(c), "zscore") for c in range(2)]
-        plan = ConfigurationPlan("3d", [1.0] * 3, [8, 8, 8], 2, norm, net, MemoryEstimate(0, 0, 0, 0, 0), 1)
+        plan = ConfigurationPlan("3d", [1.0] * 3, [32, 32, 32], 2, norm, net, MemoryEstimate(0, 0, 0, 0, 0), 1)
         pipeline = get_training_pipeline({str(folder)!r}, {ids!r}, plan, num_workers=2, seed=0)
         print(tuple(next(pipeline)["data"].shape))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=45)
     assert done.returncode == 0, done.stderr
-    assert "(2, 2, 8, 8, 8)" in done.stdout
+    assert "(2, 2, 32, 32, 32)" in done.stdout
 
 
 def test_config_for_dims_is_checked():
