@@ -1,10 +1,11 @@
 """Random training patches from preprocessed cases, read through memory maps.
 
 `PatchDataLoader` is a batchgenerators DataLoader over the cases of a fold. Each batch is a dict
-- 'data': float32 (B, C, *patch), image patches; 0 where the patch extends past the case.
-- 'seg': int8 (B, 1, *patch), labels; -1 where the patch extends past the case.
+- 'data': float32 (B, C, *read), image patches; 0 where the patch extends past the case.
+- 'seg': int8 (B, 1, *read), labels; -1 where the patch extends past the case.
 - 'keys': the B case ids.
-For a 3D configuration *patch is (Z, Y, X); for a 2D one it is (Y, X), a patch of one Z slice.
+*read is the read size: the network patch, or a larger box that spatial augmentation crops back
+to it. For a 3D configuration it is (Z, Y, X); for a 2D one (Y, X), from one Z slice.
 
 Sampling follows nnU-Net: cases are drawn uniformly with replacement; the last third of the batch
 (oversample_foreground = 0.33) is centred on a foreground voxel, chosen by drawing a label among
@@ -41,7 +42,7 @@ def derive_seed(seed: int | None, worker: int) -> int | None:
 
 
 def num_foreground_samples(batch_size: int, oversample_foreground: float = OVERSAMPLE_FOREGROUND) -> int:
-    """How many samples at the end of a batch are forced to contain foreground (3 of 9, 4 of 12, 1 of 2)."""
+    """How many samples at the end of a batch are forced to contain foreground (3 of 9, 4 of 12, 1 of 2, 0 of 1)."""
     return batch_size - int(round(batch_size * (1.0 - oversample_foreground)))
 
 
