@@ -110,7 +110,12 @@ class WorkerAugmenter(MultiThreadedAugmenter):
         self._finish()
 
     def _drop_queued_batches(self, quiet_s: float = 0.1, timeout_s: float = 5.0) -> None:
-        """Empty the queues until nothing has arrived for `quiet_s` seconds (workers are paused)."""
+        """Drop collected batches until none has arrived for `quiet_s` seconds (workers are paused).
+
+        The collecting thread takes batches from the workers' queues in turn, so once it waits on
+        a paused worker's empty queue it receives nothing more; batches left in the other queues
+        are dropped by batchgenerators' shutdown, which ignores a descriptor it cannot fetch.
+        """
         now = time.monotonic()
         deadline, last_arrival = now + timeout_s, now
         while now < deadline and now - last_arrival < quiet_s:
@@ -118,8 +123,7 @@ class WorkerAugmenter(MultiThreadedAugmenter):
                 self.pin_memory_queue.get(timeout=self.wait_time)
                 last_arrival = time.monotonic()
             except queue.Empty:
-                if any(not q.empty() for q in self._queues):
-                    last_arrival = time.monotonic()
+                pass
             now = time.monotonic()
 
     def __del__(self) -> None:
