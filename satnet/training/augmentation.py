@@ -1,0 +1,294 @@
+"""Training augmentation: nnU-Net's default recipe built from batchgenerators transforms.
+
+Batches are dicts of numpy arrays, spatial axes in numpy order: 'data' (B, C, Z, Y, X) float32 and
+'seg' (B, 1, Z, Y, X) integer labels, or (B, C, Y, X) / (B, 1, Y, X) for a 2D configuration. The
+loader (satnet.training.dataloader) reads a patch larger than the network's patch
+(`enlarged_patch_size`) so that SpatialTransform can rotate and scale it and crop the centre back
+to the patch size without pulling padding into the result.
+
+Only three small transforms are written here, because batchgenerators has none of them: the
+"dummy 2D" reshape pair, zeroing data outside the image for nonzero-mask channels, and the
+deep-supervision targets. Every augmentation proper is a batchgenerators transform.
+
+The augmentations draw from numpy's global random state, which batchgenerators' worker processes
+seed per worker; `satnet.training.dataloader` isolates it in the single-process case.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
+from batchgenerators.transforms.color_transforms import (
+    BrightnessMultiplicativeTransform,
+    ContrastAugmentationTransform,
+    GammaTransform,
+)
+from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
+from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
+from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
+from batchgenerators.transforms.utility_transforms import NumpyToTensor, RemoveLabelTransform, RenameTransform
+
+from satnet.errors import ConfigError
+
+# A patch (or spacing) whose largest in-plane extent is more than this many times its Z extent gets
+# in-plane-only spatial augmentation; nnU-Net's threshold.
+ANISOTROPY_THRESHOLD = 3.0
+# A 2D patch more elongated than this is rotated by at most +-15 degrees (nnU-Net): rotating a
+# 128x512 patch by up to 180 degrees would need a 528x528 read and mostly shows the padding corners.
+ELONGATED_2D_THRESHOLD = 1.5
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """Spatial augmentation parameters of one configuration (angles in degrees).
+
+    - rotation_deg: (low, high) per rotation axis; batchgenerators' angle_x (about the first spatial
+      axis, Z, so in-plane), angle_y, angle_z. 2D and dummy-2D use only the first.
+    - scale: (low, high) isotropic zoom of the sampling grid; > 1 samples a larger region (zoom out).
+    - p_rotation, p_scale: per-sample probabilities.
+    - dummy_2d: 3D patches rotated and scaled in the (Y, X) plane only, slice by slice.
+    - mirror_axes: spatial axes that are flipped, each with probability 0.5.
+    """
+
+    spatial_dims: int
+    rotation_deg: tuple[tuple[float, float], ...]
+    scale: tuple[float, float] = (0.7, 1.4)
+    p_rotation: float = 0.2
+    p_scale: float = 0.2
+    dummy_2d: bool = False
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
+
+    @property
+    def spatial_transform_dims(self) -> int:
+        """Dimensionality SpatialTransform works in (2 for dummy 2D)."""
+        return 2 if self.dummy_2d else self.spatial_dims
+
+
+def default_augmentation(patch_size: Sequence[int], spacing: Sequence[float]) -> AugmentationConfig:
+    """nnU-Net's default spatial augmentation for a patch (Z, Y, X) or (Y, X) at `spacing` (Z, Y, X) mm.
+
+    3D patches get +-30 degrees about each axis, unless they are strongly anisotropic: then
+    ("dummy 2D") rotation and scaling happen only in the (Y, X) plane, +-180 degrees. Anisotropic
+    means max(patch Y, X) / patch Z > 3 (nnU-Net v2's rule: out-of-plane rotation of a flat patch
+    needs a read many times its Z extent) or spacing Z / min(spacing Y, X) > 3 (nnU-Net v1's
+    spacing rule: batchgenerators rotates in voxel space, so out-of-plane rotation of thick slices
+    shears the anatomy and interpolates across the coarse axis). Both rules look at Z because
+    satnet stores the coarse axis first. 2D patches get +-180 degrees, +-15 when elongated.
+    """
+    patch = [int(p) for p in patch_size]
+    if len(patch) == 2:
+        elongated = max(patch) / min(patch) > ELONGATED_2D_THRESHOLD
+        angle = 15.0 if elongated else 180.0
+        return AugmentationConfig(spatial_dims=2, rotation_deg=((-angle, angle),), mirror_axes=(0, 1))
+    if len(patch) != 3:
+        raise ConfigError(f"patch_size must have 2 or 3 entries, not {patch_size!r}")
+    patch_ratio = max(patch[1:]) / patch[0]
+    spacing_ratio = float(spacing[0]) / min(float(s) for s in spacing[1:])
+    if patch_ratio > ANISOTROPY_THRESHOLD or spacing_ratio > ANISOTROPY_THRESHOLD:
+        return AugmentationConfig(spatial_dims=3, rotation_deg=((-180.0, 180.0), (0.0, 0.0), (0.0, 0.0)), dummy_2d=True)
+    return AugmentationConfig(spatial_dims=3, rotation_deg=((-30.0, 30.0),) * 3)
+
+
+def _rotation_matrices_2d(angles: np.ndarray) -> np.ndarray:
+    c, s = np.cos(angles), np.sin(angles)
+    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)  # (N, 2, 2)
+
+
+def _rotation_matrices_3d(ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
+    """Products Rx @ Ry @ Rz over all angle combinations, as batchgenerators composes them."""
+    def about(axis: int, angles: np.ndarray) -> np.ndarray:
+        m = np.tile(np.eye(3), (len(angles), 1, 1))
+        i, j = [a for a in range(3) if a != axis]
+        sign = -1.0 if axis == 1 else 1.0  # batchgenerators' y rotation has its sine signs swapped
+        m[:, i, i] = m[:, j, j] = np.cos(angles)
+        m[:, i, j] = -sign * np.sin(angles)
+        m[:, j, i] = sign * np.sin(angles)
+        return m
+
+    rx, ry, rz = about(0, ax), about(1, ay), about(2, az)
+    return np.einsum("aij,bjk,ckl->abcil", rx, ry, rz).reshape(-1, 3, 3)
+
+
+def enlarged_patch_size(patch_size: Sequence[int], config: AugmentationConfig) -> list[int]:
+    """Patch size (voxels, same axes as `patch_size`) to read so rotation and scaling stay inside it.
+
+    SpatialTransform samples a grid of `patch_size` points centred in its input, rotated by up to
+    the configured angles and zoomed by up to max(scale). The returned size holds every such
+    grid point (the bounding box over a fine grid of angles), and exceeds `patch_size` by an even
+    number of voxels per axis so the unaugmented centre crop lands on whole voxels.
+    """
+    patch = np.asarray(patch_size, dtype=int)
+    in_plane = patch[1:] if config.dummy_2d else patch
+    half = (in_plane - 1) / 2.0
+    ranges = [np.deg2rad(np.linspace(lo, hi, 721 if len(in_plane) == 2 else 25)) for lo, hi in config.rotation_deg]
+    if len(in_plane) == 2:
+        matrices = _rotation_matrices_2d(ranges[0])
+    else:
+        matrices = _rotation_matrices_3d(*ranges)
+    # batchgenerators maps grid points c to R^T c (R the composed matrix); half extent per axis:
+    extent = (np.abs(matrices.transpose(0, 2, 1)) @ half).max(axis=0) * max(config.scale[1], 1.0)
+    needed = np.maximum(np.ceil(2 * extent + 1 - 1e-6).astype(int), in_plane)
+    needed += (needed - in_plane) % 2
+    if config.dummy_2d:
+        needed = np.concatenate([patch[:1], needed])
+    return [int(n) for n in needed]
+
+
+def deep_supervision_scales(strides: Sequence[Sequence[int]], num_outputs: int) -> list[list[float]]:
+    """Scale of each deep-supervision output relative to the patch, full resolution first.
+
+    `strides` are the network's per-stage strides (NetworkSpec.strides, stage 0 all ones); output i
+    has the resolution of stage i, so its scale per axis is 1 / the cumulative product of the
+    strides up to stage i. E.g. strides [[1,1],[2,2],[2,2]], 3 outputs -> [[1,1],[.5,.5],[.25,.25]].
+    """
+    if num_outputs < 1 or num_outputs > len(strides):
+        raise ConfigError(f"num_outputs must be between 1 and the number of stages ({len(strides)}), not {num_outputs}")
+    cumulative = np.cumprod(np.asarray(strides, dtype=float), axis=0)
+    return [[1.0 / c for c in row] for row in cumulative[:num_outputs].tolist()]
+
+
+class Convert3DTo2DTransform(AbstractTransform):
+    """(B, C, Z, Y, X) -> (B, C*Z, Y, X) for 'data' and 'seg', so 2D transforms act slice by slice."""
+
+    def __call__(self, **batch):
+        for key in ("data", "seg"):
+            b, c, z, y, x = batch[key].shape
+            batch[f"_{key}_cz"] = (c, z)
+            batch[key] = batch[key].reshape(b, c * z, y, x)
+        return batch
+
+
+class Convert2DTo3DTransform(AbstractTransform):
+    """Undo Convert3DTo2DTransform: (B, C*Z, Y', X') -> (B, C, Z, Y', X')."""
+
+    def __call__(self, **batch):
+        for key in ("data", "seg"):
+            c, z = batch.pop(f"_{key}_cz")
+            b, _, y, x = batch[key].shape
+            batch[key] = batch[key].reshape(b, c, z, y, x)
+        return batch
+
+
+class ZeroOutsideImageTransform(AbstractTransform):
+    """Set 'data' channels `channels` to 0 where 'seg' is negative (padding or outside the nonzero mask).
+
+    Channels normalised over their nonzero region are zero outside it; intensity augmentation
+    (noise, contrast, gamma) would otherwise leave values there that the network never sees at
+    inference.
+    """
+
+    def __init__(self, channels: Sequence[int]):
+        self.channels = list(channels)
+
+    def __call__(self, **batch):
+        outside = batch["seg"][:, 0] < 0  # (B, *spatial)
+        for c in self.channels:
+            batch["data"][:, c][outside] = 0
+        return batch
+
+
+class DeepSupervisionTargets(AbstractTransform):
+    """Replace `key` (B, 1, *spatial) by a list with one copy per scale, nearest-downsampled.
+
+    Downsampling by an integer factor f keeps every f-th voxel starting at 0: the voxel at the
+    centre of a stride-f convolution's window (kernel 2k+1, padding k), i.e. where the decoder
+    output at that scale is centred.
+    """
+
+    def __init__(self, scales: Sequence[Sequence[float]], key: str = "target"):
+        self.steps = []
+        for scale in scales:
+            steps = [round(1.0 / s) for s in scale]
+            if any(abs(st * s - 1.0) > 1e-6 for st, s in zip(steps, scale)):
+                raise ConfigError(f"deep-supervision scales must be 1 / integer, not {list(scale)}")
+            self.steps.append(steps)
+        self.key = key
+
+    def __call__(self, **batch):
+        seg = batch[self.key]
+        batch[self.key] = [
+            np.ascontiguousarray(seg[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in steps)])
+            for steps in self.steps
+        ]
+        return batch
+
+
+def _spatial_transforms(patch_size: Sequence[int], config: AugmentationConfig) -> list[AbstractTransform]:
+    """Rotation and scaling (elastic off) with the centre crop to `patch_size`, dummy-2D wrapped."""
+    radians = [tuple(math.radians(a) for a in r) for r in config.rotation_deg]
+    radians += [(0.0, 0.0)] * (3 - len(radians))
+    spatial = SpatialTransform(
+        list(patch_size[1:] if config.dummy_2d else patch_size),
+        patch_center_dist_from_border=None,
+        do_elastic_deform=False,
+        do_rotation=True, angle_x=radians[0], angle_y=radians[1], angle_z=radians[2], p_rot_per_axis=1,
+        do_scale=True, scale=config.scale,
+        border_mode_data="constant", border_cval_data=0, order_data=3,
+        border_mode_seg="constant", border_cval_seg=-1, order_seg=1,
+        random_crop=False,
+        p_el_per_sample=0, p_scale_per_sample=config.p_scale, p_rot_per_sample=config.p_rotation,
+        independent_scale_for_each_axis=False,
+    )
+    if config.dummy_2d:
+        return [Convert3DTo2DTransform(), spatial, Convert2DTo3DTransform()]
+    return [spatial]
+
+
+def _intensity_transforms(config: AugmentationConfig) -> list[AbstractTransform]:
+    """Noise, blur, brightness, contrast, low resolution and gamma with nnU-Net's probabilities."""
+    return [
+        GaussianNoiseTransform(p_per_sample=0.1),
+        GaussianBlurTransform((0.5, 1.0), different_sigma_per_channel=True, p_per_sample=0.2, p_per_channel=0.5),
+        BrightnessMultiplicativeTransform(multiplier_range=(0.75, 1.25), p_per_sample=0.15),
+        ContrastAugmentationTransform(p_per_sample=0.15),
+        SimulateLowResolutionTransform(
+            zoom_range=(0.5, 1), per_channel=True, p_per_channel=0.5, order_downsample=0, order_upsample=3,
+            p_per_sample=0.25, ignore_axes=(0,) if config.dummy_2d else None,
+        ),
+        GammaTransform((0.7, 1.5), invert_image=True, per_channel=True, retain_stats=True, p_per_sample=0.1),
+        GammaTransform((0.7, 1.5), invert_image=False, per_channel=True, retain_stats=True, p_per_sample=0.3),
+    ]
+
+
+def _finishing_transforms(
+    deep_supervision: Sequence[Sequence[float]] | None, mask_channels: Sequence[int]
+) -> list[AbstractTransform]:
+    """Mask, -1 -> 0, 'seg' -> 'target', deep-supervision targets, torch tensors."""
+    finishing: list[AbstractTransform] = []
+    if mask_channels:
+        finishing.append(ZeroOutsideImageTransform(mask_channels))
+    finishing += [RemoveLabelTransform(-1, 0), RenameTransform("seg", "target", True)]
+    if deep_supervision is not None:
+        finishing.append(DeepSupervisionTargets(deep_supervision))
+    finishing += [NumpyToTensor(["data"], "float"), NumpyToTensor(["target"], "long")]
+    return finishing
+
+
+def training_transforms(
+    patch_size: Sequence[int],
+    config: AugmentationConfig,
+    deep_supervision: Sequence[Sequence[float]] | None = None,
+    mask_channels: Sequence[int] = (),
+) -> Compose:
+    """The training augmentation for batches read at `enlarged_patch_size(patch_size, config)`.
+
+    Output: 'data' float32 tensor (B, C, *patch_size); 'target' int64 tensor (B, 1, *patch_size),
+    or with `deep_supervision` scales a list of them, one per scale. `mask_channels`: channels
+    normalised over their nonzero region (kept zero outside the image).
+    """
+    return Compose(
+        _spatial_transforms(patch_size, config)
+        + _intensity_transforms(config)
+        + [MirrorTransform(config.mirror_axes)]
+        + _finishing_transforms(deep_supervision, mask_channels)
+    )
+
+
+def validation_transforms(
+    deep_supervision: Sequence[Sequence[float]] | None = None, mask_channels: Sequence[int] = ()
+) -> Compose:
+    """No augmentation: only the label clean-up, deep-supervision targets and tensor conversion."""
+    return Compose(_finishing_transforms(deep_supervision, mask_channels))
