@@ -1,0 +1,182 @@
+"""TrainOptions: every training hyperparameter, with its default, in one dataclass.
+
+`satnet train` builds one from its flags and passes it down; nothing else configures training
+(no subclass per hyperparameter, no environment variables). Fields left None are resolved by
+`resolve_options`, which depends on the optimizer (SGD or Adadelta) and the device:
+
+| field | default | meaning |
+|---|---|---|
+| epochs | 1000 | epochs to train (nnU-Net) |
+| iterations_per_epoch | 250 | training batches per epoch (nnU-Net) |
+| val_iterations | 50 | validation batches per epoch, for the online pseudo-Dice (nnU-Net) |
+| optimizer | "sgd" | "sgd" (nnU-Net's recipe) or "adadelta" (the SAT paper's) |
+| lr | sgd 0.01, adadelta 1.0 | initial learning rate |
+| momentum | 0.99 | SGD momentum, Nesterov (nnU-Net); unused by Adadelta |
+| weight_decay | sgd 3e-5, adadelta 0 | L2 penalty (nnU-Net; Keras' Adadelta has none) |
+| rho, eps | 0.95, 1e-8 | Adadelta's decay and epsilon (the SAT paper's Keras defaults) |
+| lr_schedule | sgd "poly", adadelta "constant" | "poly": lr * (1 - epoch / epochs) ** poly_exponent, set at each epoch start |
+| poly_exponent | 0.9 | exponent of the poly schedule (nnU-Net) |
+| grad_clip | 12.0 | maximum global gradient norm (nnU-Net), after fp16 unscaling |
+| batch_size | the plan's | global batch; split over DDP ranks (see per_rank_batch_size) |
+| precision | CUDA: bf16 (fp16 where bf16 is not supported); CPU: fp32 | autocast dtype (docs/training.md: bf16 was measured slower than fp32 on our CPU) |
+| device | "auto" | "auto" (CUDA when present), "cpu" or "cuda" |
+| workers | default_num_workers() | augmentation processes per rank; 0 runs in the training process |
+| seed | random, then stored | seeds the weights and the data; stored in the checkpoint for resume |
+| init | sgd "he", adadelta "glorot" | weight initialisation (satnet.nets.init_weights) |
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any, Collection, Mapping
+
+from satnet.contracts import Contract
+from satnet.errors import ConfigError, unknown_name_error
+from satnet.nets import INIT_SCHEMES
+
+OPTIMIZERS = ("sgd", "adadelta")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("poly", "constant")
+
+# Per-optimizer defaults of the fields left None: nnU-Net's SGD recipe and the SAT paper's Adadelta.
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 0.01, "weight_decay": 3e-5, "lr_schedule": "poly", "init": "he"},
+    "adadelta": {"lr": 1.0, "weight_decay": 0.0, "lr_schedule": "constant", "init": "glorot"},
+}
+# On the CPU fp32 is the default: bf16 autocast was measured slower (benchmarks/bench_train.py).
+CPU_DEFAULT_PRECISION = "fp32"
+# On resume, these come from the current invocation whatever the checkpoint says: they describe
+# the machine, not the run.
+MACHINE_FIELDS = ("device", "workers")
+# These may be changed on resume when given explicitly (more epochs, another precision); every
+# other field must match the checkpoint's.
+RESUME_MAY_CHANGE = ("epochs", "val_iterations", "precision")
+
+
+@dataclass
+class TrainOptions(Contract):
+    """Training hyperparameters; see the module docstring for each default. None: resolved later."""
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations: int = 50
+    optimizer: str = "sgd"
+    lr: float | None = None
+    momentum: float = 0.99
+    weight_decay: float | None = None
+    rho: float = 0.95
+    eps: float = 1e-8
+    lr_schedule: str | None = None
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
+    batch_size: int | None = None
+    precision: str | None = None
+    device: str = "auto"
+    workers: int | None = None
+    seed: int | None = None
+    init: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, options in (("optimizer", OPTIMIZERS), ("device", DEVICES)):
+            if getattr(self, name) not in options:
+                raise unknown_name_error(name, getattr(self, name), options)
+        for name, options in (("precision", PRECISIONS), ("lr_schedule", LR_SCHEDULES), ("init", INIT_SCHEMES)):
+            if getattr(self, name) is not None and getattr(self, name) not in options:
+                raise unknown_name_error(name, getattr(self, name), options)
+        _check_int(self, ("epochs", "iterations_per_epoch", "val_iterations", "batch_size"), minimum=1)
+        _check_int(self, ("workers", "seed"), minimum=0)
+        _check_number(self, ("lr", "eps", "grad_clip", "poly_exponent"), low=0.0, low_open=True)
+        _check_number(self, ("weight_decay",), low=0.0, low_open=False)
+        _check_number(self, ("momentum", "rho"), low=0.0, low_open=False, high=1.0)
+
+    def replace(self, **changes: Any) -> "TrainOptions":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_int(options: TrainOptions, names: tuple[str, ...], minimum: int) -> None:
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            raise ConfigError(f"{name} must be an integer >= {minimum}, not {value!r}")
+
+
+def _check_number(
+    options: TrainOptions, names: tuple[str, ...], low: float, low_open: bool, high: float = math.inf
+) -> None:
+    for name in names:
+        value = getattr(options, name)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > low if low_open else value >= low)
+        if not ok or value > high:
+            bound = f"> {low}" if low_open else f">= {low}"
+            bound += f" and <= {high}" if high != math.inf else ""
+            raise ConfigError(f"{name} must be a finite number {bound}, not {value!r}")
+
+
+def resolve_options(options: TrainOptions, plan_batch_size: int, cuda_available: bool) -> TrainOptions:
+    """A copy with every None field filled: optimizer defaults, the plan's batch, device, precision, seed.
+
+    The result is what a run trains with and what its checkpoints store, so a resumed run sees the
+    same values whatever the defaults of a later satnet version.
+    """
+    from satnet.training.pipeline import default_num_workers
+
+    if options.device == "cuda" and not cuda_available:
+        raise ConfigError(
+            "--device cuda, but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); "
+            "use --device cpu or --device auto"
+        )
+    device = "cuda" if options.device == "cuda" or (options.device == "auto" and cuda_available) else "cpu"
+    if options.precision == "fp16" and device == "cpu":
+        raise ConfigError("--precision fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler); "
+                          "on the CPU use --precision bf16 or fp32")
+    filled = {k: v for k, v in OPTIMIZER_DEFAULTS[options.optimizer].items() if getattr(options, k) is None}
+    return options.replace(
+        **filled,
+        device=device,
+        batch_size=options.batch_size or plan_batch_size,
+        precision=options.precision or (_cuda_precision() if device == "cuda" else CPU_DEFAULT_PRECISION),
+        workers=default_num_workers() if options.workers is None else options.workers,
+        seed=secrets.randbelow(2**31) if options.seed is None else options.seed,
+    )
+
+
+def _cuda_precision() -> str:
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def given_fields(options: TrainOptions, names: Collection[str] | None) -> dict[str, Any]:
+    """The options a user set explicitly: the fields `names`, or, when None, those differing from the defaults."""
+    if names is None:
+        default = TrainOptions()
+        names = [f.name for f in dataclasses.fields(options) if getattr(options, f.name) != getattr(default, f.name)]
+    return {name: getattr(options, name) for name in names}
+
+
+def merge_for_resume(stored: TrainOptions, current: TrainOptions, given: Mapping[str, Any]) -> TrainOptions:
+    """The options of a resumed run: the checkpoint's (`stored`), with MACHINE_FIELDS from `current`
+    and RESUME_MAY_CHANGE from `given` (the options set explicitly, see `given_fields`).
+
+    Any other given option that differs from the stored run raises ConfigError naming both values.
+    """
+    conflicts = [
+        f"--{k.replace('_', '-')} {v} (the checkpoint was trained with {getattr(stored, k)})"
+        for k, v in given.items()
+        if k not in RESUME_MAY_CHANGE + MACHINE_FIELDS and v is not None and v != getattr(stored, k)
+    ]
+    if conflicts:
+        raise ConfigError(
+            "--resume continues a run with the options it started with, but these differ: "
+            + "; ".join(conflicts)
+            + ". Drop them to resume, or train without --resume after deleting the fold folder. Options that may "
+            f"change on resume: {', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE + MACHINE_FIELDS)}"
+        )
+    changes = {k: v for k, v in given.items() if k in RESUME_MAY_CHANGE and v is not None}
+    changes.update({k: getattr(current, k) for k in MACHINE_FIELDS})
+    return stored.replace(**changes)

@@ -1,0 +1,362 @@
+"""`satnet train WORK_DIR CONFIG FOLD`: train one configuration on one cross-validation fold.
+
+    result = train(work_dir, "3d", 0, TrainOptions(epochs=50))
+
+reads WORK_DIR/plans.json, splits.json and the configuration's preprocessed cases, and writes
+WORK_DIR/results/<CONFIG>/fold_<k>/:
+
+- checkpoint_latest.pt after every epoch, checkpoint_best.pt whenever the moving average of the
+  validation pseudo-Dice improves, checkpoint_final.pt at the end (satnet.io.checkpoints' contract);
+- training_log.json and progress.png, rewritten after every epoch (satnet.training.progress).
+
+Every write is atomic and happens after the epoch it describes, in the order best, latest, log,
+plot: a run killed at any moment resumes (`resume=True`) from the last completed epoch. The
+checkpoint's log is the one resumed from, so the files never disagree with the weights.
+
+Under torchrun each rank runs this same function (satnet.training.distributed); only rank 0 writes.
+Final validation of the fold (predicting its validation cases with satnet.inference) is not done
+here: it runs on the `TrainResult` this returns.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Collection
+
+import torch
+from torch import nn
+
+from satnet import __version__
+from satnet.errors import ConfigError, MissingFileError
+from satnet.io.cases import is_complete
+from satnet.io.checkpoints import CHECKPOINT_FORMAT_VERSION, save_checkpoint
+from satnet.nets import build_network, gate_fraction_off
+from satnet.planning.plans import PLANS_FILE, ConfigurationPlan, Plans, load_plans
+from satnet.planning.splits import fold_cases, load_splits
+from satnet.training import distributed as ddp
+from satnet.training.checkpointing import (
+    capture_rng,
+    checkpoint_file,
+    load_for_resume,
+    portable_state_dict,
+    restore_rng,
+)
+from satnet.training.loop import (
+    EpochPipelines,
+    Precision,
+    count_outputs,
+    make_precision,
+    per_rank_plan,
+    train_epoch,
+    validate_epoch,
+)
+from satnet.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
+from satnet.training.metrics import ExponentialMovingAverage, mean_ignoring_nan
+from satnet.training.options import TrainOptions, given_fields, merge_for_resume, resolve_options
+from satnet.training.progress import EpochRecord, TrainingLog, finite_or_none, format_epoch, plot_progress, save_log
+
+logger = logging.getLogger(__name__)
+
+RESULTS = "results"
+EMA_DECAY = 0.9  # of the mean validation pseudo-Dice that picks checkpoint_best (nnU-Net)
+PLAN_HINT = "run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first"
+
+
+def fold_dir_of(work_dir: str | Path, config: str, fold: int | str) -> Path:
+    """WORK_DIR/results/<config>/fold_<fold>."""
+    return Path(work_dir) / RESULTS / config / f"fold_{fold}"
+
+
+@dataclass
+class TrainResult:
+    """What a finished `train` hands on (to final validation, or a demo).
+
+    network: the unwrapped model with the final weights, in eval mode, on the training device.
+    plans / plan: the plans the run trained with (from the checkpoint when resumed) and its
+    configuration; data_dir: the configuration's preprocessed cases; val_cases: the fold's
+    validation case ids. is_main: False on DDP ranks other than 0 (which should not write).
+    """
+
+    fold_dir: Path
+    network: nn.Module
+    plans: Plans
+    plan: ConfigurationPlan
+    data_dir: Path
+    val_cases: list[str]
+    options: TrainOptions
+    epochs_completed: int
+    is_main: bool = True
+
+    @property
+    def checkpoint_final(self) -> Path:
+        return checkpoint_file(self.fold_dir, "final")
+
+
+@dataclass
+class _Run:
+    """The inputs of one fold's training, read and checked before anything is built."""
+
+    config: str
+    fold: str
+    plans: Plans
+    plans_text: str
+    plan: ConfigurationPlan
+    train_cases: list[str]
+    val_cases: list[str]
+    data_dir: Path
+    fold_dir: Path
+
+    @property
+    def class_names(self) -> list[str]:
+        """Foreground label names in label order (1..K-1)."""
+        return [name for name, value in sorted(self.plans.labels.items(), key=lambda kv: kv[1]) if value != 0]
+
+
+@dataclass
+class _State:
+    """Everything that changes while training; what a checkpoint stores."""
+
+    model: nn.Module  # DDP-wrapped when distributed
+    network: nn.Module  # the model itself
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    log: TrainingLog
+    ema: ExponentialMovingAverage
+    best_ema: float | None = None
+    epoch: int = 0  # epochs completed
+
+
+def train(
+    work_dir: str | Path,
+    config: str,
+    fold: int | str,
+    options: TrainOptions | None = None,
+    *,
+    resume: bool = False,
+    given: Collection[str] | None = None,
+    progress_bar: bool = True,
+) -> TrainResult:
+    """Train configuration `config` on fold `fold` (0..n-1 from splits.json, or "all"); see the module docstring.
+
+    resume: continue from checkpoint_latest.pt (optimiser, learning rate, epoch, RNG states). The
+    run keeps the options it started with; `given` names the options set explicitly (None: those
+    differing from TrainOptions' defaults), which may change only epochs, val_iterations and
+    precision (device and workers always come from `options`). Returns a TrainResult on every
+    rank; with fold "all" the validation cases are the training cases.
+    """
+    run = _load_run(work_dir, config, fold)
+    checkpoint = load_for_resume(run.fold_dir, config, run.fold) if resume else None
+    if checkpoint is None:
+        _refuse_existing_run(run.fold_dir, config, run.fold)
+    else:
+        run = _with_checkpoint_plans(run, checkpoint)
+    options = _run_options(options or TrainOptions(), given, checkpoint, run)
+    ctx = ddp.init_distributed(options.device)
+    device = ddp.rank_device(options.device, ctx)
+    options = options.replace(seed=ddp.broadcast_int(options.seed, ctx, device))
+    state = _build_state(run, options, ctx, device, checkpoint)
+    if ctx.is_main:
+        _log_start(run, options, ctx, state.epoch)
+    if state.epoch < options.epochs:
+        _train_epochs(run, options, ctx, state, progress_bar)
+    if ctx.is_main:
+        save_checkpoint(checkpoint_file(run.fold_dir, "final"), _checkpoint(run, options, state))
+        save_log(state.log, run.fold_dir)
+        logger.info("finished %s fold %s: %d epochs; outputs in %s", config, run.fold, state.epoch, run.fold_dir)
+    ddp.shutdown(ctx)
+    return TrainResult(run.fold_dir, state.network.eval(), run.plans, run.plan, run.data_dir, run.val_cases, options,
+                       state.epoch, ctx.is_main)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and options
+
+
+def _load_run(work_dir: str | Path, config: str, fold: int | str) -> _Run:
+    """Plans, the fold's cases and the preprocessed data, each checked with an error naming the fix."""
+    work_dir = Path(work_dir)
+    plans = load_plans(work_dir)
+    try:
+        plan = plans.configuration(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {work_dir / PLANS_FILE}); plan it with `satnet plan-and-preprocess --configs`") from None
+    cases = fold_cases(load_splits(work_dir), fold)
+    fold = str(fold)
+    data_dir = plan.data_dir(work_dir)
+    missing = [c for c in dict.fromkeys(cases.train + cases.val) if not is_complete(data_dir, c)]
+    if missing:
+        where = "does not exist" if not data_dir.is_dir() else f"lacks {len(missing)} of the fold's cases (first: {missing[0]})"
+        raise MissingFileError(
+            f"the preprocessed data of configuration {config!r}, {data_dir}, {where}; "
+            + PLAN_HINT.format(work_dir=work_dir)
+            + f" (or `satnet preprocess RAW_DATASET_DIR -o {work_dir} --configs {config}` to finish it)"
+        )
+    return _Run(config, fold, plans, (work_dir / PLANS_FILE).read_text(encoding="utf-8"), plan, cases.train,
+                cases.val, data_dir, fold_dir_of(work_dir, config, fold))
+
+
+def _refuse_existing_run(fold_dir: Path, config: str, fold: str) -> None:
+    """A fresh start must not overwrite a run's checkpoints (days of training) by accident."""
+    found = [p.name for p in (checkpoint_file(fold_dir, w) for w in ("latest", "final")) if p.is_file()]
+    if found:
+        raise ConfigError(
+            f"{fold_dir} already holds a training run ({', '.join(found)}): add --resume to continue it, or delete "
+            f"that folder to train {config} fold {fold} again from scratch"
+        )
+
+
+def _with_checkpoint_plans(run: _Run, checkpoint: dict[str, Any]) -> _Run:
+    """A resumed run keeps the plans it started with; its configuration must still match plans.json."""
+    plans = Plans.from_dict(json.loads(checkpoint["plans_json"]), "plans_json of checkpoint_latest.pt")
+    then = plans.configuration(run.config)
+    if then.to_dict() != run.plan.to_dict():
+        changed = [k for k, v in then.to_dict().items() if run.plan.to_dict().get(k) != v]
+        raise ConfigError(
+            f"configuration {run.config!r} in plans.json changed since this run started ({', '.join(changed)} "
+            f"differ); a run can only be resumed with the plan it started with: restore plans.json, or train "
+            f"without --resume after deleting {run.fold_dir}"
+        )
+    run.plans, run.plans_text, run.plan = plans, checkpoint["plans_json"], then
+    return run
+
+
+def _run_options(
+    options: TrainOptions, given: Collection[str] | None, checkpoint: dict[str, Any] | None, run: _Run
+) -> TrainOptions:
+    if checkpoint is not None:
+        stored = TrainOptions.from_dict(checkpoint["train_options"], "train_options of checkpoint_latest.pt")
+        options = merge_for_resume(stored, options, given_fields(options, given))
+    return resolve_options(options, run.plan.batch_size, torch.cuda.is_available())
+
+
+def _log_start(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, start_epoch: int) -> None:
+    per_rank = ddp.per_rank_batch_size(o.batch_size, ctx.world_size)
+    ranks = f" on {ctx.world_size} ranks ({per_rank} each)" if ctx.enabled else ""
+    logger.info(
+        "training %s fold %s on %s (%s): %s epochs x %d iterations, batch %d%s, %s lr %g (%s), init %s, seed %d; "
+        "%d training and %d validation cases; outputs in %s",
+        run.config, run.fold, o.device, o.precision,
+        f"epochs {start_epoch + 1}..{o.epochs} of {o.epochs}" if start_epoch else o.epochs,
+        o.iterations_per_epoch, o.batch_size, ranks, o.optimizer, o.lr, o.lr_schedule, o.init, o.seed,
+        len(run.train_cases), len(run.val_cases), run.fold_dir,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, optimiser and their state
+
+
+def make_optimizer(parameters, o: TrainOptions) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (nnU-Net) or Adadelta (the SAT paper), from the resolved options."""
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0,
+                               weight_decay=o.weight_decay)
+    return torch.optim.Adadelta(parameters, lr=o.lr, rho=o.rho, eps=o.eps, weight_decay=o.weight_decay)
+
+
+def learning_rate(o: TrainOptions, epoch: int) -> float:
+    """The learning rate of `epoch` (0-based): poly lr * (1 - epoch / epochs) ** exponent, or constant."""
+    if o.lr_schedule == "poly":
+        return o.lr * (1.0 - epoch / o.epochs) ** o.poly_exponent
+    return o.lr
+
+
+def _build_state(
+    run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, device: torch.device, checkpoint: dict[str, Any] | None
+) -> _State:
+    torch.manual_seed(o.seed)  # the initial weights depend on the seed only
+    network = build_network(run.plan.network, init=o.init)
+    precision = make_precision(o.precision, device, run.plan.network.spatial_dims)
+    network.to(device=device, memory_format=precision.memory_format)
+    optimizer = make_optimizer(network.parameters(), o)
+    state = _State(network, network, optimizer, precision, TrainingLog(run.config, run.fold, run.class_names),
+                   ExponentialMovingAverage(EMA_DECAY))
+    if checkpoint is not None:
+        network.load_state_dict(checkpoint["state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if precision.scaler is not None and checkpoint.get("grad_scaler"):
+            precision.scaler.load_state_dict(checkpoint["grad_scaler"])
+        state.log = TrainingLog.from_dict(checkpoint["log"], "log of checkpoint_latest.pt")
+        state.epoch, state.best_ema = int(checkpoint["epoch"]), checkpoint["best_ema_dice"]
+        state.ema.value = state.log.epochs[-1].ema_dice if state.log.epochs else None
+        restore_rng(checkpoint["rng"])
+    state.model = ddp.wrap_model(network, ctx, device)
+    return state
+
+
+def _checkpoint(run: _Run, o: TrainOptions, state: _State) -> dict[str, Any]:
+    """The checkpoint dict of the current state (satnet.io.checkpoints lists the keys)."""
+    scaler = state.precision.scaler
+    return {
+        "format_version": CHECKPOINT_FORMAT_VERSION, "satnet_version": __version__,
+        "config": run.config, "fold": run.fold, "network": run.plan.network.to_dict(), "plans_json": run.plans_text,
+        "state_dict": portable_state_dict(state.network), "epoch": state.epoch,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": {"schedule": o.lr_schedule, "next_lr": learning_rate(o, min(state.epoch, o.epochs - 1))},
+        "grad_scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": capture_rng(), "train_options": o.to_dict(), "best_ema_dice": state.best_ema,
+        "log": state.log.to_dict(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs
+
+
+def _loss_functions(outputs: int) -> tuple[nn.Module, nn.Module]:
+    """Training loss (deep supervision over `outputs` logits when > 0) and validation loss (full resolution)."""
+    dice_ce = DiceCELoss()
+    if outputs:
+        return DeepSupervisionLoss(dice_ce, deep_supervision_weights(outputs)), dice_ce
+    return dice_ce, dice_ce
+
+
+def _train_epochs(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state: _State, progress_bar: bool) -> None:
+    """Epochs state.epoch .. o.epochs - 1, each followed (on rank 0) by its log line and files."""
+    plan = per_rank_plan(run.plan, ddp.per_rank_batch_size(o.batch_size, ctx.world_size))
+    outputs = count_outputs(plan.network, plan.patch_size)
+    train_loss_fn, val_loss_fn = _loss_functions(outputs)
+    pipelines = EpochPipelines(run.data_dir, run.train_cases, run.val_cases, plan, o.workers, o.seed, ctx.rank,
+                               outputs, state.epoch)
+    try:
+        for epoch in range(state.epoch, o.epochs):
+            started = time.perf_counter()
+            lr = learning_rate(o, epoch)
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
+            pipelines.start_epoch(epoch)
+            train_loss = train_epoch(state.model, pipelines.train, o.iterations_per_epoch, train_loss_fn,
+                                     state.optimizer, state.precision, o.grad_clip, ctx,
+                                     f"epoch {epoch + 1}/{o.epochs}", progress_bar)
+            val_loss, dice = validate_epoch(state.network, pipelines.val, o.val_iterations, val_loss_fn,
+                                            state.precision, run.plans.num_classes, ctx)
+            _finish_epoch(run, o, ctx, state, EpochRecord(
+                epoch=epoch, train_loss=train_loss, val_loss=finite_or_none(val_loss),
+                pseudo_dice=[finite_or_none(d) for d in dice], mean_dice=finite_or_none(mean_ignoring_nan(dice)),
+                ema_dice=None, lr=lr, seconds=time.perf_counter() - started,
+                gates_off=gate_fraction_off(state.network),
+            ))
+    finally:
+        pipelines.close()
+
+
+def _finish_epoch(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state: _State, record: EpochRecord) -> None:
+    """Update the EMA and the log; on rank 0 log the line and write best (if improved), latest, log, plot."""
+    record.ema_dice = state.ema.update(record.mean_dice if record.mean_dice is not None else float("nan"))
+    improved = record.ema_dice is not None and (state.best_ema is None or record.ema_dice > state.best_ema)
+    if improved:
+        state.best_ema = record.ema_dice
+    state.log.append(record)
+    state.epoch = record.epoch + 1
+    if not ctx.is_main:
+        return
+    logger.info(format_epoch(record, run.class_names, o.epochs))
+    checkpoint = _checkpoint(run, o, state)
+    if improved:
+        save_checkpoint(checkpoint_file(run.fold_dir, "best"), checkpoint)
+    save_checkpoint(checkpoint_file(run.fold_dir, "latest"), checkpoint)
+    save_log(state.log, run.fold_dir)
+    plot_progress(state.log, run.fold_dir)
