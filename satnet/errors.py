@@ -44,7 +44,9 @@ class DatasetCheckError(InputError):
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:
     """Return ' (did you mean "x"?)' for the closest option to `name`, or '' when none is close."""
-    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    options = [str(o) for o in options]
+    same_but_case = [o for o in options if o.lower() == str(name).lower()]  # "3D" for "3d": difflib scores it 0.5
+    close = same_but_case or difflib.get_close_matches(str(name), options, n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 

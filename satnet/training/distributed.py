@@ -36,6 +36,7 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # ranks on this node (torchrun's LOCAL_WORLD_SIZE), which share its cores
 
     @property
     def enabled(self) -> bool:
@@ -62,7 +63,9 @@ def context_from_environment() -> DistributedContext:
         ) from None
     if not 0 <= values["RANK"] < values["WORLD_SIZE"]:
         raise ConfigError(f"RANK={values['RANK']} must be in [0, WORLD_SIZE={values['WORLD_SIZE']})")
-    return DistributedContext(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"])
+    local_world_size = os.environ.get("LOCAL_WORLD_SIZE", "")
+    local = int(local_world_size) if local_world_size.isdigit() else values["WORLD_SIZE"]
+    return DistributedContext(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"], max(1, local))
 
 
 def init_distributed(device_type: str) -> DistributedContext:

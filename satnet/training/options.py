@@ -20,7 +20,7 @@
 | batch_size | the plan's | global batch; split over DDP ranks (see per_rank_batch_size) |
 | precision | CUDA: bf16 (fp16 where bf16 is not supported); CPU: fp32 | autocast dtype (docs/training.md: bf16 was measured slower than fp32 on our CPU) |
 | device | "auto" | "auto" (CUDA when present), "cpu" or "cuda" |
-| workers | default_num_workers() | augmentation processes per rank; 0 runs in the training process |
+| workers | default_num_workers() / ranks per node | augmentation processes per rank; 0 runs in the training process |
 | seed | random, then stored | seeds the weights and the data; stored in the checkpoint for resume |
 | init | sgd "he", adadelta "glorot" | weight initialisation (satnet.nets.init_weights) |
 """
@@ -34,12 +34,12 @@ from typing import Any, Collection, Mapping
 
 from satnet.contracts import Contract
 from satnet.errors import ConfigError, unknown_name_error
-from satnet.nets import INIT_SCHEMES
 
 OPTIMIZERS = ("sgd", "adadelta")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("poly", "constant")
+INIT_SCHEMES = ("he", "glorot")  # satnet.nets.INIT_SCHEMES; not imported, so the CLI parser needs no torch
 
 # Per-optimizer defaults of the fields left None: nnU-Net's SGD recipe and the SAT paper's Adadelta.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -117,8 +117,11 @@ def _check_number(
             raise ConfigError(f"{name} must be a finite number {bound}, not {value!r}")
 
 
-def resolve_options(options: TrainOptions, plan_batch_size: int, cuda_available: bool) -> TrainOptions:
-    """A copy with every None field filled: optimizer defaults, the plan's batch, device, precision, seed.
+def resolve_options(
+    options: TrainOptions, plan_batch_size: int, cuda_available: bool, ranks_per_node: int = 1
+) -> TrainOptions:
+    """A copy with every None field filled: optimizer defaults, the plan's batch, device, precision, seed,
+    and workers (default_num_workers() shared by the `ranks_per_node` DDP ranks of a node, at least 1).
 
     The result is what a run trains with and what its checkpoints store, so a resumed run sees the
     same values whatever the defaults of a later satnet version.
@@ -140,7 +143,7 @@ def resolve_options(options: TrainOptions, plan_batch_size: int, cuda_available:
         device=device,
         batch_size=options.batch_size or plan_batch_size,
         precision=options.precision or (_cuda_precision() if device == "cuda" else CPU_DEFAULT_PRECISION),
-        workers=default_num_workers() if options.workers is None else options.workers,
+        workers=max(1, default_num_workers() // ranks_per_node) if options.workers is None else options.workers,
         seed=secrets.randbelow(2**31) if options.seed is None else options.seed,
     )
 

@@ -229,7 +229,8 @@ def _run_options(
     if checkpoint is not None:
         stored = TrainOptions.from_dict(checkpoint["train_options"], "train_options of checkpoint_latest.pt")
         options = merge_for_resume(stored, options, given_fields(options, given))
-    return resolve_options(options, run.plan.batch_size, torch.cuda.is_available())
+    ranks_per_node = ddp.context_from_environment().local_world_size
+    return resolve_options(options, run.plan.batch_size, torch.cuda.is_available(), ranks_per_node)
 
 
 def _log_start(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, start_epoch: int) -> None:
@@ -306,19 +307,27 @@ def _checkpoint(run: _Run, o: TrainOptions, state: _State) -> dict[str, Any]:
 # Epochs
 
 
-def _loss_functions(outputs: int) -> tuple[nn.Module, nn.Module]:
+# Weight of the lowest-resolution output under DDP instead of 0 (nnU-Net's value): a weight-0 output is
+# not evaluated, so its head would get no gradient and DDP (find_unused_parameters off) would fail.
+DDP_LOWEST_OUTPUT_WEIGHT = 1e-6
+
+
+def _loss_functions(outputs: int, distributed: bool) -> tuple[nn.Module, nn.Module]:
     """Training loss (deep supervision over `outputs` logits when > 0) and validation loss (full resolution)."""
     dice_ce = DiceCELoss()
-    if outputs:
-        return DeepSupervisionLoss(dice_ce, deep_supervision_weights(outputs)), dice_ce
-    return dice_ce, dice_ce
+    if not outputs:
+        return dice_ce, dice_ce
+    weights = deep_supervision_weights(outputs)
+    if distributed and weights[-1] == 0.0:
+        weights[-1] = DDP_LOWEST_OUTPUT_WEIGHT
+    return DeepSupervisionLoss(dice_ce, weights), dice_ce
 
 
 def _train_epochs(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state: _State, progress_bar: bool) -> None:
     """Epochs state.epoch .. o.epochs - 1, each followed (on rank 0) by its log line and files."""
     plan = per_rank_plan(run.plan, ddp.per_rank_batch_size(o.batch_size, ctx.world_size))
     outputs = count_outputs(plan.network, plan.patch_size)
-    train_loss_fn, val_loss_fn = _loss_functions(outputs)
+    train_loss_fn, val_loss_fn = _loss_functions(outputs, ctx.enabled)
     pipelines = EpochPipelines(run.data_dir, run.train_cases, run.val_cases, plan, o.workers, o.seed, ctx.rank,
                                outputs, state.epoch)
     try:

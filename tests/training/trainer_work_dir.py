@@ -5,9 +5,13 @@ only; tests/test_cli_train.py runs the real `satnet plan-and-preprocess` end to 
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+import pytest
+import torch
 
 from satnet.nets.spec import NetworkSpec
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, Plans, save_plans
@@ -63,3 +67,21 @@ def make_work_dir(
     save_plans(plans, work_dir)
     save_splits(make_splits(case_ids), work_dir)
     return work_dir
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny networks gain nothing from threads; on the shared 2-core machine several are much slower.
+    Import it into a test module to use it there."""
+    with torch_threads(1):
+        yield
