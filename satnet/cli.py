@@ -333,7 +333,8 @@ def _add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", type=choice("auto", "cpu", "cuda"), default="auto", metavar="{auto,cpu,cuda}",
                    help="auto: CUDA when available, else the CPU")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="PyTorch CPU threads (default: the cores available; on a busy shared machine fewer can be faster)")
+                   help="PyTorch CPU threads (default: the cores available; on a busy shared machine fewer can be "
+                        "faster)")
     p.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases whose outputs already exist")
     p.add_argument("--part", type=part_arg, default=(0, 1), metavar="I/N",
@@ -357,8 +358,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 @subcommand
 def _add_evaluate(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="Dice, FPR and FNR of predicted masks against references",
-                       description="Pair GT_DIR/{case}<ending> with PRED_DIR/{case}<ending> and report Dice, FPR and FNR "
-                                   "per case and label, with mean +- std per label.")
+                       description="Pair GT_DIR/{case}<ending> with PRED_DIR/{case}<ending> and report Dice, FPR and "
+                                   "FNR per case and label, with mean +- std per label.")
     p.add_argument("reference_dir", type=existing_dir, metavar="GT_DIR", help="reference segmentations")
     p.add_argument("prediction_dir", type=existing_dir, metavar="PRED_DIR", help="predicted segmentations")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="SUMMARY_JSON",

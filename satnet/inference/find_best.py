@@ -80,7 +80,8 @@ def find_best(work_dir: str | Path, workers: int = 1) -> dict[str, Any]:
     complete, incomplete = _survey(work_dir, plans, splits)
     labels = sorted(v for v in plans.labels.values() if v != 0)
     fold_of = {c: k for k, fold in enumerate(splits.folds) for c in fold.val}
-    candidates = [Candidate([c], _evaluate_configuration(work_dir, c, fold_of, plans, labels, workers)) for c in complete]
+    candidates = [Candidate([c], _evaluate_configuration(work_dir, c, fold_of, plans, labels, workers))
+                  for c in complete]
     candidates.sort(key=lambda cand: -cand.mean_dice)
     ranking = list(candidates)
     if len(candidates) >= 2:
@@ -92,7 +93,9 @@ def find_best(work_dir: str | Path, workers: int = 1) -> dict[str, Any]:
     for cand in ranking:
         atomic_write_json(work_dir / RESULTS / cand.name / CROSSVAL_SUMMARY, cand.summary)
     best = ranking[0]
-    decision, report = decide_postprocessing(list(_segmentations(work_dir, best.configurations, fold_of, plans)), labels)
+    pairs = list(_segmentations(work_dir, best.configurations, fold_of, plans))
+    decision, report = decide_postprocessing(pairs, labels)
+    del pairs
     pp_path = save_postprocessing(decision, postprocessing_path(work_dir, best.configurations))
     result = {
         "format_version": 1,
@@ -116,7 +119,8 @@ def _survey(work_dir: Path, plans: Plans, splits: Splits) -> tuple[list[str], di
     """(configurations with every fold validated, {configuration: its missing folds}) over the
     planned configurations and every results/<config>/ folder."""
     root = work_dir / RESULTS
-    trained = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("ensemble_")} if root.is_dir() else set()
+    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    trained = {p.name for p in folders if not p.name.startswith("ensemble_")}
     for name in sorted(trained - set(plans.configurations)):
         logger.warning("warning: %s has no configuration %r in plans.json; skipped", root / name, name)
     complete, incomplete = [], {}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from satnet.errors import InputError
 from satnet.inference.export import revert_to_original
@@ -106,8 +107,9 @@ def predict_folder(
     cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
     report = PredictionReport()
     if resume:
-        report.skipped = [c.case_id for c in cases if output_complete(output_dir, c.case_id, ending, save_probabilities)]
-        cases = [c for c in cases if c.case_id not in set(report.skipped)]
+        done = {c.case_id for c in cases if output_complete(output_dir, c.case_id, ending, save_probabilities)}
+        report.skipped = sorted(done)
+        cases = [c for c in cases if c.case_id not in done]
         logger.info("%d case(s) already predicted in %s; %d to go", len(report.skipped), output_dir, len(cases))
     if not cases:
         return report
@@ -150,7 +152,8 @@ def _postprocessing(work_dir: Path, configs: Sequence[str]) -> PostprocessingDec
 class _Ensemble:
     """The three pipeline steps for an ensemble of configurations (usually one)."""
 
-    def __init__(self, models: list[ConfigurationModels], settings: InferenceSettings, device, keep_probabilities: bool):
+    def __init__(self, models: list[ConfigurationModels], settings: InferenceSettings, device: torch.device,
+                 keep_probabilities: bool):
         self.models = models
         self.settings = settings
         self.device = device

@@ -118,7 +118,8 @@ def default_configurations(work_dir: str | Path, plans: Plans) -> list[str]:
     """The configuration(s) find-best recommends, else "3d" when planned, else the first planned."""
     path = Path(work_dir) / RESULTS / FIND_BEST_FILE
     if path.is_file():
-        best = read_json(path, "find-best result", "rerun `satnet find-best`").get("best", {})
+        data = read_json(path, "find-best result", "rerun `satnet find-best`")
+        best = data.get("best") if isinstance(data, dict) else None
         configs = best.get("configurations") if isinstance(best, dict) else None
         if isinstance(configs, list) and configs and all(c in plans.configurations for c in configs):
             logger.info("using %s, recommended by %s", " + ".join(configs), path)

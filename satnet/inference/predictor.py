@@ -157,7 +157,8 @@ def predict_probabilities(
             logits = sliding_window_predict(predictor, data, plan.patch_size, num_classes, **kwargs)
         except torch.cuda.OutOfMemoryError:  # the case's logits do not fit beside the network: keep them on the CPU
             torch.cuda.empty_cache()
-            logits = sliding_window_predict(predictor, data, plan.patch_size, num_classes, output_device="cpu", **kwargs)
+            kwargs["output_device"] = "cpu"
+            logits = sliding_window_predict(predictor, data, plan.patch_size, num_classes, **kwargs)
         probs = torch.softmax(logits, dim=0).cpu()  # (K, z, y, x)
         total = probs if total is None else total.add_(probs)
     return total.div_(len(predictors))

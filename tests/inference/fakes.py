@@ -92,8 +92,8 @@ def planner_importable() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Tiny networks run fastest on one thread, and far faster than on several on a busy shared machine
-    (20x measured on 2 cores); import this fixture into a test module to use it there."""
+    """One PyTorch thread: tiny networks gain nothing from more, and on a busy shared machine several
+    threads are much slower (docs/predict.md); import this fixture into a test module to use it there."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -19,6 +19,7 @@ from satnet.inference.predictor import (
     cpu_supports_bf16,
     load_probabilities,
     predict_preprocessed_cases,
+    predict_probabilities,
 )
 from satnet.inference.sliding_window import sliding_window_predict
 from satnet.io.cases import save_case
@@ -93,10 +94,9 @@ def test_mirroring_makes_a_symmetric_input_give_a_symmetric_output(work, config,
     data = rng.normal(size=(1, 8, 16, 16)).astype(np.float32)
     for axis in axes:  # make the input symmetric under each flip
         data = (data + np.flip(data, axis)) / 2
-    from satnet.inference.predictor import predict_probabilities
-
     for mirror in (True, False):
-        probs = predict_probabilities(predictor, data, models.plan, InferenceSettings(mirror=mirror), torch.device("cpu"))
+        settings = InferenceSettings(mirror=mirror)
+        probs = predict_probabilities(predictor, data, models.plan, settings, torch.device("cpu"))
         asymmetry = max(float((probs - probs.flip(a)).abs().max()) for a in axes)
         if mirror:
             assert asymmetry < 1e-5
