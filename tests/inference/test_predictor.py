@@ -222,3 +222,16 @@ def test_bf16_predicts_close_to_fp32(raw, work, tmp_path):
         outputs[precision] = load_probabilities(tmp_path / precision / "case_001.npz")
     difference = np.abs(outputs["bf16"] - outputs["fp32"])
     assert 0 < difference.max() < 0.1  # bf16 really ran, and stayed close
+
+
+def test_2d_rgb_png_round_trip(tmp_path):
+    from satnet.synthetic import make_dataset_2d_rgb
+
+    raw = make_dataset_2d_rgb(tmp_path / "Dataset901_Synth2D", num_cases=2)
+    work = make_work_dir(tmp_path, tiny_plans(("2d",), in_channels=3, file_ending=".png"))
+    add_checkpoint(work, "2d", 0, seed=0)
+    report = predict_folder(raw / "imagesTr", tmp_path / "out", work, save_probabilities=True)
+    assert report.predicted == ["img_000", "img_001"]
+    seg, geometry = read_label(tmp_path / "out" / "img_000.png")
+    assert geometry == read_image([raw / "imagesTr" / "img_000_0000.png"])[1] and geometry.spatial_dims_in_file == 2
+    assert seg.shape == (1, 32, 40) and load_probabilities(tmp_path / "out" / "img_000.npz").shape == (3, 1, 32, 40)
