@@ -119,9 +119,7 @@ def _exact_peak(module: nn.Module, x: torch.Tensor, targets: list[torch.Tensor],
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        outputs, loss = _forward_loss(module, x, targets, precision)
-        loss.backward()
-        del outputs, loss
+        _step(module, x, targets, precision)
     events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
         node = stack.pop()
@@ -135,26 +133,15 @@ def _exact_peak(module: nn.Module, x: torch.Tensor, targets: list[torch.Tensor],
     return peak
 
 
-def measure_training_step(module: nn.Module, patch_size: Sequence[int], batch_size: int, precision: str = "fp32",
-                          in_channels: int | None = None, exact_peak: bool = False, seed: int = 0) -> MeasuredStep:
-    """Run real training steps of `module` on CPU and measure them (bytes; see the module docstring).
+def _step(module: nn.Module, x: torch.Tensor, targets: list[torch.Tensor], precision: str) -> None:
+    outputs, loss = _forward_loss(module, x, targets, precision)
+    loss.backward()
+    del outputs, loss  # the outputs keep the graph of unused deep-supervision heads alive
+    module.zero_grad(set_to_none=True)
 
-    The image batch (B, C, *patch_size) and int64 targets (B, *S_i) per output are allocated
-    before the measured step, and one warm-up step runs first so that the allocator, thread
-    pools and autocast settle. The module's gradients are set to None before and after.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    module.train()
-    channels = in_channels if in_channels is not None else in_channels_of(module)
-    x = torch.randn(batch_size, channels, *patch_size, generator=generator)  # (B, C, *S)
-    targets = _make_targets(module, x, precision, generator)
-    for warm_up_mode in (contextlib.nullcontext(), HeapPeakSampler()):  # settle the allocator, threads and dispatch
-        with warm_up_mode:
-            outputs, loss = _forward_loss(module, x, targets, precision)
-            loss.backward()
-            del outputs, loss  # the outputs keep the graph of unused deep-supervision heads alive
-        module.zero_grad(set_to_none=True)
 
+def _heap_growth(module: nn.Module, x: torch.Tensor, targets: list[torch.Tensor], precision: str) -> tuple[int, int, int]:
+    """(activations, after_backward, gradients): heap growth over forward + loss, and after backward."""
     gc.collect()
     start = heap_in_use()
     outputs, loss = _forward_loss(module, x, targets, precision)
@@ -164,22 +151,44 @@ def measure_training_step(module: nn.Module, patch_size: Sequence[int], batch_si
     gradients = sum(p.grad.untyped_storage().nbytes() for p in module.parameters() if p.grad is not None)
     del outputs, loss
     module.zero_grad(set_to_none=True)
+    return activations, after_backward, gradients
 
+
+def _sampled_peak(module: nn.Module, x: torch.Tensor, targets: list[torch.Tensor], precision: str) -> int:
     gc.collect()
     sampler = HeapPeakSampler()
     start = sampler.peak
     with sampler:
-        outputs, loss = _forward_loss(module, x, targets, precision)
-        loss.backward()
-        del outputs, loss
-    peak = sampler.peak - start
-    module.zero_grad(set_to_none=True)
+        _step(module, x, targets, precision)
+    return sampler.peak - start
 
-    saved = _saved_bytes(module, x, targets, precision)
-    exact = _exact_peak(module, x, targets, precision) if exact_peak else 0
-    module.zero_grad(set_to_none=True)
-    return MeasuredStep(activations=activations, peak=peak, after_backward=after_backward, saved=saved,
-                        gradients=gradients, exact_peak=exact)
+
+def measure_training_step(module: nn.Module, patch_size: Sequence[int], batch_size: int, precision: str = "fp32",
+                          in_channels: int | None = None, peak: bool = True, saved: bool = True,
+                          exact_peak: bool = False, seed: int = 0) -> MeasuredStep:
+    """Run real training steps of `module` on CPU and measure them (bytes; see the module docstring).
+
+    The image batch (B, C, *patch_size) and int64 targets (B, *S_i) per output are allocated
+    before the measured steps, and warm-up steps run first so that the allocator, thread pools
+    and the dispatcher settle. `peak`, `saved`, `exact_peak` choose the extra passes (a field
+    not measured is 0). The module is left in training mode with its gradients set to None.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    module.train()
+    channels = in_channels if in_channels is not None else in_channels_of(module)
+    x = torch.randn(batch_size, channels, *patch_size, generator=generator)  # (B, C, *S)
+    targets = _make_targets(module, x, precision, generator)
+    _step(module, x, targets, precision)
+    if peak:
+        with HeapPeakSampler():  # the first step under a dispatch mode allocates the dispatcher's caches
+            _step(module, x, targets, precision)
+    activations, after_backward, gradients = _heap_growth(module, x, targets, precision)
+    return MeasuredStep(
+        activations=activations, after_backward=after_backward, gradients=gradients,
+        peak=_sampled_peak(module, x, targets, precision) if peak else 0,
+        saved=_saved_bytes(module, x, targets, precision) if saved else 0,
+        exact_peak=_exact_peak(module, x, targets, precision) if exact_peak else 0,
+    )
 
 
 def measure_inference_peak(module: nn.Module, patch_size: Sequence[int], precision: str = "fp32",
