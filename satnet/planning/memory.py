@@ -1,22 +1,23 @@
-"""Exact memory model of one training step and of one inference patch, counted on fake tensors.
+"""Exact memory model of one training step and of one inference patch, counted on dataless tensors.
 
 nnU-Net sizes patches with a proxy (a sum of convolution output sizes) that leaves out the
 decoder's concatenated skips, the norm outputs and the loss. SAT gates save memory exactly
 there, so satnet counts instead: it runs the real network's forward, loss and backward on
-`FakeTensorMode` tensors (meta storage underneath: shapes, dtypes and aliasing, no data, no
-memory) and follows every storage an op allocates until the last reference to it dies. The
-result is the byte count a real run holds, at every moment, de-duplicated by storage (views and
-in-place results count once, at the storage's size). See docs/memory.md for what each field
-includes and the accuracy measured against real runs.
+meta tensors (shapes, dtypes and aliasing, no data, no memory) and follows every storage an op
+allocates until the last reference to it dies. The result is the byte count a real run holds
+at every op boundary, de-duplicated by storage (views and in-place results count once, at the
+storage's size). See docs/memory.md for what each field includes and the accuracy measured
+against real runs.
 
 The loss is modelled as nnU-Net's Dice + cross-entropy at every deep-supervision output
 (`dice_ce_loss`), because what the loss saves for backward (softmax and log-softmax of every
 output, the one-hot targets) is part of the step's memory.
 
-Precision "bf16"/"fp16" runs the trace under CPU autocast on fake CPU tensors: autocast does
-not apply to meta tensors (torch.autocast has no "meta" device type and meta tensors never reach
-the CPU or CUDA autocast kernels), and fake CUDA tensors abort the process in backward on a
-CPU-only build. For the ops satnet's nets use, CPU and CUDA autocast agree (docs/memory.md).
+Precision "bf16"/"fp16" runs the trace under CPU autocast on fake CPU tensors
+(FakeTensorMode: meta storage under a CPU device): autocast never reaches meta tensors
+(torch.autocast has no "meta" device type, and the CPU and CUDA autocast kernels skip tensors
+of other devices), and fake CUDA tensors abort the process in backward on a CPU-only build.
+For the ops satnet's nets use, CPU and CUDA autocast agree (docs/memory.md).
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 # moments (its per-tensor step counters are a few bytes); Adadelta's square_avg and acc_delta.
 OPTIMIZER_STATE_COPIES = {"sgd": 1, "adam": 2, "adadelta": 2}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Scratch memory inside one convolution op, in units of the step's largest convolution output.
+# Measured on CPU (oneDNN's backward reorders): 1.5x to 2.7x over U-Nets of 16 to 32 base
+# channels (benchmarks/bench_memory.py, docs/memory.md). Not yet measured for cuDNN.
+WORKSPACE_FACTOR = 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,13 +65,14 @@ class LiveTensorTracker(TorchDispatchMode):
     object is finalized, which PyTorch delays until the C++ storage dies (storage objects are
     preserved while any tensor, view or autograd node holds the storage). Storages named by
     `ignore` (parameters, inputs, targets: allocated before the step) are never counted, not
-    even through their views.
+    even through their views. `largest_conv_output` is the biggest output of a convolution.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.live = 0
         self.peak = 0
+        self.largest_conv_output = 0
         self._paused = False
         self._preexisting: set[int] = set()
         self._sizes: dict[int, int] = {}
@@ -83,9 +89,6 @@ class LiveTensorTracker(TorchDispatchMode):
             yield
         finally:
             self._paused = False
-
-    def reset_peak(self) -> None:
-        self.peak = self.live
 
     def _release(self, key: int) -> None:
         self.live -= self._sizes.pop(key)
@@ -105,6 +108,8 @@ class LiveTensorTracker(TorchDispatchMode):
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._track(t.untyped_storage())
+        if func is torch.ops.aten.convolution.default:
+            self.largest_conv_output = max(self.largest_conv_output, out.untyped_storage().nbytes())
         self.peak = max(self.peak, self.live)
         return out
 
@@ -229,11 +234,33 @@ def _check_request(spec: NetworkSpec | None, patch_size: Sequence[int], batch_si
             )
 
 
-def _fake_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Fake CPU copies of the parameters (requiring grad like them) and buffers; call inside the fake mode."""
-    state = {name: torch.empty(p.shape, dtype=p.dtype).requires_grad_(p.requires_grad)
+def _tensor_mode(fake: bool) -> tuple[contextlib.AbstractContextManager, str]:
+    """(mode, device) for a trace: meta tensors, or fake CPU tensors (FakeTensorMode) when `fake`.
+
+    Meta tensors are the cheaper choice (a fake mode's first use imports torch._dynamo, about
+    2 s), but autocast acts only on tensors of a real device type, and a module that creates a
+    CPU tensor inside forward cannot mix it with meta tensors; fake CPU tensors serve both.
+    """
+    if fake:
+        return FakeTensorMode(allow_non_fake_inputs=True), "cpu"
+    return contextlib.nullcontext(), "meta"
+
+
+def _traced(trace, *args, precision: str):
+    """Run trace(*args, precision, fake) on meta tensors where possible, else on fake CPU tensors."""
+    if PRECISIONS[precision] is None:
+        try:
+            return trace(*args, precision, fake=False)
+        except (RuntimeError, NotImplementedError) as exc:  # e.g. a CPU tensor made inside forward
+            log.debug("tracing on the meta device failed (%s); tracing with fake CPU tensors", exc)
+    return trace(*args, precision, fake=True)
+
+
+def _shadow_state(module: nn.Module, device: str) -> dict[str, torch.Tensor]:
+    """Dataless copies of the parameters (requiring grad like them) and buffers, for functional_call."""
+    state = {name: torch.empty(p.shape, dtype=p.dtype, device=device).requires_grad_(p.requires_grad)
              for name, p in module.named_parameters()}
-    state.update({name: torch.empty(b.shape, dtype=b.dtype) for name, b in module.named_buffers()})
+    state.update({name: torch.empty(b.shape, dtype=b.dtype, device=device) for name, b in module.named_buffers()})
     return state
 
 
@@ -260,7 +287,7 @@ def _mode(module: nn.Module, training: bool):
 
 @dataclass(frozen=True)
 class StepTrace:
-    """Bytes of one training step as the fake-tensor trace counts them (docs/memory.md).
+    """Bytes of one training step as the trace counts them (docs/memory.md).
 
     - inputs: the image batch (B, C, *S) and the int64 targets (B, *S_i) of every output.
     - activations: what forward and loss allocate and leave live for backward: the tensors
@@ -270,6 +297,9 @@ class StepTrace:
     - after_backward: live after backward: the parameter gradients and the outputs still held.
     - gradients: the parameter gradients.
     - parameters: parameters and buffers; trainable: the parameters that require grad.
+    - workspace: the one modelled term, an allowance for the scratch memory a convolution
+      kernel allocates and frees inside one op, which no trace of ops can see:
+      WORKSPACE_FACTOR x the largest convolution output of the step (docs/memory.md).
     """
 
     inputs: int
@@ -280,14 +310,16 @@ class StepTrace:
     gradients: int
     parameters: int
     trainable: int
+    workspace: int
 
 
-def _trace_step(module: nn.Module, in_channels: int, patch: Sequence[int], batch: int, precision: str) -> StepTrace:
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
+def _trace_step(module: nn.Module, in_channels: int, patch: Sequence[int], batch: int, precision: str,
+                fake: bool) -> StepTrace:
+    mode, device = _tensor_mode(fake)
     tracker = LiveTensorTracker()
     with mode:
-        state = _fake_state(module)
-        x = torch.empty(batch, in_channels, *patch)  # (B, C, *S)
+        state = _shadow_state(module, device)
+        x = torch.empty(batch, in_channels, *patch, device=device)  # (B, C, *S)
     saved = SavedTensorCounter()
     for counter in (tracker, saved):
         counter.ignore([x, *state.values()])
@@ -296,7 +328,8 @@ def _trace_step(module: nn.Module, in_channels: int, patch: Sequence[int], batch
             outputs = functional_call(module, state, (x,))
             outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
             with tracker.paused():
-                targets = [torch.empty((o.shape[0], *o.shape[2:]), dtype=torch.int64) for o in outputs]  # (B, *S_i)
+                targets = [torch.empty((o.shape[0], *o.shape[2:]), dtype=torch.int64, device=device)
+                           for o in outputs]  # (B, *S_i)
             for counter in (tracker, saved):
                 counter.ignore(targets)
             saved_before_loss = saved.bytes
@@ -310,15 +343,16 @@ def _trace_step(module: nn.Module, in_channels: int, patch: Sequence[int], batch
         inputs=storage_bytes([x, targets]), activations=activations, saved=saved.bytes, peak=tracker.peak,
         after_backward=after_backward, gradients=storage_bytes(grads), parameters=storage_bytes(list(state.values())),
         trainable=storage_bytes([p for p in state.values() if p.requires_grad]),
+        workspace=int(WORKSPACE_FACTOR * tracker.largest_conv_output),
     )
 
 
-def _trace_inference(module: nn.Module, in_channels: int, patch: Sequence[int], precision: str) -> int:
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
+def _trace_inference(module: nn.Module, in_channels: int, patch: Sequence[int], precision: str, fake: bool) -> int:
+    mode, device = _tensor_mode(fake)
     tracker = LiveTensorTracker()
     with mode:
-        state = _fake_state(module)
-        x = torch.empty(1, in_channels, *patch)  # (1, C, *S)
+        state = _shadow_state(module, device)
+        x = torch.empty(1, in_channels, *patch, device=device)  # (1, C, *S)
     tracker.ignore([x, *state.values()])
     with _mode(module, training=False), mode, tracker, torch.no_grad(), autocast_context(precision):
         functional_call(module, state, (x,))
@@ -329,7 +363,7 @@ def _trace_inference(module: nn.Module, in_channels: int, patch: Sequence[int], 
 def _inference_for_spec(spec_json: str, patch: tuple[int, ...], precision: str) -> int:
     """_trace_inference of a spec's network, cached: the planner asks for one patch at many batch sizes."""
     spec = NetworkSpec.from_dict(json.loads(spec_json))
-    return _trace_inference(_network_from_json(spec_json), spec.in_channels, patch, precision)
+    return _traced(_trace_inference, _network_from_json(spec_json), spec.in_channels, patch, precision=precision)
 
 
 def trace_training_step(model: nn.Module | NetworkSpec | dict, patch_size: Sequence[int], batch_size: int,
@@ -338,7 +372,7 @@ def trace_training_step(model: nn.Module | NetworkSpec | dict, patch_size: Seque
     module, spec = _resolve_network(model)
     _check_request(spec, patch_size, batch_size, "sgd", precision)
     in_channels = spec.in_channels if spec is not None else in_channels_of(module)
-    return _trace_step(module, in_channels, list(patch_size), batch_size, precision)
+    return _traced(_trace_step, module, in_channels, list(patch_size), batch_size, precision=precision)
 
 
 def estimate_memory(model: nn.Module | NetworkSpec | dict, patch_size: Sequence[int], batch_size: int,
@@ -353,8 +387,10 @@ def estimate_memory(model: nn.Module | NetworkSpec | dict, patch_size: Sequence[
     activations: see StepTrace. parameters: parameters and buffers. gradients: the parameter
     gradients. optimizer: its state. total: the peak of one step: parameters + optimizer state
     + inputs and targets + the most that forward, loss, backward and the optimizer step hold at
-    once (the step is modelled as the gradients plus one gradient-sized temporary). It is not
-    the sum of the other fields: the gradients never coexist with all the activations.
+    once, the peak of forward, loss and backward with one convolution's workspace allowance
+    (StepTrace.workspace) on top, the optimizer step as the gradients plus one gradient-sized
+    temporary. It is not the sum of the other fields: gradients and activations never coexist
+    in full.
     inference: the peak of live tensors in an eval-mode, no-grad forward of one patch (batch 1),
     input included, parameters excluded.
     """
@@ -362,12 +398,12 @@ def estimate_memory(model: nn.Module | NetworkSpec | dict, patch_size: Sequence[
     _check_request(spec, patch_size, batch_size, optimizer, precision)
     in_channels = spec.in_channels if spec is not None else in_channels_of(module)
     patch = list(patch_size)
-    step = _trace_step(module, in_channels, patch, batch_size, precision)
+    step = _traced(_trace_step, module, in_channels, patch, batch_size, precision=precision)
     optimizer_bytes = OPTIMIZER_STATE_COPIES[optimizer] * step.trainable
-    step_peak = max(step.peak, step.after_backward + step.gradients)
+    step_peak = max(step.peak + step.workspace, step.after_backward + step.gradients)
     return MemoryEstimate(
         activations=step.activations, parameters=step.parameters, gradients=step.gradients,
         optimizer=optimizer_bytes, total=step.parameters + optimizer_bytes + step.inputs + step_peak,
-        inference=(_trace_inference(module, in_channels, patch, precision) if spec is None
+        inference=(_traced(_trace_inference, module, in_channels, patch, precision=precision) if spec is None
                    else _inference_for_spec(_spec_json(spec), tuple(patch), precision)),
     )

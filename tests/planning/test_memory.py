@@ -101,7 +101,8 @@ def test_estimate_fields_add_up():
     assert est.activations == step.activations
     assert step.saved <= step.activations <= step.peak
     assert step.inputs == (2 * 32 ** 3 * FLOAT) + 2 * (32 ** 3 + 16 ** 3) * 8  # image + int64 targets
-    assert est.total >= est.parameters + est.optimizer + step.inputs + est.activations
+    assert step.workspace == memory.WORKSPACE_FACTOR * 2 * 8 * 32 ** 3 * FLOAT  # the first stage's conv output
+    assert est.total == est.parameters + est.optimizer + step.inputs + step.peak + step.workspace
     assert 0 < est.inference < est.activations
 
 
@@ -149,6 +150,22 @@ def test_allocates_no_memory_for_activations_and_is_fast():
     assert est.activations > 5 * 2 ** 30
     assert heap_in_use() - heap < 64 * 2 ** 20
     assert cpu < 2.0, f"estimate took {cpu:.2f} s of CPU time"  # about 0.5 s on a quiet machine
+
+
+class MakesCpuTensors(torch.nn.Module):
+    """Creates a CPU tensor inside forward, which cannot meet meta tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) * torch.ones(1, 4, 1, 1)
+
+
+def test_a_module_that_makes_cpu_tensors_is_traced_with_fake_tensors():
+    est = estimate_memory(MakesCpuTensors(), (64, 64), 2)
+    assert est.activations >= 2 * (2 * 4 * 64 * 64 * FLOAT)  # the conv output and the product (logits)
 
 
 # --- specs and errors ---------------------------------------------------------------------------
