@@ -2,6 +2,7 @@
 
     python benchmarks/bench_memory.py            # 3D U-Net [32..320] at 96^3, batch 2, org and sat (long)
     python benchmarks/bench_memory.py --small    # U-Nets [16..128] at 64^3 and 256^2: under 2 minutes
+    python benchmarks/bench_memory.py --estimate-only   # the estimates alone, beside nnU-Net's proxy: seconds
 
 For each network it reports the estimator's runtime (wall and CPU seconds, median of 3 after
 a first call) and compares its numbers with measurements of real CPU steps:
@@ -84,6 +85,16 @@ def nnunet_proxy_bytes(spec: NetworkSpec, patch: list[int], batch: int) -> int:
     for s in range(spec.num_stages - 1):  # decoder stages, one per skip
         total += (convs[s] + 1) * spec.features[s] * voxels[s] + spec.num_classes * voxels[s]
     return total * batch * 4
+
+
+def concat_bytes(spec: NetworkSpec, patch: list[int], batch: int, itemsize: int = 4) -> int:
+    """The decoder's concatenated inputs of a U-Net: upsampled C_s plus the skip's C_s (org, st) or 1 (at, sat)."""
+    total, size = 0, list(patch)
+    for s, stride in enumerate(spec.strides[:-1]):
+        size = [p // st for p, st in zip(size, stride)]
+        skip_channels = spec.features[s] if spec.skip in ("org", "st") else 1
+        total += (spec.features[s] + skip_channels) * math.prod(size)
+    return total * batch * itemsize
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,13 +186,9 @@ def runtime_line(precision: str) -> str:
     """Estimator runtime on the largest default network: 3D U-Net [32..320] at 128^3, batch 2."""
     with torch.device("meta"):  # the timing needs no real parameters
         net, source = build(unet_spec(3, [32, 64, 128, 256, 320, 320], "sat"))
-    first = time.perf_counter()
-    estimate_memory(net, [128] * 3, 2, precision=precision)
-    first = time.perf_counter() - first
     wall, cpu = time_estimator(net, [128] * 3, 2, "sgd", precision)
     return (f"Estimator runtime, {source} 3D [32, 64, 128, 256, 320, 320] sat at 128^3 x 2, {precision}: "
-            f"{wall:.2f} s wall / {cpu:.2f} s CPU per call (median of 3; training and inference traces), "
-            f"{first:.2f} s for the first call of the process.")
+            f"{wall:.2f} s wall / {cpu:.2f} s CPU per call (median of 3; training and inference traces).")
 
 
 def bench_row(spec: NetworkSpec, patch, batch, optimizer, precision) -> dict:
@@ -219,7 +226,7 @@ def render(rows: list[dict], command: str) -> str:
         "",
         "| network | patch x batch | activations est / measured | step peak est / op-boundary | "
         "step peak + workspace est / exact | "
-        "total est / process peak growth | estimator wall / CPU s | nnU-Net proxy / measured activations |",
+        "total est / process peak growth | estimator wall / CPU s | nnU-Net proxy (measured activations / proxy) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -239,6 +246,30 @@ def render(rows: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
+def estimate_only(configs, skips, optimizer: str, precision: str) -> str:
+    """The estimate of each configuration (no real run: networks on the meta device) beside nnU-Net's proxy."""
+    lines = [
+        "| network | patch x batch | activations (saved) | step peak + workspace | total | inference "
+        "| nnU-Net proxy (fp32) | activations / proxy | concatenated skips / proxy (fp32) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dims, features, patch, batch in configs:
+        for skip in skips:
+            spec = unet_spec(dims, features, skip)
+            with torch.device("meta"):
+                net, source = build(spec)
+            est = estimate_memory(net, patch, batch, optimizer=optimizer, precision=precision)
+            step = trace_training_step(net, patch, batch, precision)
+            proxy = nnunet_proxy_bytes(spec, patch, batch)
+            lines.append(
+                f"| {source} {dims}D {features} {skip} {precision} {optimizer} | {'x'.join(map(str, patch))} x {batch} "
+                f"| {_mib(est.activations)} ({_mib(step.saved)}) | {_mib(step.peak)} + {_mib(step.workspace)} "
+                f"| {_mib(est.total)} | {_mib(est.inference)} | {_mib(proxy)} | {est.activations / proxy:.2f}x "
+                f"| {concat_bytes(spec, patch, batch) / proxy:.0%} |"
+            )
+    return "MiB; estimates only (no real run).\n\n" + "\n".join(lines)
+
+
 def write_table(table: str, doc: Path, name: str) -> None:
     """Replace the block between <!-- bench_memory:NAME:start/end --> markers in doc (append it when absent)."""
     start, end = f"<!-- bench_memory:{name}:start -->", f"<!-- bench_memory:{name}:end -->"
@@ -256,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adadelta"])
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "memory.md")
+    parser.add_argument("--estimate-only", action="store_true", help="only the estimates (seconds, no real run)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -265,6 +297,12 @@ def main(argv: list[str] | None = None) -> None:
         configs = [(3, [16, 32, 64, 128], [64, 64, 64], 1), (2, [16, 32, 64, 128], [256, 256], 2)]
     else:
         configs = [(3, [32, 64, 128, 256, 320, 320], [96, 96, 96], 2)]
+    mode = f"{'small' if args.small else 'full'}-{args.precision}"
+    if args.estimate_only:
+        table = estimate_only(configs, args.skips, args.optimizer, args.precision)
+        print(table)
+        write_table(table, args.doc, f"estimate-{mode}")
+        return
     rows = []
     for dims, features, patch, batch in configs:
         for skip in args.skips:
@@ -274,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/bench_memory.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = render(rows, command.strip()) + "\n\n" + runtime_line(args.precision)
     print(table)
-    write_table(table, args.doc, f"{'small' if args.small else 'full'}-{args.precision}")
+    write_table(table, args.doc, mode)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import weakref
 from dataclasses import dataclass
 from typing import Sequence

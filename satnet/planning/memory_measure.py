@@ -16,7 +16,6 @@ Linux with glibc >= 2.33 only (mallinfo2); elsewhere `heap_in_use` raises OSErro
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import functools

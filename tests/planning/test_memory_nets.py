@@ -11,6 +11,7 @@ import itertools
 import pytest
 import torch
 
+from memory_testing import one_thread, relative  # noqa: F401 (one_thread is a fixture)
 from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
 from satnet.planning.memory import trace_training_step
 from satnet.planning.memory_measure import measure_training_step
@@ -30,6 +31,7 @@ def spec_for(arch: str, skip: str, dims: int) -> NetworkSpec:
                        kernel_sizes=[[kernel] * dims] * 3, strides=[[1] * dims, [2] * dims, [2] * dims], skip=skip)
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("arch, skip, dims, size", list(itertools.product(ARCH_NAMES, SKIP_MODES, (2, 3), range(3))))
 def test_estimate_matches_real_cpu_run(arch, skip, dims, size):
     spec = spec_for(arch, skip, dims)
@@ -38,6 +40,6 @@ def test_estimate_matches_real_cpu_run(arch, skip, dims, size):
     net = build_network(spec)
     est = trace_training_step(spec, patch, 2)
     real = measure_training_step(net, patch, 2, in_channels=1, peak=size == 1, saved=False)
-    assert abs(est.activations - real.activations) / real.activations < 0.02, (est, real)
+    assert relative(est.activations, real.activations) < 0.02, (est, real)
     if size == 1:
-        assert abs(est.peak - real.peak) / real.peak < 0.02, (est, real)
+        assert relative(est.peak, real.peak) < 0.02, (est, real)
