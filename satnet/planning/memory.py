@@ -25,6 +25,7 @@ import contextlib
 import functools
 import json
 import logging
+import numbers
 import weakref
 from dataclasses import dataclass
 from typing import Sequence
@@ -220,9 +221,9 @@ def _check_request(spec: NetworkSpec | None, patch_size: Sequence[int], batch_si
         raise unknown_name_error("optimizer", optimizer, OPTIMIZER_STATE_COPIES)
     if precision not in PRECISIONS:
         raise unknown_name_error("precision", precision, PRECISIONS)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
-    if any(not isinstance(p, int) or p < 1 for p in patch_size):
+    if any(not isinstance(p, numbers.Integral) or p < 1 for p in patch_size):
         raise ConfigError(f"patch_size must be positive integers, not {list(patch_size)}")
     if spec is not None:
         stride = spec.total_stride()
@@ -371,7 +372,7 @@ def trace_training_step(model: nn.Module | NetworkSpec | dict, patch_size: Seque
     module, spec = _resolve_network(model)
     _check_request(spec, patch_size, batch_size, "sgd", precision)
     in_channels = spec.in_channels if spec is not None else in_channels_of(module)
-    return _traced(_trace_step, module, in_channels, list(patch_size), batch_size, precision=precision)
+    return _traced(_trace_step, module, in_channels, [int(p) for p in patch_size], int(batch_size), precision=precision)
 
 
 def estimate_memory(model: nn.Module | NetworkSpec | dict, patch_size: Sequence[int], batch_size: int,
@@ -385,19 +386,18 @@ def estimate_memory(model: nn.Module | NetworkSpec | dict, patch_size: Sequence[
 
     activations: see StepTrace. parameters: parameters and buffers. gradients: the parameter
     gradients. optimizer: its state. total: the peak of one step: parameters + optimizer state
-    + inputs and targets + the most that forward, loss, backward and the optimizer step hold at
-    once, the peak of forward, loss and backward with one convolution's workspace allowance
-    (StepTrace.workspace) on top, the optimizer step as the gradients plus one gradient-sized
-    temporary. It is not the sum of the other fields: gradients and activations never coexist
-    in full.
+    + inputs and targets + the larger of (the peak of forward, loss and backward plus one
+    convolution's workspace allowance, StepTrace.workspace) and (what is live after backward
+    plus one gradient-sized temporary of the optimizer step). It is not the sum of the other
+    fields: gradients and activations never coexist in full.
     inference: the peak of live tensors in an eval-mode, no-grad forward of one patch (batch 1),
     input included, parameters excluded.
     """
     module, spec = _resolve_network(model)
     _check_request(spec, patch_size, batch_size, optimizer, precision)
     in_channels = spec.in_channels if spec is not None else in_channels_of(module)
-    patch = list(patch_size)
-    step = _traced(_trace_step, module, in_channels, patch, batch_size, precision=precision)
+    patch, batch = [int(p) for p in patch_size], int(batch_size)  # numpy integers welcome
+    step = _traced(_trace_step, module, in_channels, patch, batch, precision=precision)
     optimizer_bytes = OPTIMIZER_STATE_COPIES[optimizer] * step.trainable
     step_peak = max(step.peak + step.workspace, step.after_backward + step.gradients)
     return MemoryEstimate(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -193,6 +194,7 @@ def test_spec_dict_and_module_give_the_same_estimate(toy_builder):
     from_dict = estimate_memory(spec.to_dict(), [32, 32, 32], 2, optimizer="adam")
     assert from_spec == estimate_memory(build_toy(spec), [32, 32, 32], 2)
     assert from_dict.activations == from_spec.activations
+    assert estimate_memory(spec, np.array([32, 32, 32]), np.int64(2)) == from_spec  # the planner's numpy integers
     assert len(toy_builder) == 1  # built once, on the meta device, then cached
 
 
