@@ -190,8 +190,13 @@ def _network_from_json(spec_json: str) -> nn.Module:
     """The network of a spec with parameters on the meta device (no memory), cached per spec."""
     from satnet.nets import build_network  # the nets package builds it; imported here so planning loads without it
 
-    with torch.device("meta"):
-        return build_network(NetworkSpec.from_dict(json.loads(spec_json)))
+    spec = NetworkSpec.from_dict(json.loads(spec_json))
+    try:
+        with torch.device("meta"):
+            return build_network(spec)
+    except (RuntimeError, NotImplementedError) as exc:  # an initialiser without a meta kernel
+        log.debug("building %s on the meta device failed (%s); building it on the CPU", spec.arch, exc)
+        return build_network(spec)
 
 
 def _spec_json(spec: NetworkSpec) -> str:
