@@ -1,0 +1,210 @@
+"""`satnet find-best`: rank the trained configurations by cross-validation Dice and choose one.
+
+A configuration counts when every fold of WORK_DIR/splits.json has its validation outputs
+(`results/<config>/fold_<k>/validation/{case}{ending}` for every validation case of fold k,
+written at the end of training). Its score is the mean over labels of the per-label mean Dice
+over the union of the folds' validation cases, against WORK_DIR/gt_segmentations. The two best
+are also ensembled (their validation probabilities `{case}.npz` averaged, then argmax). The best
+of all candidates wins (an ensemble only if strictly better, as it costs twice the prediction
+time); postprocessing is decided for it on the same cross-validation predictions
+(satnet.inference.postprocessing.decide_postprocessing) and saved where `satnet predict` finds
+it. Everything is recorded in WORK_DIR/results/find_best.json.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from satnet.contracts import atomic_write_json
+from satnet.errors import InputError, MissingFileError
+from satnet.evaluation.evaluate import CasePair, build_summary, evaluate_pair
+from satnet.evaluation.metrics import case_metrics
+from satnet.inference.models import FIND_BEST_FILE, RESULTS, ensemble_name, postprocessing_path, results_dir
+from satnet.inference.postprocessing import decide_postprocessing, save_postprocessing
+from satnet.inference.predictor import load_probabilities
+from satnet.io.images import read_label
+from satnet.io.pool import map_cases
+from satnet.planning.plans import Plans, load_plans
+from satnet.planning.splits import Splits, load_splits
+
+logger = logging.getLogger(__name__)
+
+GT_FOLDER = "gt_segmentations"  # written by plan-and-preprocess (satnet.preprocessing.stage)
+CROSSVAL_SUMMARY = "crossval_summary.json"
+
+
+@dataclass
+class Candidate:
+    """A configuration or an ensemble of configurations, with its cross-validation summary."""
+
+    configurations: list[str]
+    summary: dict
+
+    @property
+    def name(self) -> str:
+        return self.configurations[0] if len(self.configurations) == 1 else ensemble_name(self.configurations)
+
+    @property
+    def mean_dice(self) -> float:
+        value = self.summary["mean"]["dice"]
+        return -math.inf if value is None else float(value)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "configurations": self.configurations, "mean_dice": self.summary["mean"]["dice"],
+                "dice_per_label": {k: v["dice"]["mean"] for k, v in self.summary["per_class"].items()}}
+
+
+def validation_file(work_dir: Path, config: str, fold: int, case_id: str, ending: str) -> Path:
+    return results_dir(work_dir, config) / f"fold_{fold}" / "validation" / f"{case_id}{ending}"
+
+
+def missing_folds(work_dir: Path, config: str, splits: Splits, ending: str) -> list[int]:
+    """Folds of `config` whose validation outputs are not all there."""
+    return [k for k, fold in enumerate(splits.folds)
+            if not all(validation_file(work_dir, config, k, c, ending).is_file() for c in fold.val)]
+
+
+def find_best(work_dir: str | Path, workers: int = 1) -> dict[str, Any]:
+    """Rank, ensemble, decide postprocessing, write results/find_best.json; return its content."""
+    work_dir = Path(work_dir)
+    plans, splits = load_plans(work_dir), load_splits(work_dir)
+    gt_dir = work_dir / GT_FOLDER
+    if not gt_dir.is_dir():
+        raise MissingFileError(f"{gt_dir} not found; rerun `satnet plan-and-preprocess` (it copies labelsTr there)")
+    complete, incomplete = _survey(work_dir, plans, splits)
+    labels = sorted(v for v in plans.labels.values() if v != 0)
+    fold_of = {c: k for k, fold in enumerate(splits.folds) for c in fold.val}
+    candidates = [Candidate([c], _evaluate_configuration(work_dir, c, fold_of, plans, labels, workers))
+                  for c in complete]
+    candidates.sort(key=lambda cand: -cand.mean_dice)
+    ranking = list(candidates)
+    if len(candidates) >= 2:
+        pair = [candidates[0].configurations[0], candidates[1].configurations[0]]
+        summary = _evaluate_ensemble(work_dir, pair, fold_of, plans, labels, workers)
+        if summary is not None:
+            ranking.append(Candidate(pair, summary))
+            ranking.sort(key=lambda cand: -cand.mean_dice)  # stable: a tie keeps the single configuration first
+    for cand in ranking:
+        atomic_write_json(work_dir / RESULTS / cand.name / CROSSVAL_SUMMARY, cand.summary)
+    best = ranking[0]
+    pairs = list(_segmentations(work_dir, best.configurations, fold_of, plans))
+    decision, report = decide_postprocessing(pairs, labels)
+    del pairs
+    pp_path = save_postprocessing(decision, postprocessing_path(work_dir, best.configurations))
+    result = {
+        "format_version": 1,
+        "labels": labels,
+        "num_cases": len(fold_of),
+        "ranking": [c.to_dict() for c in ranking],
+        "best": {**best.to_dict(), "mean_dice_postprocessed": report["final"]["mean_dice"]},
+        "postprocessing": {"file": str(pp_path), "decision": decision.to_dict(), "report": report},
+        "incomplete": {c: folds for c, folds in incomplete.items()},
+        "predict_command": predict_command(work_dir, best.configurations),
+    }
+    atomic_write_json(work_dir / RESULTS / FIND_BEST_FILE, result)
+    return result
+
+
+def predict_command(work_dir: Path, configs: Sequence[str]) -> str:
+    return f"satnet predict -i INPUT_DIR -o OUTPUT_DIR -m {work_dir} -c {' '.join(configs)}"
+
+
+def _survey(work_dir: Path, plans: Plans, splits: Splits) -> tuple[list[str], dict[str, list[int]]]:
+    """(configurations with every fold validated, {configuration: its missing folds}) over the
+    planned configurations and every results/<config>/ folder."""
+    root = work_dir / RESULTS
+    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    trained = {p.name for p in folders if not p.name.startswith("ensemble_")}
+    for name in sorted(trained - set(plans.configurations)):
+        logger.warning("warning: %s has no configuration %r in plans.json; skipped", root / name, name)
+    complete, incomplete = [], {}
+    for config in sorted(plans.configurations):
+        missing = missing_folds(work_dir, config, splits, plans.file_ending)
+        if missing:
+            incomplete[config] = missing
+        else:
+            complete.append(config)
+    if not complete:
+        lines = [f"{c}: folds {', '.join(map(str, m))} missing; train them with "
+                 + "; ".join(f"`satnet train {work_dir} {c} {k}`" for k in m) for c, m in incomplete.items()]
+        raise MissingFileError(
+            f"no configuration has validation outputs for all {len(splits.folds)} folds under {root}:\n"
+            + "\n".join(f"  - {line}" for line in lines)
+        )
+    for config, missing in incomplete.items():
+        logger.warning("warning: %s is left out: folds %s are not trained (`satnet train %s %s %d`)", config,
+                       ", ".join(map(str, missing)), work_dir, config, missing[0])
+    return complete, incomplete
+
+
+def _evaluate_configuration(work_dir: Path, config: str, fold_of: dict[str, int], plans: Plans, labels: list[int],
+                            workers: int) -> dict:
+    ending = plans.file_ending
+    pairs = [CasePair(c, work_dir / GT_FOLDER / f"{c}{ending}", validation_file(work_dir, config, k, c, ending))
+             for c, k in sorted(fold_of.items())]
+    results = map_cases(functools.partial(evaluate_pair, labels=tuple(labels)), pairs, workers, desc=f"score {config}")
+    bad = [f"{r['case']}: {r['mismatch']}" for r in results if "mismatch" in r]
+    if bad:
+        raise InputError(f"validation predictions of {config} are not on the reference grids of "
+                         f"{work_dir / GT_FOLDER}: {'; '.join(bad[:5])}; predict them again")
+    return build_summary(results, labels, plans.labels)
+
+
+@dataclass(frozen=True)
+class _EnsembleCase:
+    case_id: str
+    reference: Path
+    probabilities: tuple[Path, ...]
+
+
+def _ensemble_jobs(work_dir: Path, configs: Sequence[str], fold_of: dict[str, int], ending: str) -> list[_EnsembleCase]:
+    return [_EnsembleCase(c, work_dir / GT_FOLDER / f"{c}{ending}",
+                          tuple(validation_file(work_dir, cfg, k, c, ".npz") for cfg in configs))
+            for c, k in sorted(fold_of.items())]
+
+
+def ensemble_segmentation(job: _EnsembleCase) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """(argmax of the mean probabilities uint8 (Z, Y, X), reference, reference spacing) of one case."""
+    reference, geometry = read_label(job.reference)
+    total = None
+    for path in job.probabilities:
+        probs = load_probabilities(path)  # (K, Z, Y, X)
+        if list(probs.shape[1:]) != list(reference.shape):
+            raise InputError(f"{path} holds probabilities of shape {list(probs.shape[1:])}, but the reference "
+                             f"{job.reference} is {list(reference.shape)}; predict the validation case again")
+        total = probs if total is None else np.add(total, probs, out=total)
+    return np.argmax(total, axis=0).astype(np.uint8), reference, geometry.spacing
+
+
+def _ensemble_case_metrics(job: _EnsembleCase, labels: tuple[int, ...]) -> dict:
+    seg, reference, spacing = ensemble_segmentation(job)
+    return {"case": job.case_id, "metrics": case_metrics(reference, seg, labels, spacing=spacing)}
+
+
+def _evaluate_ensemble(work_dir: Path, configs: list[str], fold_of: dict[str, int], plans: Plans, labels: list[int],
+                       workers: int) -> dict | None:
+    jobs = _ensemble_jobs(work_dir, configs, fold_of, plans.file_ending)
+    absent = [p for job in jobs for p in job.probabilities if not p.is_file()]
+    if absent:
+        logger.warning("warning: no ensemble of %s: %d validation probability files are missing (e.g. %s); training "
+                       "writes them at the end of each fold", " + ".join(configs), len(absent), absent[0])
+        return None
+    work = functools.partial(_ensemble_case_metrics, labels=tuple(labels))
+    return build_summary(map_cases(work, jobs, workers, desc="score ensemble"), labels, plans.labels)
+
+
+def _segmentations(work_dir: Path, configs: list[str], fold_of: dict[str, int], plans: Plans):
+    """(prediction, reference) label maps of every cross-validation case of the candidate, one at a time."""
+    if len(configs) > 1:
+        for job in _ensemble_jobs(work_dir, configs, fold_of, plans.file_ending):
+            yield ensemble_segmentation(job)[:2]
+        return
+    for case, k in sorted(fold_of.items()):
+        yield (read_label(validation_file(work_dir, configs[0], k, case, plans.file_ending))[0],
+               read_label(work_dir / GT_FOLDER / f"{case}{plans.file_ending}")[0])

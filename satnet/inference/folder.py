@@ -1,0 +1,194 @@
+"""`satnet predict`: segment every case of a folder of raw images with the trained models.
+
+INPUT_DIR is laid out like imagesTs (`{case}_{channel:04d}{file_ending}`, the training
+dataset's ending and channels). Each case is read, preprocessed exactly as in training (the
+checkpoints' plan), predicted by every selected fold of every selected configuration, and
+written to OUTPUT_DIR as `{case}{file_ending}` with the input's geometry.
+
+Several configurations (find-best's ensemble of two) are averaged on the raw grid, since each
+has its own preprocessing; the folds of one configuration are averaged on its preprocessed
+grid. Postprocessing is applied when find-best decided it (`results/<config>/postprocessing.json`
+or `results/ensemble_<A>+<B>/postprocessing.json`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from satnet.errors import InputError
+from satnet.inference.export import revert_to_original
+from satnet.inference.models import (
+    ConfigurationModels,
+    check_configuration,
+    default_configurations,
+    load_configuration,
+    postprocessing_path,
+)
+from satnet.inference.pipeline import PredictionReport, run_pipelined
+from satnet.inference.postprocessing import PostprocessingDecision, load_postprocessing
+from satnet.inference.predictor import (
+    CasePrediction,
+    InferenceSettings,
+    NetworkPredictor,
+    autocast_dtype,
+    export_case,
+    predict_probabilities,
+    probabilities_file,
+    resolve_device,
+    write_case,
+)
+from satnet.io.dataset import RawCase, find_cases_in_folder, read_case
+from satnet.planning.plans import load_plans
+from satnet.preprocessing.case import preprocess_case
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Predict every `count`-th case starting at `index` (0 <= index < count): split a folder over machines."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.index, int) and isinstance(self.count, int) and 0 <= self.index < self.count):
+            raise InputError(f"part must be I/N with 0 <= I < N, not {self.index}/{self.count}")
+
+
+def output_complete(out_dir: Path, case_id: str, file_ending: str, save_probabilities: bool) -> bool:
+    """Whether a previous run finished the case: its mask (written last) and, if asked, its .npz exist."""
+    mask = out_dir / f"{case_id}{file_ending}"
+    return mask.is_file() and (not save_probabilities or probabilities_file(out_dir, case_id).is_file())
+
+
+def _check_folders(input_dir: Path, output_dir: Path) -> None:
+    if not input_dir.is_dir():
+        raise InputError(f"input folder {input_dir} does not exist; give the folder of images to predict with -i")
+    if output_dir.resolve() == input_dir.resolve():
+        raise InputError(f"the output folder must differ from the input folder {input_dir}: masks named {{case}}"
+                         f"<ending> beside the {{case}}_0000 images would be read as stray files next time; "
+                         f"choose another -o")
+
+
+def predict_folder(
+    input_dir: str | Path,
+    output_dir: str | Path,
+    work_dir: str | Path,
+    configs: Sequence[str] | None = None,
+    folds: Sequence[str] | None = None,
+    checkpoint: str = "final",
+    settings: InferenceSettings | None = None,
+    save_probabilities: bool = False,
+    resume: bool = False,
+    part: Part = Part(),
+) -> PredictionReport:
+    """Predict every case of `input_dir` into `output_dir`; see the module docstring.
+
+    configs: None -> find-best's recommendation, else "3d" if planned, else the first planned.
+    folds: None -> every fold with the checkpoint (per configuration).
+    resume: skip cases whose outputs exist (`output_complete`).
+    Raises a SatnetError before predicting anything when the folder, the configuration or a
+    checkpoint is wrong; a case that cannot be read is recorded in the report's `failed`.
+    """
+    input_dir, output_dir, work_dir = Path(input_dir), Path(output_dir), Path(work_dir)
+    settings = settings or InferenceSettings()
+    _check_folders(input_dir, output_dir)
+    plans = load_plans(work_dir)
+    configs = list(configs) if configs else default_configurations(work_dir, plans)
+    for config in configs:
+        check_configuration(work_dir, config)
+    ending, num_channels = plans.file_ending, len(plans.channel_names)
+    cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
+    report = PredictionReport()
+    if resume:
+        done = {c.case_id for c in cases if output_complete(output_dir, c.case_id, ending, save_probabilities)}
+        report.skipped = sorted(done)
+        cases = [c for c in cases if c.case_id not in done]
+        logger.info("%d case(s) already predicted in %s; %d to go", len(report.skipped), output_dir, len(cases))
+    if not cases:
+        return report
+    device = resolve_device(settings.device)
+    models = [load_configuration(work_dir, c, folds, checkpoint, str(device)) for c in configs]
+    _check_models_agree(models, num_channels, plans.labels)
+    postprocessing = _postprocessing(work_dir, configs)
+    ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    def finish(result) -> None:
+        write_case(ensemble.export(*result), output_dir, ending, postprocessing, save_probabilities)
+
+    run = run_pipelined(cases, lambda case: ensemble.load(case, num_channels), ensemble.predict, finish,
+                        name=lambda case: case.case_id, desc=f"predict {'+'.join(configs)}")
+    report.predicted, report.failed = run.predicted, run.failed
+    return report
+
+
+def _check_models_agree(models: list[ConfigurationModels], num_channels: int, labels: dict[str, int]) -> None:
+    for m in models:
+        if len(m.plans.channel_names) != num_channels or m.plans.labels != labels:
+            raise InputError(
+                f"the checkpoints of {m.config} were trained on other channels or labels ({m.plans.channel_names}, "
+                f"{m.plans.labels}) than plans.json lists ({num_channels} channels, {labels}); predict with the "
+                f"work folder they were trained in"
+            )
+
+
+def _postprocessing(work_dir: Path, configs: Sequence[str]) -> PostprocessingDecision | None:
+    path = postprocessing_path(work_dir, configs)
+    if not path.is_file():
+        logger.info("no %s: predicting without postprocessing", path)
+        return None
+    decision = load_postprocessing(path)
+    logger.info("postprocessing from %s: %s", path, decision.to_dict())
+    return decision
+
+
+class _Ensemble:
+    """The three pipeline steps for an ensemble of configurations (usually one)."""
+
+    def __init__(self, models: list[ConfigurationModels], settings: InferenceSettings, device: torch.device,
+                 keep_probabilities: bool):
+        self.models = models
+        self.settings = settings
+        self.device = device
+        self.keep_probabilities = keep_probabilities
+        dtype = autocast_dtype(settings.precision, device)
+        self.predictors = [
+            [NetworkPredictor(n, dtype, settings.channels_last, len(m.plan.patch_size)) for n in m.networks]
+            for m in models
+        ]
+
+    def load(self, case: RawCase, num_channels: int):
+        """Read the case and preprocess it for each configuration: (case id, [(data, props)])."""
+        image, _, geometry = read_case(case, num_channels)  # (C, Z, Y, X)
+        labels = self.models[0].plans.labels
+        prepared = []
+        for m in self.models:
+            data, _, props = preprocess_case(image, geometry, None, m.plan, case.case_id, labels)  # (C, z, y, x)
+            prepared.append((data, props))
+        return case.case_id, prepared
+
+    def predict(self, loaded):
+        case_id, prepared = loaded
+        return case_id, [
+            (predict_probabilities(predictors, data, m.plan, self.settings, self.device), props)
+            for m, predictors, (data, props) in zip(self.models, self.predictors, prepared)
+        ]
+
+    def export(self, case_id: str, predicted) -> CasePrediction:
+        if len(predicted) == 1:
+            probs, props = predicted[0]
+            return export_case(probs, props, self.models[0].plan, self.keep_probabilities)
+        full = None
+        for m, (probs, props) in zip(self.models, predicted):
+            back = revert_to_original(probs, props, m.plan.resampling.anisotropy_threshold)  # (K, Z, Y, X)
+            full = back if full is None else np.add(full, back, out=full)
+        full /= len(predicted)
+        geometry = predicted[0][1].geometry
+        return CasePrediction(case_id, geometry, np.argmax(full, axis=0).astype(np.uint8), full)

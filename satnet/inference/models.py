@@ -1,0 +1,205 @@
+"""Trained models of a work folder: which folds exist, and loading them for prediction.
+
+    WORK_DIR/results/<config>/fold_<k>/checkpoint_{final,best,latest}.pt   (satnet.io.checkpoints)
+    WORK_DIR/results/<config>/postprocessing.json                          (written by find-best)
+    WORK_DIR/results/ensemble_<A>+<B>/postprocessing.json                  (an ensemble of two configurations)
+    WORK_DIR/results/find_best.json                                        (the recommended configuration(s))
+
+A checkpoint carries the network spec its weights belong to and the whole plans.json it was
+trained with. Prediction preprocesses with the checkpoint's configuration plan, not with
+WORK_DIR/plans.json, so a model stays usable after the plans are edited or re-planned; all
+folds of one configuration must agree on it. Checkpoints are read through satnet.io (this
+floor never imports training).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from satnet.contracts import read_json
+from satnet.errors import ConfigError, InputError, MissingFileError, unknown_name_error
+from satnet.io.checkpoints import load_checkpoint
+from satnet.planning.plans import ConfigurationPlan, Plans, load_plans
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = ("final", "best")
+RESULTS = "results"
+FIND_BEST_FILE = "find_best.json"
+_FOLD_DIR = re.compile(r"^fold_(\d+|all)$")
+
+
+def results_dir(work_dir: str | Path, config: str) -> Path:
+    """WORK_DIR/results/<config>."""
+    return Path(work_dir) / RESULTS / config
+
+
+def checkpoint_path(work_dir: str | Path, config: str, fold: str, checkpoint: str = "final") -> Path:
+    return results_dir(work_dir, config) / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
+
+
+def ensemble_name(configs: Sequence[str]) -> str:
+    """Folder name under results/ of an ensemble: "ensemble_<A>+<B>", names sorted (order-free)."""
+    return "ensemble_" + "+".join(sorted(configs))
+
+
+def postprocessing_path(work_dir: str | Path, configs: Sequence[str]) -> Path:
+    """Where find-best stores the postprocessing decision of one configuration or an ensemble."""
+    name = configs[0] if len(configs) == 1 else ensemble_name(configs)
+    return Path(work_dir) / RESULTS / name / "postprocessing.json"
+
+
+def _fold_key(fold: str) -> tuple[int, int]:
+    return (1, 0) if fold == "all" else (0, int(fold))
+
+
+def trained_folds(work_dir: str | Path, config: str, checkpoint: str = "final") -> list[str]:
+    """Folds of `config` ("0", "1", ..., "all") that have checkpoint_<checkpoint>.pt, in order."""
+    root = results_dir(work_dir, config)
+    if not root.is_dir():
+        return []
+    folds = [m[1] for p in root.iterdir() if (m := _FOLD_DIR.match(p.name)) and p.is_dir()]
+    return sorted((f for f in folds if checkpoint_path(work_dir, config, f, checkpoint).is_file()), key=_fold_key)
+
+
+def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None, checkpoint: str) -> list[str]:
+    """The folds to predict with: `folds` (each must have the checkpoint) or, when None, every
+    numbered fold that has it ("all" only when no numbered fold has). Errors name the fix."""
+    work_dir = Path(work_dir)
+    have = trained_folds(work_dir, config, checkpoint)
+    if folds is None:
+        numbered = [f for f in have if f != "all"]
+        folds = numbered or have
+        if not folds:
+            raise MissingFileError(
+                f"configuration {config!r} has no trained fold with checkpoint_{checkpoint}.pt under "
+                f"{results_dir(work_dir, config)}; train one with `satnet train {work_dir} {config} 0` (folds 0..4 "
+                f"for the cross-validation ensemble){_other_checkpoints_hint(work_dir, config, checkpoint)}"
+            )
+        return list(folds)
+    missing = [str(f) for f in folds if str(f) not in have]
+    if missing:
+        lines = [f"fold {f}: {checkpoint_path(work_dir, config, f, checkpoint)} not found; train it with "
+                 f"`satnet train {work_dir} {config} {f}`" + _unfinished_hint(work_dir, config, f) for f in missing]
+        raise MissingFileError(
+            f"configuration {config!r} lacks checkpoint_{checkpoint}.pt for {len(missing)} of the requested folds:\n"
+            + "\n".join(f"  - {line}" for line in lines)
+            + (f"\n(trained folds: {', '.join(have)}; leave out -f to use them)" if have else "")
+        )
+    return [str(f) for f in folds]
+
+
+def _unfinished_hint(work_dir: Path, config: str, fold: str) -> str:
+    if checkpoint_path(work_dir, config, fold, "latest").is_file():
+        return " (checkpoint_latest.pt exists: training did not finish; resume it with --resume)"
+    return ""
+
+
+def _other_checkpoints_hint(work_dir: Path, config: str, checkpoint: str) -> str:
+    other = [c for c in ("final", "best") if c != checkpoint and trained_folds(work_dir, config, c)]
+    return f"; folds with checkpoint_{other[0]}.pt exist: use --checkpoint {other[0]}" if other else ""
+
+
+def check_configuration(work_dir: str | Path, config: str) -> Plans:
+    """WORK_DIR/plans.json, after checking that it plans `config` (a did-you-mean error otherwise)."""
+    plans = load_plans(work_dir)
+    if config not in plans.configurations:
+        error = unknown_name_error("configuration", config, plans.configurations)
+        raise ConfigError(f"{error} (in {Path(work_dir) / 'plans.json'}); choose one with -c, or plan it with "
+                          f"`satnet plan-and-preprocess` and train it")
+    return plans
+
+
+def default_configurations(work_dir: str | Path, plans: Plans) -> list[str]:
+    """The configuration(s) find-best recommends, else "3d" when planned, else the first planned."""
+    path = Path(work_dir) / RESULTS / FIND_BEST_FILE
+    if path.is_file():
+        data = read_json(path, "find-best result", "rerun `satnet find-best`")
+        best = data.get("best") if isinstance(data, dict) else None
+        configs = best.get("configurations") if isinstance(best, dict) else None
+        if isinstance(configs, list) and configs and all(c in plans.configurations for c in configs):
+            logger.info("using %s, recommended by %s", " + ".join(configs), path)
+            return list(configs)
+        logger.warning("ignoring %s: its recommendation is not in plans.json; rerun `satnet find-best`", path)
+    return ["3d"] if "3d" in plans.configurations else [next(iter(plans.configurations))]
+
+
+@dataclass
+class ConfigurationModels:
+    """The networks of one configuration's folds, ready to predict (eval mode, on one device).
+
+    plan: the configuration plan the checkpoints were trained with (used to preprocess);
+    plans: the whole plans of the first checkpoint (labels, channels, file ending).
+    """
+
+    config: str
+    plan: ConfigurationPlan
+    plans: Plans
+    folds: list[str]
+    networks: list  # list[torch.nn.Module]
+
+
+def load_configuration(
+    work_dir: str | Path,
+    config: str,
+    folds: Sequence[str] | None = None,
+    checkpoint: str = "final",
+    device: str = "cpu",
+) -> ConfigurationModels:
+    """Load the checkpoints of `config` (see `resolve_folds`) once each, onto `device`, in eval mode."""
+    from satnet.nets import build_network
+    from satnet.nets.spec import NetworkSpec
+
+    if checkpoint not in CHECKPOINTS + ("latest",):
+        raise ConfigError(f"checkpoint must be one of final, best, latest, not {checkpoint!r}")
+    check_configuration(work_dir, config)
+    folds = resolve_folds(work_dir, config, folds, checkpoint)
+    networks, reference = [], None
+    for fold in folds:
+        path = checkpoint_path(work_dir, config, fold, checkpoint)
+        ckpt = load_checkpoint(path, map_location="cpu")
+        plans = _checkpoint_plans(ckpt, path)
+        if ckpt["config"] != config or config not in plans.configurations:
+            raise InputError(f"{path} belongs to configuration {ckpt['config']!r}, not {config!r}; move it back to "
+                             f"results/{ckpt['config']}/")
+        plan = plans.configuration(config)
+        if reference is None:
+            reference = (plans, plan, path)
+        elif _preprocessing(plan) != _preprocessing(reference[1]):
+            raise InputError(f"{path} was trained with other preprocessing than {reference[2]} (plans changed "
+                             f"between folds); retrain the folds with one plans.json, or predict with -f to pick folds")
+        network = build_network(NetworkSpec.from_dict(ckpt["network"], f"{path}: network"))
+        try:
+            network.load_state_dict(ckpt["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise InputError(f"{path}: its weights do not fit its network spec ({str(exc).splitlines()[0]}); the "
+                             f"checkpoint is damaged: retrain fold {fold}") from None
+        networks.append(network.to(device).eval())
+    plans, plan, _ = reference
+    _warn_if_replanned(work_dir, config, plan)
+    logger.info("loaded %s folds %s (checkpoint_%s)", config, ", ".join(folds), checkpoint)
+    return ConfigurationModels(config, plan, plans, list(folds), networks)
+
+
+def _checkpoint_plans(ckpt: dict, path: Path) -> Plans:
+    try:
+        return Plans.from_dict(json.loads(ckpt["plans_json"]), f"{path}: plans_json")
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: plans_json is not valid JSON ({exc}); the checkpoint is damaged") from None
+
+
+def _preprocessing(plan: ConfigurationPlan) -> dict:
+    """What decides how a case is preprocessed and tiled."""
+    d = plan.to_dict()
+    return {k: d[k] for k in ("spacing", "patch_size", "normalization", "resampling")}
+
+
+def _warn_if_replanned(work_dir: str | Path, config: str, plan: ConfigurationPlan) -> None:
+    current = load_plans(work_dir).configurations.get(config)
+    if current is not None and _preprocessing(current) != _preprocessing(plan):
+        logger.warning("warning: %s in %s/plans.json differs from the plan its checkpoints were trained with; "
+                       "predicting with the checkpoints' plan", config, work_dir)

@@ -1,0 +1,111 @@
+"""Folder evaluation on hand-made masks whose Dice, FPR and FNR are worked out by hand."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from satnet.errors import InputError
+from satnet.evaluation.evaluate import evaluate_folders, format_table
+
+SHAPE = (2, 4, 5)  # 40 voxels
+
+
+def write(path, array, spacing=(3.0, 1.0, 1.0), origin=(1.0, 2.0, 3.0)):
+    """A (Z, Y, X) uint8 label file; spacing and origin in (Z, Y, X) order."""
+    image = sitk.GetImageFromArray(np.asarray(array, dtype=np.uint8))
+    image.SetSpacing(list(reversed(spacing)))
+    image.SetOrigin(list(reversed(origin)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def masks():
+    """case a: label 1 has 4 reference voxels, 2 of them predicted plus 2 false positives; label 2 absent
+    from both. case b: label 1 perfect (3 voxels); label 2: 2 reference voxels, none predicted."""
+    ref_a, pred_a = np.zeros(SHAPE), np.zeros(SHAPE)
+    ref_a[0, 0, :4] = 1
+    pred_a[0, 0, :2] = 1
+    pred_a[1, 3, 3:5] = 1
+    ref_b, pred_b = np.zeros(SHAPE), np.zeros(SHAPE)
+    ref_b[1, 1, :3] = pred_b[1, 1, :3] = 1
+    ref_b[0, 2, :2] = 2
+    return {"a": (ref_a, pred_a), "b": (ref_b, pred_b)}
+
+
+@pytest.fixture
+def folders(tmp_path):
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "tumour": 2}, "numTraining": 2,
+        "file_ending": ".nii.gz"}))
+    for case, (ref, pred) in masks().items():
+        write(tmp_path / "labelsTr" / f"{case}.nii.gz", ref)
+        write(tmp_path / "pred" / f"{case}.nii.gz", pred)
+    return tmp_path / "labelsTr", tmp_path / "pred"
+
+
+def test_hand_checked_metrics_and_summary_file(folders, tmp_path):
+    summary = evaluate_folders(*folders, output=tmp_path / "summary.json")
+    assert summary["labels"] == [1, 2] and summary["label_names"] == {"1": "liver", "2": "tumour"}
+    a, b = ({k: v for k, v in r["metrics"].items()} for r in summary["per_case"])
+    assert a["1"]["dice"] == pytest.approx(2 * 2 / (4 + 4))  # TP 2, FP 2, FN 2
+    assert a["1"]["fnr"] == pytest.approx(2 / 4) and a["1"]["fpr"] == pytest.approx(2 / 36)
+    assert a["2"]["dice"] is None and a["2"]["fnr"] is None and a["2"]["fpr"] == 0  # absent from both
+    assert b["1"]["dice"] == 1 and b["2"]["dice"] == 0 and b["2"]["fnr"] == 1
+    assert a["1"]["reference_volume_mm3"] == 4 * 3.0
+    per_class = summary["per_class"]
+    assert per_class["1"]["dice"]["mean"] == pytest.approx(0.75)
+    assert per_class["1"]["dice"]["std"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
+    assert per_class["2"]["dice"] == {"mean": 0.0, "std": None, "count": 1}  # case a has no Dice for label 2
+    assert summary["mean"]["dice"] == pytest.approx((0.75 + 0.0) / 2)
+    assert summary["missing_predictions"] == [] and summary["unmatched_predictions"] == []
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    table = format_table(summary)
+    assert "0.5000" in table and "0.7500 +- 0.3536" in table and "1 (liver)" in table
+
+
+def test_geometry_mismatch_is_an_error_naming_the_case(folders):
+    reference_dir, prediction_dir = folders
+    write(prediction_dir / "b.nii.gz", masks()["b"][1], spacing=(3.0, 1.2, 1.0))
+    with pytest.raises(InputError, match=r"- b: spacing \(3, 1, 1\) vs \(3, 1.2, 1\)"):
+        evaluate_folders(reference_dir, prediction_dir)
+    write(prediction_dir / "b.nii.gz", masks()["b"][1][:, :3])
+    with pytest.raises(InputError, match=r"- b: shape \(Z, Y, X\) \(2, 4, 5\) vs \(2, 3, 5\)"):
+        evaluate_folders(reference_dir, prediction_dir)
+
+
+def test_missing_and_unmatched_predictions_are_reported(folders):
+    reference_dir, prediction_dir = folders
+    (prediction_dir / "b.nii.gz").rename(prediction_dir / "c.nii.gz")
+    (prediction_dir / "summary.json").write_text("{}")  # not a prediction
+    summary = evaluate_folders(reference_dir, prediction_dir)
+    assert summary["num_cases"] == 1 and [r["case"] for r in summary["per_case"]] == ["a"]
+    assert summary["missing_predictions"] == ["b"] and summary["unmatched_predictions"] == ["c"]
+    assert "1 reference(s) without a prediction, left out: b" in format_table(summary)
+
+
+def test_case_ids_restrict_the_references(folders):
+    summary = evaluate_folders(*folders, case_ids=["b"])
+    assert [r["case"] for r in summary["per_case"]] == ["b"] and summary["missing_predictions"] == []
+
+
+def test_labels_default_to_the_values_present_without_dataset_json(folders):
+    reference_dir, prediction_dir = folders
+    (reference_dir.parent / "dataset.json").unlink()
+    assert evaluate_folders(reference_dir, prediction_dir)["labels"] == [1, 2]
+    assert evaluate_folders(reference_dir, prediction_dir, labels=[2])["labels"] == [2]
+
+
+def test_no_matching_prediction_is_an_error(folders, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no prediction in .* matches a reference"):
+        evaluate_folders(folders[0], empty)
+
+
+def test_workers_give_the_same_summary(folders):
+    one, two = (evaluate_folders(*folders, workers=w) for w in (1, 2))
+    assert one == two and not math.isnan(two["mean"]["dice"])

@@ -1,0 +1,100 @@
+"""Work folders for prediction tests: plans, freshly initialised checkpoints, a planner stand-in.
+
+Nothing here depends on the trainer: checkpoints are tiny networks straight from
+`build_network`, saved following satnet.io.checkpoints' contract.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from conftest import build_plan
+from satnet.inference.models import checkpoint_path
+from satnet.io.checkpoints import save_checkpoint
+from satnet.nets import build_network
+from satnet.planning.plans import ChannelNormalization, MemoryEstimate, Plans, load_plans, save_plans
+
+MRI = ChannelNormalization(channel="MRI", scheme="zscore", use_nonzero_mask=True)
+LABELS = {"background": 0, "object1": 1, "object2": 2}
+
+
+def tiny_plans(configs=("3d",), in_channels: int = 1, file_ending: str = ".nii.gz") -> Plans:
+    """Plans with tiny networks (features 4, 8; patch 8) at 2 mm, for the synthetic 3D dataset."""
+    configurations = {}
+    for name in configs:
+        dims = 2 if name.startswith("2d") else 3
+        plan = build_plan([2.0, 2.0, 2.0], [MRI] * in_channels, spatial_dims=dims, num_classes=len(LABELS))
+        plan.name = name
+        configurations[name] = plan
+    return Plans(
+        dataset_name="Dataset900_Synth3D", channel_names={str(i): f"MRI{i}" for i in range(in_channels)},
+        labels=dict(LABELS), file_ending=file_ending, configurations=configurations, planner={},
+    )
+
+
+def make_work_dir(root: Path, plans: Plans | None = None) -> Path:
+    work_dir = Path(root) / "work"
+    save_plans(plans or tiny_plans(), work_dir)
+    return work_dir
+
+
+def add_checkpoint(work_dir: Path, config: str, fold: str | int, seed: int, which: str = "final") -> torch.nn.Module:
+    """Save a freshly initialised network (torch seed `seed`) as fold `fold`'s checkpoint; return it."""
+    plans_text = (Path(work_dir) / "plans.json").read_text(encoding="utf-8")
+    spec = load_plans(work_dir).configuration(config).network
+    torch.manual_seed(seed)
+    network = build_network(spec)
+    with torch.no_grad():  # a fresh network's logits are near zero: spread them so folds disagree visibly
+        for p in network.parameters():
+            p.mul_(3.0)
+    save_checkpoint(checkpoint_path(work_dir, config, str(fold), which), {
+        "format_version": 1, "satnet_version": "test", "config": config, "fold": str(fold),
+        "network": spec.to_dict(), "plans_json": plans_text, "state_dict": network.state_dict(), "epoch": 1,
+    })
+    return network.eval()
+
+
+def _fast_estimate(spec, patch_size, batch_size, **_) -> MemoryEstimate:
+    voxels = batch_size * int(torch.tensor(list(patch_size)).prod())
+    return MemoryEstimate(activations=voxels * 64, parameters=0, gradients=0, optimizer=0, total=voxels * 64,
+                          inference=voxels * 8)
+
+
+@contextlib.contextmanager
+def planner_importable() -> Iterator[None]:
+    """Make `satnet plan-and-preprocess` runnable while satnet/planning/memory.py has not landed on main:
+    a stand-in `estimate_memory` (proportional to the patch voxels) for the duration, in tests only.
+    With the real module present, this does nothing."""
+    try:
+        import satnet.planning.memory  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        yield
+        return
+    dependents = ("satnet.planning.planner", "satnet.preprocessing.stage")  # imported with the stand-in
+    stand_in = types.ModuleType("satnet.planning.memory")
+    stand_in.estimate_memory = _fast_estimate
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, stand_in.__name__, stand_in)
+        try:
+            yield
+        finally:
+            for name in dependents:
+                sys.modules.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One PyTorch thread: tiny networks gain nothing from more, and on a busy shared machine several
+    threads are much slower (docs/predict.md); import this fixture into a test module to use it there."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,45 @@
+"""The memory model against real CPU training steps of a toy SAT U-Net (satnet.planning.memory_measure).
+
+The measurements read glibc's allocator, so they include a constant of about 100 kB of host
+memory per step (autograd nodes, allocator headers) that a GPU does not hold; the sizes here
+keep that under 1% of the activations.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memory_testing import one_thread, relative  # noqa: F401 (one_thread is a fixture)
+from memory_toy_nets import ToyUNet
+from satnet.planning.memory import estimate_memory, trace_training_step
+from satnet.planning.memory_measure import measure_inference_peak, measure_training_step
+
+CASES = [  # dims, patch, batch, skip, precision
+    (3, (32, 32, 32), 2, "sat", "fp32"),
+    (3, (32, 32, 32), 2, "org", "bf16"),
+    (2, (160, 128), 2, "st", "fp32"),
+    (2, (128, 128), 2, "at", "bf16"),
+]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("dims, patch, batch, skip, precision", CASES)
+def test_training_step_matches_real_cpu_run(dims, patch, batch, skip, precision):
+    torch.manual_seed(0)
+    net = ToyUNet(dims, 1, 3, [8, 16, 32], skip)
+    est = trace_training_step(net, patch, batch, precision)
+    real = measure_training_step(net, patch, batch, precision)
+    assert relative(est.activations, real.activations) < 0.02, (est, real)
+    assert relative(est.peak, real.peak) < 0.02, (est, real)
+    assert relative(est.saved, real.saved) < 0.001, (est, real)
+    assert est.gradients == real.gradients
+
+
+@pytest.mark.parametrize("dims, patch, skip, precision", [(3, (48, 48, 48), "sat", "fp32"), (2, (256, 256), "org", "bf16")])
+def test_inference_peak_matches_real_cpu_run(dims, patch, skip, precision):
+    torch.manual_seed(0)
+    net = ToyUNet(dims, 1, 3, [8, 16, 32], skip)
+    est = estimate_memory(net, patch, 1, precision=precision).inference
+    assert relative(est, measure_inference_peak(net, patch, precision)) < 0.02
