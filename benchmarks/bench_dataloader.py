@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from satnet.io.cases import CaseProperties, save_case  # noqa: E402
 from satnet.io.geometry import ImageGeometry  # noqa: E402
+from satnet.nets import deep_supervision_scales  # noqa: E402
 from satnet.nets.spec import NetworkSpec  # noqa: E402
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate  # noqa: E402
 from satnet.synthetic import synthetic_case_3d  # noqa: E402
 from satnet.training.augmentation import (  # noqa: E402
-    deep_supervision_scales,
     default_augmentation,
     enlarged_patch_size,
     training_transforms,
@@ -116,7 +116,7 @@ def compare_read_sizes(folder: Path, ids: list[str], plan: ConfigurationPlan, se
         "nnU-Net's size": [90, 98, 80],
         "no margin": list(plan.patch_size),
     }
-    transform = training_transforms(plan.patch_size, config, deep_supervision_scales(plan.network.strides, 3))
+    transform = training_transforms(plan.patch_size, config, deep_supervision_scales(plan.network)[:3])
     times: dict[str, list[float]] = {name: [] for name in reads}
     for repeat in range(2):
         for name, read in reads.items():

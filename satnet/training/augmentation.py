@@ -137,19 +137,6 @@ def enlarged_patch_size(patch_size: Sequence[int], config: AugmentationConfig) -
     return [int(n) for n in needed]
 
 
-def deep_supervision_scales(strides: Sequence[Sequence[int]], num_outputs: int) -> list[list[float]]:
-    """Scale of each deep-supervision output relative to the patch, full resolution first.
-
-    `strides` are the network's per-stage strides (NetworkSpec.strides, stage 0 all ones); output i
-    has the resolution of stage i, so its scale per axis is 1 / the cumulative product of the
-    strides up to stage i. E.g. strides [[1,1],[2,2],[2,2]], 3 outputs -> [[1,1],[.5,.5],[.25,.25]].
-    """
-    if num_outputs < 1 or num_outputs > len(strides):
-        raise ConfigError(f"num_outputs must be between 1 and the number of stages ({len(strides)}), not {num_outputs}")
-    cumulative = np.cumprod(np.asarray(strides, dtype=float), axis=0)
-    return [[1.0 / c for c in row] for row in cumulative[:num_outputs].tolist()]
-
-
 class Convert3DTo2DTransform(AbstractTransform):
     """(B, C, Z, Y, X) -> (B, C*Z, Y, X) for 'data' and 'seg', so 2D transforms act slice by slice."""
 

@@ -23,11 +23,11 @@ from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.transforms.abstract_transforms import Compose
 
-from satnet.errors import InputError
+from satnet.errors import ConfigError, InputError
+from satnet.nets import deep_supervision_scales
 from satnet.planning.plans import ConfigurationPlan
 from satnet.training.augmentation import (
     AugmentationConfig,
-    deep_supervision_scales,
     default_augmentation,
     enlarged_patch_size,
     training_transforms,
@@ -155,9 +155,14 @@ def _augmenter(
 
 
 def _deep_supervision(plan: ConfigurationPlan, outputs: int | None) -> list[list[float]] | None:
+    """Scales of the first `outputs` deep-supervision outputs (satnet.nets.deep_supervision_scales), or None."""
+    scales = deep_supervision_scales(plan.network)
     if outputs is None:
-        outputs = plan.network.num_stages - 1 if plan.network.deep_supervision else 0
-    return deep_supervision_scales(plan.network.strides, outputs) if outputs > 0 else None
+        outputs = len(scales) if plan.network.deep_supervision else 0
+    if outputs > len(scales):
+        raise ConfigError(f"deep_supervision_outputs must be at most {len(scales)} (the network's decoder stages), "
+                          f"not {outputs}")
+    return scales[:outputs] if outputs > 0 else None
 
 
 def _mask_channels(plan: ConfigurationPlan) -> list[int]:
@@ -180,7 +185,7 @@ def get_training_pipeline(
 
     Yields dicts with 'data', a float32 tensor (B, C, *patch), 'target', an int64 tensor
     (B, 1, *patch) or, with deep supervision, a list of them at the scales of
-    `deep_supervision_scales` (full resolution first), and 'keys', the case ids.
+    `satnet.nets.deep_supervision_scales` (full resolution first), and 'keys', the case ids.
 
     - num_workers: 0 runs in this process (deterministic for a given seed); n > 0 uses n
       background processes; None: `default_num_workers()`.

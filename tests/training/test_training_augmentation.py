@@ -18,7 +18,6 @@ from satnet.errors import ConfigError
 from satnet.training.augmentation import (
     AugmentationConfig,
     ZeroOutsideImageTransform,
-    deep_supervision_scales,
     default_augmentation,
     enlarged_patch_size,
 )
@@ -64,12 +63,10 @@ def test_enlarged_patch_holds_every_rotation_at_maximum_zoom(patch, config):
     assert out.min() == 1  # no grid point fell outside the read patch
 
 
-def test_deep_supervision_scales_are_cumulative():
-    assert deep_supervision_scales([[1, 1, 1], [2, 2, 2], [2, 2, 1], [2, 2, 2]], 3) == [
-        [1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.5],
-    ]
-    with pytest.raises(ConfigError):
-        deep_supervision_scales([[1, 1], [2, 2]], 3)
+def test_more_deep_supervision_outputs_than_decoder_stages_are_refused(cases_3d, make_plan):
+    folder, ids = cases_3d
+    with pytest.raises(ConfigError, match="at most 2"):
+        get_training_pipeline(folder, ids, make_plan([16, 16, 16], 2, 2), num_workers=0, deep_supervision_outputs=3)
 
 
 def test_zero_outside_image_only_for_masked_channels():
