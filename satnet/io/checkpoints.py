@@ -10,7 +10,8 @@ A checkpoint is a dict saved with `torch.save` that loads with `torch.load(weigh
 - state_dict: model weights (no DDP "module." prefix)
 - epoch (int): epochs completed
 - optimizer, scheduler (state dicts), rng (dict of RNG state tensors), train_options (dict),
-  best_ema_dice (float), log (dict): needed to resume, ignored by prediction
+  best_ema_dice (float or None), log (dict), grad_scaler (dict or None): needed to resume, ignored by
+  prediction
 
 Written atomically (temporary file + rename), so a kill during the write leaves the previous
 checkpoint intact.

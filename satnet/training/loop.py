@@ -40,8 +40,9 @@ LOSS_DISPLAY_EVERY = 10
 class Precision:
     """How tensors are computed: autocast dtype (None: fp32), fp16 gradient scaler, memory format.
 
-    channels_last(_3d) is used for bf16 on the CPU, where oneDNN's bf16 convolutions want it
-    (measured in benchmarks/bench_train.py); CUDA and fp32 keep the default layout.
+    channels_last_3d is used for 3D bf16 on the CPU, where it made oneDNN's bf16 training faster;
+    2D bf16 was slower with channels_last, and fp32 gained nothing consistent from it
+    (benchmarks/bench_train.py, docs/training.md). CUDA keeps the default layout.
     """
 
     device: torch.device
@@ -61,9 +62,9 @@ def make_precision(precision: str, device: torch.device, spatial_dims: int) -> P
     """The Precision for "fp32" | "bf16" | "fp16" on `device` (fp16 only on CUDA; see options.py)."""
     dtype = AUTOCAST_DTYPES[precision]
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    channels_last = device.type == "cpu" and dtype is torch.bfloat16 and torch.backends.mkldnn.is_available()
-    layout = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
-    return Precision(device, dtype, scaler, layout if channels_last else torch.contiguous_format)
+    channels_last = (device.type == "cpu" and dtype is torch.bfloat16 and spatial_dims == 3
+                     and torch.backends.mkldnn.is_available())
+    return Precision(device, dtype, scaler, torch.channels_last_3d if channels_last else torch.contiguous_format)
 
 
 def count_outputs(spec: NetworkSpec, patch_size: Sequence[int]) -> int:

@@ -32,7 +32,7 @@ class EpochRecord(Contract):
     """One epoch's numbers; see the module docstring. nan values are stored as None (JSON null)."""
 
     epoch: int
-    train_loss: float
+    train_loss: float | None
     val_loss: float | None
     pseudo_dice: list[float | None]
     mean_dice: float | None

@@ -343,7 +343,7 @@ def _train_epochs(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state
             val_loss, dice = validate_epoch(state.network, pipelines.val, o.val_iterations, val_loss_fn,
                                             state.precision, run.plans.num_classes, ctx)
             _finish_epoch(run, o, ctx, state, EpochRecord(
-                epoch=epoch, train_loss=train_loss, val_loss=finite_or_none(val_loss),
+                epoch=epoch, train_loss=finite_or_none(train_loss), val_loss=finite_or_none(val_loss),
                 pseudo_dice=[finite_or_none(d) for d in dice], mean_dice=finite_or_none(mean_ignoring_nan(dice)),
                 ema_dice=None, lr=lr, seconds=time.perf_counter() - started,
                 gates_off=gate_fraction_off(state.network),
@@ -363,6 +363,9 @@ def _finish_epoch(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state
     if not ctx.is_main:
         return
     logger.info(format_epoch(record, run.class_names, o.epochs))
+    if record.train_loss is None:
+        logger.warning("warning: the training loss of epoch %d is not finite: training diverged; lower --lr, or "
+                       "resume from an earlier checkpoint", record.epoch + 1)
     checkpoint = _checkpoint(run, o, state)
     if improved:
         save_checkpoint(checkpoint_file(run.fold_dir, "best"), checkpoint)

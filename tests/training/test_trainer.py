@@ -121,3 +121,14 @@ def test_resuming_a_finished_run_trains_more_epochs_only_when_asked(trained, tmp
     assert more.epochs_completed == 3
     log = json.loads((more.fold_dir / "training_log.json").read_text())
     assert [r["epoch"] for r in log["epochs"]] == [0, 1, 2]
+
+
+def test_bf16_on_the_cpu_trains_3d_in_channels_last_and_saves_contiguous_weights(trained, tmp_path):
+    work_dir = copy_of(trained, tmp_path)
+    result = train(work_dir, "3d", 1, TrainOptions(**{**TINY, "epochs": 1}, precision="bf16"), progress_bar=False)
+    convs = [m.weight for m in result.network.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3,) * 3]
+    assert all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in convs)
+    assert any(not w.is_contiguous() for w in convs)  # (with one input channel both layouts coincide)
+    final = load_checkpoint(result.checkpoint_final)
+    assert final["train_options"]["precision"] == "bf16"
+    assert all(t.is_contiguous() and t.dtype == torch.float32 for t in final["state_dict"].values())

@@ -13,6 +13,7 @@ from satnet.nets import INIT_SCHEMES
 from satnet.training import options as opts
 from satnet.training.checkpointing import capture_rng, restore_rng
 from satnet.training.distributed import per_rank_batch_size
+from satnet.training.loop import make_precision
 from satnet.training.options import TrainOptions, given_fields, merge_for_resume, resolve_options
 from satnet.training.trainer import learning_rate
 
@@ -91,3 +92,11 @@ def test_rng_states_survive_a_weights_only_round_trip():
     restore_rng(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     again = (torch.rand(3), np.random.normal(size=3), [random.random() for _ in range(3)])
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def test_precision_layouts():
+    cpu = torch.device("cpu")
+    assert make_precision("fp32", cpu, 3).memory_format == torch.contiguous_format
+    assert make_precision("bf16", cpu, 3).memory_format == torch.channels_last_3d
+    assert make_precision("bf16", cpu, 2).memory_format == torch.contiguous_format  # measured slower in 2D
+    assert make_precision("bf16", cpu, 2).dtype is torch.bfloat16 and make_precision("fp32", cpu, 2).dtype is None
