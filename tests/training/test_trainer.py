@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -132,3 +133,10 @@ def test_bf16_on_the_cpu_trains_3d_in_channels_last_and_saves_contiguous_weights
     final = load_checkpoint(result.checkpoint_final)
     assert final["train_options"]["precision"] == "bf16"
     assert all(t.is_contiguous() and t.dtype == torch.float32 for t in final["state_dict"].values())
+
+
+def test_background_workers_train_and_are_stopped_at_the_end(trained, tmp_path):
+    result = train(copy_of(trained, tmp_path), "3d", 2, TrainOptions(**{**TINY, "epochs": 1, "workers": 1}),
+                   progress_bar=False)
+    assert result.epochs_completed == 1 and result.options.workers == 1
+    assert not multiprocessing.active_children()
