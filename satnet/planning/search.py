@@ -27,7 +27,7 @@ import numpy as np
 from satnet.planning.plans import MemoryEstimate
 from satnet.planning.topology import Topology, fit_patch_to_topology
 
-MAX_SPREAD = 1.5  # max over axes of min(patch/median, 1), divided by the min over axes
+MAX_SPREAD = 1.25  # max over axes of min(patch/median, 1), divided by the min over axes
 MARGIN = 0.05  # how far below its estimate a topology's bytes per voxel may lie (measured: within 3%)
 
 Estimate = Callable[[Topology, Sequence[int]], MemoryEstimate]
