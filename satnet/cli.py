@@ -536,7 +536,10 @@ def _add_visualize(sub) -> argparse.ArgumentParser:
 # main
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
+    """Send satnet's log records to stderr as plain lines; returns a function restoring the previous set-up
+    (so calling main() from Python, as the tests do, leaves logging as it found it)."""
+    saved = (list(log.handlers), log.level, log.propagate)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -544,11 +547,18 @@ def _configure_logging(args: argparse.Namespace) -> None:
     log.setLevel(level)
     log.propagate = False
 
+    def restore() -> None:
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
+
+    return restore
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args)
+    restore_logging = _configure_logging(args)
     try:
         return int(args.handler(args) or 0)
     except SatnetError as exc:
@@ -566,6 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"satnet {args.command}: interrupted; finished outputs are kept, rerun to continue", file=sys.stderr)
         return 130
+    finally:
+        restore_logging()
 
 
 if __name__ == "__main__":  # pragma: no cover

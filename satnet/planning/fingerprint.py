@@ -232,19 +232,22 @@ def synthetic_fingerprint(
     channel: str = "CT",
     labels: Sequence[str] = ("organ", "tumour"),
     seed: int = 0,
+    jitter: float = 0.1,
+    crop_fraction: float = 0.9,
 ) -> Fingerprint:
     """A fingerprint of a made-up dataset, for planning studies without data (tests, benchmarks).
 
-    Shapes and spacings vary by +-10% around the given (Z, Y, X) values; the default is a large
+    Shapes and spacings vary by +-`jitter` (relative) around the given (Z, Y, X) values and
+    cropping to the non-zero region keeps `crop_fraction` of each axis; the default is a large
     abdominal-CT-like dataset (about 300 cases of 200x512x512 at 2.5x0.8x0.8 mm).
     """
     rng = np.random.default_rng(seed)
     cases = []
     for i in range(num_cases):
-        jitter = rng.uniform(0.9, 1.1, size=3)
-        before = [int(round(s * j)) for s, j in zip(shape, jitter)]
-        after = [int(round(b * 0.9)) for b in before]
-        sp = [float(round(s * rng.uniform(0.9, 1.1), 4)) for s in spacing]
+        scale = rng.uniform(1 - jitter, 1 + jitter, size=3)
+        before = [int(round(s * j)) for s, j in zip(shape, scale)]
+        after = [max(1, int(round(b * crop_fraction))) for b in before]
+        sp = [float(round(s * rng.uniform(1 - jitter, 1 + jitter), 4)) for s in spacing]
         cases.append(CaseFingerprint(f"case_{i:04d}", sp, before, after))
     intensity = ChannelStats(channel, 60.0, 80.0, -1024.0, 3000.0, 55.0, -90.0, 250.0)
     label_stats = [

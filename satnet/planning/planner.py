@@ -27,6 +27,7 @@ from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
 from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, Plans, ResamplingPlan
+from satnet.planning.search import largest_fitting_patch
 from satnet.planning.topology import fit_patch_to_topology
 
 log = logging.getLogger(__name__)
@@ -207,43 +208,61 @@ class _Estimator:
 def search_patch_and_batch(
     fp: Fingerprint, options: PlannerOptions, dims: int, spacing: Sequence[float], median: Sequence[int]
 ) -> tuple[list[int], int, NetworkSpec, MemoryEstimate]:
-    """Largest patch (then batch) whose exact training-step estimate fits the budget.
+    """Largest balanced patch (then batch) whose exact training-step estimate fits the budget.
 
-    `spacing` and `median` are per network axis ((Z, Y, X) in 3D, (Y, X) in 2D).
+    `spacing` and `median` are per network axis ((Z, Y, X) in 3D, (Y, X) in 2D). The starting
+    patch is the median shape (capped at nnU-Net's starting volume), rounded up to its
+    topology's stride; see satnet.planning.search for how smaller patches are tried.
     """
     budget = int(options.gpu_memory_gb * GIB)
     kernel = 5 if options.arch == "vnet" else 3
-    estimate = _Estimator(options)
-    patch, topo = fit_patch_to_topology(_initial_patch(median, spacing), spacing, kernel)
-    while True:
-        spec = _spec(fp, options, dims, topo)
-        est = estimate(spec, patch, MIN_BATCH)
-        if est.total <= budget:
-            break
-        stride = topo.total_stride
-        shrinkable = [a for a in range(dims) if patch[a] > stride[a]]
-        if not shrinkable:
-            raise ConfigError(
-                f"no {dims}D patch fits --gpu-memory-gb {options.gpu_memory_gb:g}: even {_fmt(patch)} at batch "
-                f"{MIN_BATCH} needs {est.total / GIB:.2f} GiB; raise --gpu-memory-gb or choose a lighter --arch/--skip"
-            )
-        axis = max(shrinkable, key=lambda a: (patch[a] / median[a], -a))
-        patch[axis] -= stride[axis]
-        patch, topo = fit_patch_to_topology(patch, spacing, kernel)
-    batch = _grow_batch(fp, spec, patch, est, budget, estimate, spacing)
-    return patch, batch, spec, estimate(spec, patch, batch)
+    estimator = _Estimator(options)
+    cap, _ = fit_patch_to_topology(_initial_patch(median, spacing), spacing, kernel)
+
+    def estimate(topo, patch):
+        return estimator(_spec(fp, options, dims, topo), patch, MIN_BATCH)
+
+    found = largest_fitting_patch(cap, median, spacing, kernel, budget, estimate)
+    if found is None:
+        smallest = [8] * dims  # pooled once: the smallest encoder-decoder
+        need = estimate(fit_patch_to_topology(smallest, spacing, kernel)[1], smallest).total
+        raise ConfigError(
+            f"no {dims}D patch fits --gpu-memory-gb {options.gpu_memory_gb:g}: even a {_fmt(smallest)} patch at "
+            f"batch {MIN_BATCH} needs {need / GIB:.2f} GiB; raise --gpu-memory-gb or choose a lighter --arch/--skip"
+        )
+    patch, topo, est = found
+    spec = _spec(fp, options, dims, topo)
+    batch = _grow_batch(fp, spec, patch, est, budget, estimator, spacing)
+    return patch, batch, spec, estimator(spec, patch, batch)
 
 
 def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, spacing) -> int:
+    """Largest batch within the budget and the 5%-of-the-dataset cap (at least MIN_BATCH).
+
+    Memory is convex and piecewise linear in the batch, so a secant search between a batch that
+    fits and one that does not converges in a few exact estimates.
+    """
     full_spacing = list(spacing) if len(spacing) == 3 else [fp.median_spacing()[0], *spacing]
     voxels = fp.total_voxels_at(full_spacing)
     cap = max(MIN_BATCH, int(round(MAX_BATCH_FRACTION * voxels / math.prod(patch))))
     fixed = est2.parameters + est2.gradients + est2.optimizer
     per_sample = max(1.0, (est2.total - fixed) / MIN_BATCH)
-    batch = max(MIN_BATCH, min(cap, int((budget - fixed) // per_sample)))
-    while batch > MIN_BATCH and estimate(spec, patch, batch).total > budget:
-        batch -= 1
-    return batch
+    lo, lo_total = MIN_BATCH, float(est2.total)
+    hi = max(MIN_BATCH, min(cap, int((budget - fixed) // per_sample)))
+    if hi == MIN_BATCH:
+        return MIN_BATCH
+    hi_total = float(estimate(spec, patch, hi).total)
+    if hi_total <= budget:
+        return hi
+    while hi - lo > 1:
+        slope = (hi_total - lo_total) / (hi - lo)
+        guess = min(hi - 1, max(lo + 1, lo + int((budget - lo_total) // slope)))
+        total = float(estimate(spec, patch, guess).total)
+        if total <= budget:
+            lo, lo_total = guess, total
+        else:
+            hi, hi_total = guess, total
+    return lo
 
 
 def configuration_name(dims_name: str, arch: str, skip: str) -> str:

@@ -21,8 +21,8 @@ def ct() -> Fingerprint:
 
 
 def hippocampus_like() -> Fingerprint:
-    return synthetic_fingerprint(num_cases=200, shape=(36, 50, 35), spacing=(1.0, 1.0, 1.0), channel="MRI",
-                                 labels=("anterior", "posterior"))
+    return synthetic_fingerprint(num_cases=200, shape=(36, 50, 36), spacing=(1.0, 1.0, 1.0), channel="MRI",
+                                 labels=("anterior", "posterior"), jitter=0.0, crop_fraction=1.0)
 
 
 @pytest.mark.parametrize("gb", [4, 8, 24])
@@ -63,11 +63,12 @@ def test_small_budget_is_a_clear_error(ct):
 
 def test_default_spacing_is_2mm_and_warns_about_small_objects():
     fp = hippocampus_like()
+    fp.label_stats[0].median_object_extent_mm = [12.0, 20.0, 14.0]  # 6 voxels along Z at 2 mm
     plans, warnings = plan_experiment(fp, PlannerOptions(gpu_memory_gb=8, configs=["3d"]))
     conf = plans.configurations["3d"]
     assert conf.spacing == [2.0, 2.0, 2.0]
     assert conf.median_shape == [18, 25, 18]
-    assert any("--spacing auto" in w for w in warnings)
+    assert len(warnings) == 1 and '"anterior"' in warnings[0] and "--spacing auto" in warnings[0]
     assert conf.batch_size >= 2
 
 
@@ -99,7 +100,8 @@ def test_normalization_from_channel_names():
 
 
 def test_natural_2d_images_plan_only_2d_at_native_pixels():
-    fp = synthetic_fingerprint(num_cases=20, shape=(1, 256, 256), spacing=(999.0, 1.0, 1.0), channel="R")
+    fp = synthetic_fingerprint(num_cases=20, shape=(1, 256, 256), spacing=(999.0, 1.0, 1.0), channel="R",
+                               jitter=0.0, crop_fraction=1.0)
     fp.channel_names = {"0": "R", "1": "G", "2": "B"}
     fp.channels = fp.channels * 3
     fp.natural_image_2d = True
@@ -115,6 +117,6 @@ def test_natural_2d_images_plan_only_2d_at_native_pixels():
 
 def test_bad_options():
     with pytest.raises(ConfigError, match='did you mean "sat"'):
-        PlannerOptions(skip="sta")
+        PlannerOptions(skip="satt")
     with pytest.raises(ConfigError, match="spacing"):
         PlannerOptions(spacing=[1, 2])
