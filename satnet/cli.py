@@ -321,13 +321,30 @@ TRAIN_OPTION_FLAGS = (
 def _run_train(args: argparse.Namespace) -> int:
     from satnet.training.options import TrainOptions
     from satnet.training.trainer import train
+    from satnet.training.validation import final_validation, validate_trained_fold
 
+    if args.validation_only:
+        summary = validate_trained_fold(args.work_dir, args.config, args.fold)
+        _print_validation(summary)
+        return 0
     given = {name: getattr(args, name) for name in TRAIN_OPTION_FLAGS if getattr(args, name) is not None}
     result = train(args.work_dir, args.config, args.fold, TrainOptions(**given), resume=args.resume,
                    given=list(given), progress_bar=not args.quiet)
     if result.is_main:
         print(f"trained {args.config} fold {args.fold} for {result.epochs_completed} epochs: {result.fold_dir}")
+        if not args.no_validation:
+            summary = final_validation(args.work_dir, result.fold_dir, result.network, result.plans, result.plan,
+                                       result.data_dir, result.val_cases)
+            _print_validation(summary)
     return 0
+
+
+def _print_validation(summary: dict | None) -> None:
+    if summary is None:
+        return
+    per = ", ".join(f"{summary['label_names'].get(k, k)} {v['dice']['mean']:.4f}"
+                    for k, v in summary["per_class"].items() if v["dice"]["mean"] is not None)
+    print(f"validation Dice ({summary['num_cases']} cases): {per}")
 
 
 @subcommand
@@ -345,6 +362,10 @@ def _add_train(sub) -> argparse.ArgumentParser:
     _train_flags(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from checkpoint_latest.pt (optimiser, schedule, epoch and random states)")
+    p.add_argument("--no-validation", action="store_true",
+                   help="skip the final validation (predicting the fold's validation cases into fold_<k>/validation)")
+    p.add_argument("--validation-only", action="store_true",
+                   help="only (re)run the final validation with checkpoint_final.pt")
     p.set_defaults(handler=_run_train)
     return p
 

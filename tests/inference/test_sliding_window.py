@@ -103,12 +103,30 @@ def test_tiles_are_batched_and_counted():
 
 
 def test_mirroring_calls_every_subset():
+    # one tile: its 8 mirrored copies are stacked into calls of at most tile_batch_size images
     recorder = Recorder(num_outputs=1)
     sliding_window_predict(recorder, torch.zeros(1, 8, 8, 8), (8, 8, 8), 1, mirror_axes=(0, 1, 2))
-    assert len(recorder.shapes) == 8
+    assert [s[0] for s in recorder.shapes] == [4, 4]
     recorder = Recorder(num_outputs=1)
-    sliding_window_predict(recorder, torch.zeros(1, 1, 8, 8), (8, 8), 1, mirror_axes=(0, 1))
-    assert len(recorder.shapes) == 4
+    sliding_window_predict(recorder, torch.zeros(1, 8, 8, 8), (8, 8, 8), 1, mirror_axes=(0, 1, 2), tile_batch_size=1)
+    assert [s[0] for s in recorder.shapes] == [1] * 8
+    recorder = Recorder(num_outputs=1)
+    sliding_window_predict(recorder, torch.zeros(1, 1, 8, 8), (8, 8), 1, mirror_axes=(0, 1), tile_batch_size=3)
+    assert [s[0] for s in recorder.shapes] == [3, 1]  # 4 subsets of one tile
+
+
+def test_stacked_mirrors_match_one_by_one():
+    torch.manual_seed(0)
+    image = torch.randn(2, 9, 13, 11)
+    weights = torch.randn(3, 2, 1, 1, 1)
+
+    def asymmetric(x):  # depends on position, so each flip gives a different answer
+        ramp = torch.arange(x.shape[-1], dtype=x.dtype).view(1, 1, 1, 1, -1)
+        return torch.nn.functional.conv3d(x, weights) * (1 + ramp) + x.sum(1, keepdim=True) ** 2
+
+    one = sliding_window_predict(asymmetric, image, (8, 8, 8), 3, mirror_axes=(0, 1, 2), tile_batch_size=1)
+    many = sliding_window_predict(asymmetric, image, (8, 8, 8), 3, mirror_axes=(0, 1, 2), tile_batch_size=16)
+    torch.testing.assert_close(one, many, rtol=1e-5, atol=1e-5)
 
 
 def test_2d_tiles_of_all_slices_share_batches():
