@@ -554,6 +554,29 @@ def _add_visualize(sub) -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------
+# demo
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from satnet.demo import run_demo
+
+    return run_demo(args.output_dir, workers=args.workers)
+
+
+@subcommand
+def _add_demo(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("demo", help="the whole pipeline on a synthetic dataset (a few minutes on a CPU)",
+                       description="Write a small synthetic 3D dataset, then plan-and-preprocess, train fold 0 briefly, "
+                                   "predict the held-out cases and evaluate them, with the real commands.")
+    p.add_argument("-o", "--output", dest="output_dir", type=Path, default=Path("satnet_demo"), metavar="DIR",
+                   help="folder for the dataset, the work folder and the predictions (default ./satnet_demo)")
+    p.add_argument("--workers", type=nonnegative_int, default=0,
+                   help="augmentation worker processes for training (default 0: in the training process)")
+    p.set_defaults(handler=_run_demo)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
 # main
 
 
