@@ -249,11 +249,15 @@ def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, sp
     per_sample = max(1.0, (est2.total - fixed) / MIN_BATCH)
     lo, lo_total = MIN_BATCH, float(est2.total)
     hi = max(MIN_BATCH, min(cap, int((budget - fixed) // per_sample)))
-    if hi == MIN_BATCH:
-        return MIN_BATCH
-    hi_total = float(estimate(spec, patch, hi).total)
-    if hi_total <= budget:
-        return hi
+    while True:  # bracket: lo fits, hi does not (or hi is the cap and fits)
+        if hi == lo:
+            return lo
+        hi_total = float(estimate(spec, patch, hi).total)
+        if hi_total > budget:
+            break
+        if hi >= cap:
+            return hi
+        lo, lo_total, hi = hi, hi_total, min(cap, 2 * hi)
     while hi - lo > 1:
         slope = (hi_total - lo_total) / (hi - lo)
         guess = min(hi - 1, max(lo + 1, lo + int((budget - lo_total) // slope)))

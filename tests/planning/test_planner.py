@@ -120,3 +120,18 @@ def test_bad_options():
         PlannerOptions(skip="satt")
     with pytest.raises(ConfigError, match="spacing"):
         PlannerOptions(spacing=[1, 2])
+
+
+def test_batch_search_brackets_when_batch_2_overstates_the_per_sample_cost():
+    from satnet.planning.plans import MemoryEstimate
+    from satnet.planning.planner import _grow_batch
+
+    def fake(spec, patch, batch):  # 1 GiB fixed + 2 GiB independent of the batch + 0.05 GiB per sample
+        total = int((3 + 0.05 * batch) * GIB)
+        return MemoryEstimate(activations=total - GIB, parameters=GIB // 3, gradients=GIB // 3,
+                              optimizer=GIB - 2 * (GIB // 3), total=total)
+
+    fp = hippocampus_like()
+    # cap: 5% of the dataset's voxels in 8^3 patches is far above what 8 GiB allows
+    batch = _grow_batch(fp, None, [8, 8, 8], fake(None, None, 2), 8 * GIB, fake, [1.0, 1.0, 1.0])
+    assert batch == 100  # (8 - 3) / 0.05; the first guess from batch 2 alone would be 2 * 7 / 4.1 = 3
