@@ -202,6 +202,9 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
                        help="network family (default unet)")
         p.add_argument("--skip", type=choice("sat", "st", "at", "org"), default="sat", metavar="{sat,st,at,org}",
                        help="skip connection mode (default sat)")
+        p.add_argument("--gate-init", type=choice("ones", "glorot"), default="ones", metavar="{ones,glorot}",
+                       help="initial select weights W of st/sat gates (default ones: every channel on; glorot: the "
+                            "SAT paper's Keras default, about half the channels start off)")
         p.add_argument("--spacing", nargs="+", default=["default"], metavar="MM",
                        help="target spacing: 2 mm isotropic by default (native pixels for 2D images), "
                             "'auto' (nnU-Net's median rule), one number, or Z Y X")
@@ -222,7 +225,7 @@ def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions"
     except argparse.ArgumentTypeError as exc:
         parser_error(str(exc))
     return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=args.skip, spacing=spacing,
-                          configs=args.configs or list(CONFIG_NAMES))
+                          configs=args.configs or list(CONFIG_NAMES), gate_init=args.gate_init)
 
 
 def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) -> int:

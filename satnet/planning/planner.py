@@ -23,7 +23,7 @@ import numpy as np
 
 from satnet import __version__
 from satnet.errors import ConfigError, unknown_name_error
-from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
+from satnet.nets.spec import ARCH_NAMES, GATE_INITS, SKIP_MODES, NetworkSpec
 from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, Plans, ResamplingPlan
@@ -39,6 +39,7 @@ MAX_BATCH_FRACTION = 0.05  # of the dataset's voxels in one batch (nnU-Net's cap
 SMALL_OBJECT_VOXELS = 8
 ANISOTROPY_RATIO = 3.0
 CONFIG_NAMES = ("2d", "3d")
+DEFAULT_GATE_INIT = "ones"  # chosen by experiment: docs/results.md
 
 
 @dataclass
@@ -58,13 +59,15 @@ class PlannerOptions:
     configs: list[str] = field(default_factory=lambda: list(CONFIG_NAMES))
     optimizer: str = "sgd"
     precision: str = "fp32"
-    gate_init: str = "ones"
+    gate_init: str = DEFAULT_GATE_INIT
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_NAMES:
             raise unknown_name_error("arch", self.arch, ARCH_NAMES)
         if self.skip not in SKIP_MODES:
             raise unknown_name_error("skip", self.skip, SKIP_MODES)
+        if self.gate_init not in GATE_INITS:
+            raise unknown_name_error("gate_init", self.gate_init, GATE_INITS)
         for c in self.configs:
             if c not in CONFIG_NAMES:
                 raise unknown_name_error("configuration", c, CONFIG_NAMES)
@@ -269,9 +272,11 @@ def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, sp
     return lo
 
 
-def configuration_name(dims_name: str, arch: str, skip: str) -> str:
-    """"3d" for the default U-Net with SAT skips, else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at"."""
-    return dims_name + ("" if arch == "unet" else f"_{arch}") + ("" if skip == "sat" else f"_{skip}")
+def configuration_name(dims_name: str, arch: str, skip: str, gate_init: str = DEFAULT_GATE_INIT) -> str:
+    """"3d" for the default U-Net with SAT skips, else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at";
+    a non-default select-weight initialisation of st/sat gates adds it: "2d_glorot"."""
+    name = dims_name + ("" if arch == "unet" else f"_{arch}") + ("" if skip == "sat" else f"_{skip}")
+    return name + (f"_{gate_init}" if skip in ("st", "sat") and gate_init != DEFAULT_GATE_INIT else "")
 
 
 def data_identifier(spacing: Sequence[float]) -> str:
@@ -290,7 +295,8 @@ def plan_configuration(
         fp, options, dims, [spacing[a] for a in axes], [median3[a] for a in axes]
     )
     return ConfigurationPlan(
-        name=configuration_name(dims_name, options.arch, options.skip), spacing=[float(s) for s in spacing],
+        name=configuration_name(dims_name, options.arch, options.skip, options.gate_init),
+        spacing=[float(s) for s in spacing],
         patch_size=patch, batch_size=batch,
         normalization=norms, network=spec, estimated_memory=est,
         memory_budget_bytes=int(options.gpu_memory_gb * GIB), resampling=ResamplingPlan(),
