@@ -77,8 +77,21 @@ def format_epoch(record: EpochRecord, class_names: list[str], total_epochs: int)
         f"dice {dice} (ema {number(record.ema_dice)}), lr {record.lr:.3g}, {record.seconds:.1f} s"
     )
     if record.gates_off:
-        line += ", channels off " + " ".join(f"{name} {off:.2f}" for name, off in record.gates_off.items())
+        line += ", channels off " + _gates_off(record.gates_off)
     return line
+
+
+MAX_GATES_LISTED = 8
+
+
+def _gates_off(gates_off: dict[str, float]) -> str:
+    """Each gate's fraction of channels off, or for many gates (a Tiramisu has ~100) a summary;
+    training_log.json always has every gate."""
+    if len(gates_off) <= MAX_GATES_LISTED:
+        return " ".join(f"{name} {off:.2f}" for name, off in gates_off.items())
+    values = list(gates_off.values())
+    worst = max(gates_off, key=gates_off.get)
+    return f"mean {sum(values) / len(values):.2f} over {len(values)} gates, max {worst} {gates_off[worst]:.2f}"
 
 
 def save_log(log: TrainingLog, fold_dir: Path) -> Path:

@@ -100,3 +100,11 @@ def test_precision_layouts():
     assert make_precision("bf16", cpu, 3).memory_format == torch.channels_last_3d
     assert make_precision("bf16", cpu, 2).memory_format == torch.contiguous_format  # measured slower in 2D
     assert make_precision("bf16", cpu, 2).dtype is torch.bfloat16 and make_precision("fp32", cpu, 2).dtype is None
+
+
+def test_epoch_line_lists_few_gates_and_summarises_many():
+    from satnet.training.progress import _gates_off
+
+    assert _gates_off({"skip0": 0.0, "skip1": 0.25}) == "skip0 0.00 skip1 0.25"
+    many = {f"dense{i}.1": 0.1 for i in range(20)} | {"skip0": 0.5}
+    assert _gates_off(many) == "mean 0.12 over 21 gates, max skip0 0.50"
