@@ -13,13 +13,10 @@ from torch import nn
 
 from satnet.errors import InputError
 from satnet.nets.gate import SkipGate, iter_gates
+from satnet.nets.layers import conv_cls, instance_norm_cls
 from satnet.nets.spec import NetworkSpec
 
 LEAKY_SLOPE = 1e-2  # nnU-Net's LeakyReLU slope
-
-
-def conv_cls(spatial_dims: int) -> type[nn.Module]:
-    return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
 
 
 def conv_transpose_cls(spatial_dims: int) -> type[nn.Module]:
@@ -32,10 +29,12 @@ def same_padding(kernel: Sequence[int]) -> list[int]:
 
 
 def make_norm(norm: str, spatial_dims: int, channels: int) -> nn.Module:
-    """Normalisation layer by name; "group" uses gcd(C, 8) groups so any width works."""
+    """Normalisation layer by name; "group" uses gcd(C, 8) groups so any width works.
+
+    "instance" is satnet.nets.layers' InstanceNorm (torch's, computed as group norm: faster on the CPU).
+    """
     if norm == "instance":
-        cls = nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d
-        return cls(channels, eps=1e-5, affine=True)
+        return instance_norm_cls(spatial_dims)(channels, eps=1e-5, affine=True)
     if norm == "batch":
         return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
     if norm == "group":

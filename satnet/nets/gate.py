@@ -22,9 +22,9 @@ import math
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from satnet.nets.layers import conv_cls, convolution
 from satnet.nets.spec import GATE_INITS, SKIP_MODES
 
 SELECT_MODES = ("st", "sat")  # modes with a learned select weight W
@@ -82,8 +82,7 @@ class SkipGate(nn.Module):
         self.last_attention: torch.Tensor | None = None
         self.last_select: torch.Tensor | None = None
         self.select = nn.Parameter(torch.ones(channels)) if skip in SELECT_MODES else None
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        self.attend = conv(channels, 1, kernel_size=1) if skip in ATTEND_MODES else None
+        self.attend = conv_cls(spatial_dims)(channels, 1, kernel_size=1) if skip in ATTEND_MODES else None
         if self.select is not None:
             self.reset_select(gate_init)
 
@@ -127,8 +126,8 @@ class SkipGate(nn.Module):
         weights = trelu(self.select)
         if self.fused:  # conv(f * w, K) == conv(f, K * w): the C-channel f * w is never materialised
             kernel = self.attend.weight * weights.view(shape)
-            conv = F.conv2d if self.spatial_dims == 2 else F.conv3d
-            attention = torch.sigmoid(conv(f, kernel, self.attend.bias))
+            a = self.attend
+            attention = torch.sigmoid(convolution(f, kernel, a.bias, a.stride, a.padding, a.dilation, a.groups))
         else:
             attention = torch.sigmoid(self.attend(f * weights.to(f.dtype).view(shape)))
         self._keep(attention, weights)

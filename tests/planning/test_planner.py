@@ -25,7 +25,7 @@ def hippocampus_like() -> Fingerprint:
                                  labels=("anterior", "posterior"), jitter=0.0, crop_fraction=1.0)
 
 
-@pytest.mark.parametrize("gb", [4, 8, 24])
+@pytest.mark.parametrize("gb", [3, 8, 24])
 def test_sat_plan_gets_at_least_the_org_patch(ct, gb):
     org, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, skip="org", configs=["3d"]))
     sat, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, skip="sat", configs=["3d"]))
@@ -35,7 +35,7 @@ def test_sat_plan_gets_at_least_the_org_patch(ct, gb):
         assert conf.estimated_memory.total <= gb * GIB
         assert conf.memory_budget_bytes == gb * GIB
         assert all(p % t == 0 for p, t in zip(conf.patch_size, conf.network.total_stride()))
-    if gb == 4:  # the budget binds: SAT's smaller skips buy a larger patch or batch
+    if gb == 3:  # the budget binds: SAT's smaller skips buy a larger patch or batch
         assert math.prod(s.patch_size) * s.batch_size > math.prod(o.patch_size) * o.batch_size
 
 

@@ -1,0 +1,102 @@
+"""satnet.nets.layers: the same functions and state_dicts as torch's layers, through the fast kernels."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.profiler import profile
+
+from satnet.nets import build_network
+from satnet.nets.layers import Conv2d, Conv3d, InstanceNorm2d, InstanceNorm3d, convolution, preferred_memory_format
+from tests.nets.tiny import SHAPES, tiny_spec
+
+LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+def aten_ops(fn) -> set[str]:
+    with profile() as prof:
+        fn()
+    return {event.name for event in prof.events()}
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_batch1_cpu_convolution_runs_on_onednn_and_matches_torch(dims):
+    torch.manual_seed(0)
+    ours, theirs = (Conv2d, nn.Conv2d) if dims == 2 else (Conv3d, nn.Conv3d)
+    conv = ours(16, 16, 3, padding=1)
+    reference = theirs(16, 16, 3, padding=1)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(1, 16, *([6] * dims), requires_grad=True)  # 1 * 16 * 6 * 6 <= 20480: torch's native kernel
+    assert "aten::mkldnn_convolution" in aten_ops(lambda: conv(x))
+    assert "aten::mkldnn_convolution" not in aten_ops(lambda: reference(x))
+    out, expected = conv(x), reference(x)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), (x, conv.weight, conv.bias))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, reference.weight, reference.bias))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_leaves_autocast_batches_and_strided_inputs_to_torch():
+    x, w = torch.randn(1, 4, 6, 6, 6), torch.randn(4, 4, 3, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert convolution(x, w, None, (1, 1, 1), (1, 1, 1), (1, 1, 1), 1).dtype == torch.bfloat16
+    two = torch.randn(2, 4, 6, 6, 6)
+    torch.testing.assert_close(convolution(two, w, None, (2, 2, 2), (1, 1, 1), (1, 1, 1), 1),
+                               nn.functional.conv3d(two, w, None, 2, 1))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_instance_norm_is_torchs_function_and_keeps_the_layout(dims, layout):
+    torch.manual_seed(0)
+    ours, theirs = (InstanceNorm2d, nn.InstanceNorm2d) if dims == 2 else (InstanceNorm3d, nn.InstanceNorm3d)
+    norm, reference = ours(8, affine=True), theirs(8, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    reference.load_state_dict(norm.state_dict())
+    assert list(norm.state_dict()) == list(reference.state_dict()) == ["weight", "bias"]
+    x = 3 + 2 * torch.randn(3, 8, *([5] * dims))
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=LAST[dims])
+    x.requires_grad_()
+    out, expected = norm(x), reference(x)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    assert out.is_contiguous(memory_format=LAST[dims] if layout == "channels_last" else torch.contiguous_format)
+    upstream = torch.randn(out.shape)
+    grads = torch.autograd.grad(out, (x, norm.weight, norm.bias), upstream)
+    expected_grads = torch.autograd.grad(expected, (x, reference.weight, reference.bias), upstream)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    norm.eval()  # without running statistics, eval normalises by the instance's statistics too
+    torch.testing.assert_close(norm(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_instance_norm_with_running_statistics_keeps_torchs_path():
+    norm = InstanceNorm3d(4, affine=True, track_running_stats=True)
+    norm(3 + torch.randn(2, 4, 3, 3, 3))
+    assert norm.running_mean.min() > 0.1  # updated from 0 towards the mean 3 by momentum 0.1
+
+
+@pytest.mark.parametrize("arch", ["unet", "vnet", "tiramisu"])
+def test_networks_load_state_dicts_of_torch_layer_networks(arch):
+    """A checkpoint written before these layers existed (torch's classes) loads and gives the same logits."""
+    torch.manual_seed(0)
+    model = build_network(tiny_spec(arch, 3, "sat")).eval()
+    legacy = build_network(tiny_spec(arch, 3, "sat")).eval()
+    for module in legacy.modules():  # what the same network was built from before: torch's own classes
+        for ours, theirs in ((Conv3d, nn.Conv3d), (InstanceNorm3d, nn.InstanceNorm3d)):
+            if type(module) is ours:
+                module.__class__ = theirs
+    legacy.load_state_dict(model.state_dict())
+    assert list(legacy.state_dict()) == list(model.state_dict())
+    x = torch.randn(1, 2, *SHAPES[3])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), legacy(x), rtol=1e-4, atol=1e-4)
+
+
+def test_preferred_memory_format():
+    assert preferred_memory_format(torch.device("cpu"), 3) == torch.channels_last_3d
+    assert preferred_memory_format(torch.device("cpu"), 2) == torch.channels_last
+    assert preferred_memory_format(torch.device("cuda"), 3) == torch.contiguous_format
