@@ -35,6 +35,7 @@ from satnet.inference.sliding_window import sliding_window_predict
 from satnet.io.cases import CaseProperties, check_case_id, load_case
 from satnet.io.geometry import ImageGeometry
 from satnet.io.images import write_segmentation
+from satnet.nets.layers import preferred_memory_format
 from satnet.planning.plans import ConfigurationPlan
 
 logger = logging.getLogger(__name__)
@@ -52,11 +53,11 @@ class InferenceSettings:
     - precision: "fp32", or "bf16" autocast where the device computes bf16 natively (else fp32
       with a warning). fp32 is the default until the Dice difference is measured.
     - device: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or "cuda:<n>".
-    - tile_batch_size: tiles per network call.
-    - channels_last: channels_last(_3d) memory format for the network and its tiles; None: only
-      where bf16 is used. Measured on 2 shared CPU cores with AVX512-BF16
-      (benchmarks/bench_predict.py, docs/predict.md): with fp32 it was 1.03-1.30x slower than
-      contiguous; with bf16 it took bf16 from 1.25-1.32x of fp32 contiguous to 1.01-1.19x.
+    - tile_batch_size: images per network call (tiles, and mirrored copies of them).
+    - channels_last: channels_last(_3d) memory format for the network and its tiles (True) or
+      contiguous (False); None: the device's layout, `satnet.nets.layers.preferred_memory_format`
+      (channels_last on the CPU, where a Hippocampus forward took 0.72-0.81x the contiguous time
+      at batch 1 to 8; docs/performance.md).
     """
 
     step: float = 0.5
@@ -116,25 +117,37 @@ def cpu_supports_bf16() -> bool:
 class NetworkPredictor:
     """The sliding window's predictor for one network: tiles (B, C, *patch) -> logits (B, K, *patch).
 
-    Applies autocast to `dtype` (None: fp32) and the memory format (channels_last None: only
-    with bf16); the network must already be in eval mode on the tiles' device.
+    Applies autocast to `dtype` (None: fp32) and the memory format (see InferenceSettings.channels_last;
+    the network is converted in place). The network must already be in eval mode on the tiles' device.
     """
 
     def __init__(self, network: nn.Module, dtype: torch.dtype | None, channels_last: bool | None, spatial_dims: int):
         self.network = network
         self.dtype = dtype
-        channels_last = dtype is not None if channels_last is None else channels_last
-        self.memory_format = (
-            (torch.channels_last_3d if spatial_dims == 3 else torch.channels_last) if channels_last
-            else torch.contiguous_format
-        )
-        if channels_last:
-            network.to(memory_format=self.memory_format)
+        if channels_last is None:
+            self.memory_format = preferred_memory_format(_device_of(network), spatial_dims)
+        elif channels_last:
+            self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+        else:
+            self.memory_format = torch.contiguous_format
+        network.to(memory_format=self.memory_format)
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         tiles = tiles.contiguous(memory_format=self.memory_format)
         with torch.autocast(tiles.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
             return self.network(tiles)
+
+
+def _device_of(network: nn.Module) -> torch.device:
+    return next(network.parameters()).device
+
+
+def memory_format_of(network: nn.Module) -> torch.memory_format:
+    """channels_last(_3d) when the network's convolution weights are in it, else contiguous."""
+    for p in network.parameters():
+        if p.dim() in (4, 5) and not p.is_contiguous():
+            return torch.channels_last if p.dim() == 4 else torch.channels_last_3d
+    return torch.contiguous_format
 
 
 def predict_probabilities(
@@ -247,7 +260,8 @@ def predict_preprocessed_cases(
     """Predict already preprocessed cases (training's validation) into `out_dir`.
 
     networks: one network or the networks to ensemble, all built from `plan.network`; they run
-        on the device they are on, in eval mode, and get their previous mode back afterwards.
+        on the device they are on, in eval mode, and get their previous mode and memory format back
+        afterwards.
     folder: WORK_DIR/preprocessed/<data_identifier> holding `<case>.npy` and `<case>.json`.
     Writes `out_dir/{case}{file_ending}` (uint8, the raw image's geometry) and, with
     `save_probabilities`, `out_dir/{case}.npz` (float16 (K, Z, Y, X) under "probabilities").
@@ -256,8 +270,8 @@ def predict_preprocessed_cases(
     """
     networks = [networks] if isinstance(networks, nn.Module) else list(networks)
     settings = settings or InferenceSettings()
-    device = next(networks[0].parameters()).device
-    modes = [n.training for n in networks]
+    device = _device_of(networks[0])
+    modes = [(n.training, memory_format_of(n)) for n in networks]
     dtype = autocast_dtype(settings.precision, device)
     predictors = [NetworkPredictor(n.eval(), dtype, settings.channels_last, len(plan.patch_size)) for n in networks]
 
@@ -277,7 +291,6 @@ def predict_preprocessed_cases(
     try:
         return run_pipelined(list(case_ids), load, predict, finish, name=str, desc="validation")
     finally:
-        for predictor, mode in zip(predictors, modes):
-            predictor.network.train(mode)
-            if predictor.memory_format != torch.contiguous_format:
-                predictor.network.to(memory_format=torch.contiguous_format)
+        for predictor, (training, memory_format) in zip(predictors, modes):
+            predictor.network.train(training)
+            predictor.network.to(memory_format=memory_format)

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from satnet.nets import NETWORKS, NetworkSpec
+from satnet.nets.layers import preferred_memory_format
 from satnet.planning.plans import ConfigurationPlan
 from satnet.training.dataloader import derive_seed
 from satnet.training.distributed import DistributedContext, all_reduce_sum
@@ -40,9 +41,11 @@ LOSS_DISPLAY_EVERY = 10
 class Precision:
     """How tensors are computed: autocast dtype (None: fp32), fp16 gradient scaler, memory format.
 
-    channels_last_3d is used for 3D bf16 on the CPU, where it made oneDNN's bf16 training faster;
-    2D bf16 was slower with channels_last, and fp32 gained nothing consistent from it
-    (benchmarks/bench_train.py, docs/training.md). CUDA keeps the default layout.
+    On the CPU every network trains in channels_last (2D) / channels_last_3d (3D): oneDNN
+    convolutions read and write that layout without reordering, and satnet.nets' instance norm
+    keeps it, so the whole network stays in one layout. A training step at nnU-Net's
+    Hippocampus plan took about 0.6-0.75x the contiguous time, a 2D ISIC-sized step 0.8x
+    (docs/performance.md). CUDA keeps the default layout.
     """
 
     device: torch.device
@@ -62,9 +65,7 @@ def make_precision(precision: str, device: torch.device, spatial_dims: int) -> P
     """The Precision for "fp32" | "bf16" | "fp16" on `device` (fp16 only on CUDA; see options.py)."""
     dtype = AUTOCAST_DTYPES[precision]
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    channels_last = (device.type == "cpu" and dtype is torch.bfloat16 and spatial_dims == 3
-                     and torch.backends.mkldnn.is_available())
-    return Precision(device, dtype, scaler, torch.channels_last_3d if channels_last else torch.contiguous_format)
+    return Precision(device, dtype, scaler, preferred_memory_format(device, spatial_dims))
 
 
 def count_outputs(spec: NetworkSpec, patch_size: Sequence[int]) -> int:

@@ -96,9 +96,9 @@ def test_rng_states_survive_a_weights_only_round_trip():
 
 def test_precision_layouts():
     cpu = torch.device("cpu")
-    assert make_precision("fp32", cpu, 3).memory_format == torch.contiguous_format
-    assert make_precision("bf16", cpu, 3).memory_format == torch.channels_last_3d
-    assert make_precision("bf16", cpu, 2).memory_format == torch.contiguous_format  # measured slower in 2D
+    for precision in ("fp32", "bf16"):  # measured faster in both (docs/performance.md)
+        assert make_precision(precision, cpu, 3).memory_format == torch.channels_last_3d
+        assert make_precision(precision, cpu, 2).memory_format == torch.channels_last
     assert make_precision("bf16", cpu, 2).dtype is torch.bfloat16 and make_precision("fp32", cpu, 2).dtype is None
 
 
