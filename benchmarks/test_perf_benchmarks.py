@@ -1,0 +1,93 @@
+"""Tests of the side-by-side benchmarks' tooling that need no nnU-Net run (a few seconds):
+
+    python -m pytest -q benchmarks/test_perf_benchmarks.py
+
+Not part of the project's suite (tests/ is satnet's; the benchmarks are run by hand).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import perf_common  # noqa: E402
+from bench_predict_vs_nnunet import steady_s_per_case  # noqa: E402
+from bench_train_vs_nnunet import Variant, torch_layer_network  # noqa: E402
+from nnunet_port import check_same_network, nnunet_key_map  # noqa: E402
+
+from satnet.nets import NetworkSpec, build_network  # noqa: E402
+
+
+def hippocampus_spec(skip: str = "org") -> NetworkSpec:
+    return NetworkSpec(arch="unet", spatial_dims=3, in_channels=1, num_classes=3, features=[32, 64, 128, 256],
+                       kernel_sizes=[[3, 3, 3]] * 4, strides=[[1, 1, 1]] + [[2, 2, 2]] * 3, skip=skip)
+
+
+NNUNET_PLANS = {"configurations": {"3d_fullres": {"patch_size": [40, 56, 40], "architecture": {"arch_kwargs": {
+    "features_per_stage": [32, 64, 128, 256], "kernel_sizes": [[3, 3, 3]] * 4,
+    "strides": [[1, 1, 1]] + [[2, 2, 2]] * 3, "n_conv_per_stage": [2, 2, 2, 2]}}}}}
+
+
+def test_key_map_gives_every_satnet_weight_its_nnunet_names():
+    state = build_network(hippocampus_spec()).state_dict()
+    mapping = nnunet_key_map(hippocampus_spec())
+    assert set(mapping.values()) == set(state)
+    encoder = [k for k in state if k.startswith("encoder.")]
+    decoder = [k for k in state if k.startswith("decoder.")]
+    assert len(mapping) == 4 * len(encoder) + 2 * len([k for k in decoder if ".stages." in k]) + len(
+        [k for k in decoder if ".stages." not in k])
+    assert mapping["decoder.seg_layers.2.weight"] == "decoder.heads.heads.0.weight"  # nnU-Net: full resolution last
+    assert mapping["decoder.transpconvs.0.weight"] == "decoder.ups.2.weight"  # nnU-Net: deepest first
+    assert mapping["decoder.encoder.stages.3.0.convs.1.all_modules.1.bias"] == "encoder.stages.3.1.1.bias"
+    for theirs, ours in mapping.items():  # same shapes where nnU-Net has the same layer
+        if "transpconvs" in theirs or "seg_layers" in theirs:
+            continue
+        assert state[ours].dim() in (1, 5)
+
+
+def test_only_nnunets_own_network_is_ported():
+    check_same_network(hippocampus_spec(), [40, 56, 40], NNUNET_PLANS, "3d_fullres")
+    with pytest.raises(SystemExit, match="arch: satnet unet/sat"):
+        check_same_network(hippocampus_spec("sat"), [40, 56, 40], NNUNET_PLANS, "3d_fullres")
+    with pytest.raises(SystemExit, match="patch_size"):
+        check_same_network(hippocampus_spec(), [48, 56, 40], NNUNET_PLANS, "3d_fullres")
+
+
+def test_variants_parse_and_refuse_unknown_keys():
+    v = Variant.parse("3d_org:bf16:workers=0:threads=1:layers=torch")
+    assert (v.config, v.precision, v.workers, v.threads, v.torch_layers, v.compile) == ("3d_org", "bf16", 0, 1, True,
+                                                                                        False)
+    with pytest.raises(SystemExit):
+        Variant.parse("3d:fp16")
+    with pytest.raises(SystemExit):
+        Variant.parse("3d:fp32:worker=1")
+
+
+def test_torch_layer_network_has_torchs_classes_and_the_same_function():
+    torch.manual_seed(0)
+    model = build_network(hippocampus_spec()).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+        legacy = torch_layer_network(model)
+        assert {type(m) for m in legacy.modules()} >= {torch.nn.Conv3d, torch.nn.InstanceNorm3d}
+        torch.testing.assert_close(legacy(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_doc_sections_are_replaced_in_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(perf_common, "DOC", tmp_path / "performance.md")
+    perf_common.write_doc_section("a", "first")
+    perf_common.write_doc_section("b", "second")
+    perf_common.write_doc_section("a", "third")
+    text = (tmp_path / "performance.md").read_text()
+    assert "third" in text and "first" not in text and text.index("third") < text.index("second")
+
+
+def test_steady_seconds_per_case():
+    assert steady_s_per_case([10.0, 12.0, 14.5]) == pytest.approx(2.25)
+    assert steady_s_per_case([3.0]) is None
