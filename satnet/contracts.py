@@ -150,6 +150,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], Non
     return path
 
 
+def check_writable_folder(folder: str | os.PathLike, what: str = "folder", fix: str = "") -> Path:
+    """Fail early, creating nothing, unless files can be written into `folder`.
+
+    `folder` must be a writable folder, or else not exist yet below a writable folder (it is
+    created by the first write), so a command that fails later leaves no empty folder behind.
+    Raises InputError naming `what` and `fix`.
+    """
+    from satnet.errors import InputError
+
+    folder = Path(folder)
+    hint = f"; {fix}" if fix else ""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create {what} {folder}: {existing} is a file, not a folder{hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {folder} is not writable ({existing} does not allow writing){hint}")
+    return folder
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     data = text.encode("utf-8")
     return atomic_write(path, lambda f: f.write(data))
