@@ -14,8 +14,10 @@ This module sits on the lowest floor beside `errors.py`: it imports nothing else
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
+import shutil
 import tempfile
 import typing
 from pathlib import Path
@@ -148,6 +150,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], Non
             pass
         raise
     return path
+
+
+def remove_temporaries(folder: str | os.PathLike, names: typing.Iterable[str] | None = None) -> int:
+    """Remove what interrupted atomic writes left in `folder`: hidden `.<name>.*.tmp` files or folders.
+
+    names: the target file names whose temporaries to remove (None: every one in the folder).
+    Pass names when other processes may be writing other files into the same folder (`satnet
+    predict --part`), so only this process's leftovers go. Returns how many were removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    patterns = [".*.tmp"] if names is None else [f".{glob.escape(n)}.*.tmp" for n in names]
+    removed = 0
+    for pattern in patterns:
+        for stray in folder.glob(pattern):
+            if stray.is_dir():
+                shutil.rmtree(stray, ignore_errors=True)
+            else:
+                stray.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def check_writable_folder(folder: str | os.PathLike, what: str = "folder", fix: str = "") -> Path:

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from satnet.contracts import atomic_write, atomic_write_json, check_writable_folder, dumps_json
+from satnet.contracts import atomic_write, atomic_write_json, check_writable_folder, dumps_json, remove_temporaries
 from satnet.errors import SatnetError
 from satnet.io.cases import is_complete, save_case
 from satnet.io.checks import RawDataset, check_dataset
@@ -98,8 +98,7 @@ def _prepare_folder(folder: Path, stamp: dict) -> None:
             if p.suffix in (".npy", ".json", ".tmp"):
                 p.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    for stray in folder.glob(".*.tmp"):  # left by a killed run
-        stray.unlink()
+    remove_temporaries(folder)  # left by a killed run
     atomic_write_json(stamp_path, stamp)
 
 
