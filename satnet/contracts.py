@@ -143,13 +143,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], Non
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
+        raise naming_file(exc, path)
     return path
+
+
+def naming_file(exc: BaseException, path: str | os.PathLike) -> BaseException:
+    """`exc`, or for an OSError without a file name (a write to a full disk has none) the same error naming
+    `path`, so the message says which file could not be written."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        named = OSError(exc.errno, exc.strerror or str(exc), str(path))  # the errno's subclass, e.g. PermissionError
+        named.__cause__ = exc
+        return named
+    return exc
 
 
 def remove_temporaries(folder: str | os.PathLike, names: typing.Iterable[str] | None = None) -> int:

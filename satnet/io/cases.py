@@ -82,12 +82,21 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_case(folder: str | Path, props: CaseProperties, data: np.ndarray, seg: np.ndarray | None) -> None:
-    """Write one preprocessed case atomically; the JSON (the completion marker) goes last."""
+    """Write one preprocessed case atomically; the JSON (the completion marker) goes last.
+
+    When a write fails (a full disk), the case's files written so far are removed again, so the
+    folder holds complete cases only.
+    """
     data_path, seg_path, props_path = case_paths(folder, props.case_id)
-    _save_npy(data_path, data.astype(np.float32, copy=False))
-    if seg is not None:
-        _save_npy(seg_path, seg.astype(np.int8, copy=False))
-    atomic_write_json(props_path, props)
+    try:
+        _save_npy(data_path, data.astype(np.float32, copy=False))
+        if seg is not None:
+            _save_npy(seg_path, seg.astype(np.int8, copy=False))
+        atomic_write_json(props_path, props)
+    except Exception:
+        for path in (props_path, seg_path, data_path):
+            path.unlink(missing_ok=True)
+        raise
 
 
 def is_complete(folder: str | Path, case_id: str) -> bool:
