@@ -118,9 +118,9 @@ class Contract:
         try:
             return cls(**kwargs)  # type: ignore[call-arg]
         except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
+            if isinstance(exc, ConfigError) and where in str(exc):
                 raise
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None  # __post_init__'s checks, named by file and key
 
 
 def dumps_json(obj: Any) -> str:

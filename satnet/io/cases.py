@@ -27,6 +27,12 @@ from satnet.io.geometry import ImageGeometry
 _SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 
 
+def is_safe_name(name: object) -> bool:
+    """Whether `name` can be used as a file or folder name inside satnet's folders: letters, digits, '.', '_'
+    and '-', not starting with '.', without '..' (so no path separators, no escape from the folder)."""
+    return isinstance(name, str) and bool(_SAFE_CASE_ID.match(name)) and ".." not in name
+
+
 def check_case_id(case_id: str, source: str = "") -> str:
     """Return `case_id` if it is safe as a file name (letters, digits, '.', '_', '-'; no leading '.').
 
@@ -34,7 +40,7 @@ def check_case_id(case_id: str, source: str = "") -> str:
     with a path separator, '..', a space or a leading dot is refused rather than allowed to
     write outside WORK_DIR or OUTPUT_DIR.
     """
-    if not isinstance(case_id, str) or not _SAFE_CASE_ID.match(case_id) or ".." in case_id:
+    if not is_safe_name(case_id):
         where = f" ({source})" if source else ""
         raise InputError(
             f"case id {case_id!r}{where} is not allowed: use letters, digits, '.', '_' and '-' only "
