@@ -32,7 +32,7 @@ def edit_json(path: Path, edit: Callable[[Any], object]) -> None:
 
 def rewrite_nifti(path: Path, array: Callable[[np.ndarray], np.ndarray] | None = None, **geometry) -> None:
     """Rewrite a NIfTI with `array(values)` and geometry overrides: spacing/origin/direction as SimpleITK takes them
-    ((x, y, z) order), or `spacing_factor=(fx, fy, fz)`."""
+    ((x, y, z) order), `spacing_factor=(fx, fy, fz)` or `origin_shift=(dx, dy, dz)` mm."""
     image = sitk.ReadImage(str(path))
     values = sitk.GetArrayFromImage(image)  # (Z, Y, X)
     new = sitk.GetImageFromArray(array(values) if array is not None else values)
@@ -42,6 +42,9 @@ def rewrite_nifti(path: Path, array: Callable[[np.ndarray], np.ndarray] | None =
     factor = geometry.pop("spacing_factor", None)
     if factor is not None:
         new.SetSpacing([s * f for s, f in zip(image.GetSpacing(), factor)])
+    shift = geometry.pop("origin_shift", None)
+    if shift is not None:
+        new.SetOrigin([o + d for o, d in zip(image.GetOrigin(), shift)])
     for key, value in geometry.items():
         getattr(new, f"Set{key.capitalize()}")(value)
     sitk.WriteImage(new, str(path), useCompression=True)

@@ -33,7 +33,7 @@ from tests.reliability.breakers import (
     truncate,
     write_4d,
 )
-from tests.reliability.sandbox import Sandbox
+from tests.reliability.sandbox import CliResult, Sandbox, make_sandbox, run_cli
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,26 @@ class BadInput:
     def argv(self, box: Sandbox) -> list[str]:
         paths = {"raw": box.raw, "work": box.work, "out": box.out, "tests": box.test_images, "root": box.root}
         return [word.format(**paths) for word in self.command.split()]
+
+    def run(self, root: Path, bases: dict[str, Path]) -> tuple[Sandbox, CliResult]:
+        """Build the bad input in a sandbox under `root` and run the command (Unavailable: cannot be built here)."""
+        box = make_sandbox(root, bases, self.uses)
+        self.breaks(box)
+        return box, run_cli(self.argv(box), watch=box.root)
+
+    def failures(self, result: CliResult) -> list[str]:
+        """What `result` got wrong against this case's expectations (empty: a clear, clean failure)."""
+        errors = [line for line in result.stderr.splitlines() if ": error:" in line]
+        checks = {
+            f"exit code {result.code}, expected {self.code}": result.code == self.code,
+            f"{len(errors)} error lines, expected one from satnet {result.argv[0]}":
+                len(errors) == 1 and errors[0].startswith(f"satnet {result.argv[0]}: error:"),
+            f"the message does not name {self.names!r}": self.names in result.stderr,
+            f"the message does not give the fix {self.fix!r}": self.fix in result.stderr,
+            "a traceback was printed": "Traceback" not in result.stderr,
+            f"files changed: {result.changes}": not result.changes,
+        }
+        return [what for what, ok in checks.items() if not ok]
 
 
 PLAN = "plan-and-preprocess {raw} -o {work} --configs 3d -j 1"
@@ -123,7 +143,7 @@ CASES: list[BadInput] = [
              lambda b: rewrite_nifti(label(b), direction=rotated_direction(35)), PLAN, LABEL0,
              "CopyInformation(image)"),
     BadInput("origin_mismatch", "label origin shifted by 4 mm", ("raw3d",),
-             lambda b: rewrite_nifti(label(b), origin=(0.0, 0.0, 4.0)), PLAN, LABEL0, "CopyInformation(image)"),
+             lambda b: rewrite_nifti(label(b), origin_shift=(0.0, 0.0, 4.0)), PLAN, LABEL0, "CopyInformation(image)"),
     BadInput("missing_channel", "2-channel dataset, case_001_0001.nii.gz missing", ("raw3d",),
              _missing_channel, PLAN, "imagesTr/case_001_0001.nii.gz", "add it or remove case case_001"),
     BadInput("extra_file", "notes.txt in imagesTr", ("raw3d",),
