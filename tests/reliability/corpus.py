@@ -38,6 +38,8 @@ from tests.reliability.sandbox import CliResult, Sandbox, make_sandbox, run_cli
 
 @dataclass(frozen=True)
 class BadInput:
+    """One row of the corpus: how to build the bad input, the command that meets it, what it must say."""
+
     name: str
     what: str  # the bad input, in words (the report's first column)
     uses: tuple[str, ...]  # bases copied into the sandbox: raw3d, raw2d, work
@@ -218,16 +220,17 @@ CASES: list[BadInput] = [
              lambda b: None, "preprocess {raw} -o {work} -j 1", "plans.json", "run `satnet plan-and-preprocess"),
     # ---- plans.json edited by hand, splits, checkpoints (train)
     BadInput("plans_unknown_key", "plans.json: configurations.3d.patch_sizes (typo)", ("work",),
-             plans_edit(lambda d: d["configurations"]["3d"].update(patch_sizes=[8, 8, 8])), TRAIN, "patch_sizes",
-             'did you mean "patch_size"'),
+             plans_edit(lambda d: d["configurations"]["3d"].update(patch_sizes=[8, 8, 8])), TRAIN,
+             "plans.json.configurations.3d", 'unknown key "patch_sizes" (did you mean "patch_size"?)'),
     BadInput("plans_wrong_type", 'plans.json: batch_size "two"', ("work",),
-             plans_edit(lambda d: d["configurations"]["3d"].update(batch_size="two")), TRAIN, "batch_size",
-             "must be a positive integer"),
+             plans_edit(lambda d: d["configurations"]["3d"].update(batch_size="two")), TRAIN,
+             "plans.json.configurations.3d", "batch_size must be a positive integer"),
     BadInput("plans_patch_not_divisible", "plans.json: patch 15 along an axis of stride 2", ("work",),
-             plans_edit(lambda d: d["configurations"]["3d"]["patch_size"].__setitem__(1, 15)), TRAIN, "patch_size",
-             "multiples of the network's total stride"),
+             plans_edit(lambda d: d["configurations"]["3d"]["patch_size"].__setitem__(1, 15)), TRAIN,
+             "plans.json.configurations.3d", "multiples of the network's total stride"),
     BadInput("plans_missing_configuration", "plans.json without configuration 3d", ("work",),
-             plans_edit(lambda d: d["configurations"].pop("3d")), TRAIN, '"3d"', "plan it with"),
+             plans_edit(lambda d: d["configurations"].pop("3d")), TRAIN, "plans.json",
+             'unknown configuration "3d"'),
     BadInput("plans_unparsable", "plans.json cut in the middle", ("work",),
              lambda b: truncate(b.work / "plans.json"), TRAIN, "plans.json", "not valid JSON"),
     BadInput("splits_unknown_case", "splits.json lists a case that was never preprocessed", ("work",),

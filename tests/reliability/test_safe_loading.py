@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -29,11 +28,12 @@ def _keyword(call: ast.Call, name: str):
     return "missing"
 
 
-def unsafe_loading(path: Path) -> list[str]:
+def unsafe_loading(path: Path, root: Path = REPO) -> list[str]:
     """'file:line: what' for each import of a pickling module, torch.load without weights_only=True, np.load
-    without allow_pickle=False, allow_pickle=True, and `load` imported bare from torch or numpy."""
+    without allow_pickle=False, allow_pickle other than False, and `load` imported bare from torch or numpy.
+    File names are relative to `root`."""
     problems = []
-    where = lambda node: f"{path.relative_to(REPO)}:{node.lineno}"  # noqa: E731
+    where = lambda node: f"{path.relative_to(root)}:{node.lineno}"  # noqa: E731
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             problems += [f"{where(node)}: imports {a.name}" for a in node.names if a.name.split(".")[0] in PICKLING_MODULES]
@@ -64,8 +64,7 @@ def test_the_checker_finds_what_it_looks_for(tmp_path):
     bad.write_text("import pickle\nfrom torch import load\nimport torch, numpy as np\ntorch.load('x')\n"
                    "torch.load('x', weights_only=False)\nnp.load('y')\nnp.load('y', allow_pickle=True)\n"
                    "np.save('z', 1, allow_pickle=True)\ntorch.load('x', weights_only=True)\n")
-    found = unsafe_loading(bad.rename(REPO / "satnet" / f".probe_{os.getpid()}.py"))
-    (REPO / "satnet" / f".probe_{os.getpid()}.py").unlink()
+    found = unsafe_loading(bad, root=tmp_path)
     assert [p.split(":", 2)[1] for p in found] == ["1", "2", "4", "5", "6", "7", "7", "8"]
 
 
