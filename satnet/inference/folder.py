@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from satnet.contracts import check_writable_folder, remove_temporaries
+from satnet.contracts import check_writable_folder
 from satnet.errors import InputError
 from satnet.inference.export import revert_to_original
 from satnet.inference.models import (
@@ -40,6 +40,7 @@ from satnet.inference.predictor import (
     export_case,
     predict_probabilities,
     probabilities_file,
+    remove_unfinished_outputs,
     resolve_device,
     write_case,
 )
@@ -107,9 +108,7 @@ def predict_folder(
         check_configuration(work_dir, config)
     ending, num_channels = plans.file_ending, len(plans.channel_names)
     cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
-    # a killed run's half-moved outputs; only this part's cases: other parts may be writing theirs now
-    ours = [(f"{c.case_id}{ending}", probabilities_file(output_dir, c.case_id).name) for c in cases]
-    remove_temporaries(output_dir, [name for names in ours for name in names])
+    remove_unfinished_outputs(output_dir, [c.case_id for c in cases], ending)  # this part's cases only
     report = PredictionReport()
     if resume:
         done = {c.case_id for c in cases if output_complete(output_dir, c.case_id, ending, save_probabilities)}
