@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from satnet.io.cases import list_cases
 from satnet.io.images import read_label
