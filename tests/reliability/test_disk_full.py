@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from satnet.io.cases import list_cases
 from satnet.io.images import read_label
 from tests.reliability.faults import disk_full, hook_writes, stray_temporaries
