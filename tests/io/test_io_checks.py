@@ -16,7 +16,7 @@ from satnet.io.checks import RawDataset, _CaseTask, check_case, check_dataset
 from satnet.io.dataset import load_dataset_json
 from satnet.io.pool import map_cases
 
-from conftest import shared_dataset
+from satnet_testing import shared_dataset
 
 
 def copy_of(source: Path, tmp_path: Path) -> Path:
