@@ -181,7 +181,7 @@ def spacing_arg(values: list[str]) -> str | list[float]:
         numbers = []
     if len(numbers) not in (1, 3) or any(not (n > 0 and n < float("inf")) for n in numbers):
         raise argparse.ArgumentTypeError(
-            f"--spacing takes 'auto', one positive number (isotropic mm) or three (Z Y X mm), not {' '.join(values)!r}"
+            f"must be 'auto', one positive number (isotropic mm) or three (Z Y X mm), not {' '.join(values)!r}"
         )
     return numbers * 3 if len(numbers) == 1 else numbers
 
@@ -223,7 +223,7 @@ def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions"
     try:
         spacing = spacing_arg(args.spacing)
     except argparse.ArgumentTypeError as exc:
-        parser_error(str(exc))
+        parser_error(f"argument --spacing: {exc}")  # worded as argparse words its own checks
     return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=args.skip, spacing=spacing,
                           configs=args.configs or list(CONFIG_NAMES), gate_init=args.gate_init)
 

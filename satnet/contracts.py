@@ -14,8 +14,10 @@ This module sits on the lowest floor beside `errors.py`: it imports nothing else
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
+import shutil
 import tempfile
 import typing
 from pathlib import Path
@@ -116,9 +118,9 @@ class Contract:
         try:
             return cls(**kwargs)  # type: ignore[call-arg]
         except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
+            if isinstance(exc, ConfigError) and where in str(exc):
                 raise
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None  # __post_init__'s checks, named by file and key
 
 
 def dumps_json(obj: Any) -> str:
@@ -141,13 +143,66 @@ def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], Non
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
+        raise naming_file(exc, path)
     return path
+
+
+def naming_file(exc: BaseException, path: str | os.PathLike) -> BaseException:
+    """`exc`, or for an OSError without a file name (a write to a full disk has none) the same error naming
+    `path`, so the message says which file could not be written."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        named = OSError(exc.errno, exc.strerror or str(exc), str(path))  # the errno's subclass, e.g. PermissionError
+        named.__cause__ = exc
+        return named
+    return exc
+
+
+def remove_temporaries(folder: str | os.PathLike, names: typing.Iterable[str] | None = None) -> int:
+    """Remove what interrupted atomic writes left in `folder`: hidden `.<name>.*.tmp` files or folders.
+
+    names: the target file names whose temporaries to remove (None: every one in the folder).
+    Pass names when other processes may be writing other files into the same folder (`satnet
+    predict --part`), so only this process's leftovers go. Returns how many were removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    patterns = [".*.tmp"] if names is None else [f".{glob.escape(n)}.*.tmp" for n in names]
+    removed = 0
+    for pattern in patterns:
+        for stray in folder.glob(pattern):
+            if stray.is_dir():
+                shutil.rmtree(stray, ignore_errors=True)
+            else:
+                stray.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str = "folder", fix: str = "") -> Path:
+    """Fail early, creating nothing, unless files can be written into `folder`.
+
+    `folder` must be a writable folder, or else not exist yet below a writable folder (it is
+    created by the first write), so a command that fails later leaves no empty folder behind.
+    Raises InputError naming `what` and `fix`.
+    """
+    from satnet.errors import InputError
+
+    folder = Path(folder)
+    hint = f"; {fix}" if fix else ""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create {what} {folder}: {existing} is a file, not a folder{hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {folder} is not writable ({existing} does not allow writing){hint}")
+    return folder
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from satnet.contracts import check_writable_folder
 from satnet.errors import InputError
 from satnet.inference.export import revert_to_original
 from satnet.inference.models import (
@@ -39,6 +40,7 @@ from satnet.inference.predictor import (
     export_case,
     predict_probabilities,
     probabilities_file,
+    remove_unfinished_outputs,
     resolve_device,
     write_case,
 )
@@ -99,12 +101,14 @@ def predict_folder(
     input_dir, output_dir, work_dir = Path(input_dir), Path(output_dir), Path(work_dir)
     settings = settings or InferenceSettings()
     _check_folders(input_dir, output_dir)
+    check_writable_folder(output_dir, "output folder", "choose another with -o")  # created by the first write
     plans = load_plans(work_dir)
     configs = list(configs) if configs else default_configurations(work_dir, plans)
     for config in configs:
         check_configuration(work_dir, config)
     ending, num_channels = plans.file_ending, len(plans.channel_names)
     cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
+    remove_unfinished_outputs(output_dir, [c.case_id for c in cases], ending)  # this part's cases only
     report = PredictionReport()
     if resume:
         done = {c.case_id for c in cases if output_complete(output_dir, c.case_id, ending, save_probabilities)}
@@ -118,7 +122,6 @@ def predict_folder(
     _check_models_agree(models, num_channels, plans.labels)
     postprocessing = _postprocessing(work_dir, configs)
     ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     def finish(result) -> None:
         write_case(ensemble.export(*result), output_dir, ending, postprocessing, save_probabilities)

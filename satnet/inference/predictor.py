@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from satnet.contracts import atomic_write
+from satnet.contracts import atomic_write, remove_temporaries
 from satnet.errors import ConfigError, InputError
 from satnet.inference.export import probabilities_to_segmentation, revert_to_original
 from satnet.inference.pipeline import PredictionReport, run_pipelined
@@ -224,6 +224,13 @@ def load_probabilities(path: str | Path) -> np.ndarray:
                          f"again with --save-probabilities") from None
 
 
+def remove_unfinished_outputs(out_dir: str | Path, case_ids: Sequence[str], file_ending: str) -> None:
+    """Remove what a killed run left of these cases' outputs (the hidden temporaries of their masks and .npz);
+    only theirs, since other processes (`satnet predict --part`) may be writing into the same folder."""
+    names = [n for c in case_ids for n in (f"{c}{file_ending}", probabilities_file(out_dir, c).name)]
+    remove_temporaries(out_dir, names)
+
+
 def write_case(prediction: CasePrediction, out_dir: str | Path, file_ending: str,
                postprocessing: PostprocessingDecision | None = None, save_probs: bool = False) -> Path:
     """Postprocess and write the mask `{case}{file_ending}` (and first `{case}.npz` when `save_probs`).
@@ -288,6 +295,7 @@ def predict_preprocessed_cases(
         write_case(export_case(probs, props, plan, save_probabilities), out_dir, file_ending, postprocessing,
                    save_probabilities)
 
+    remove_unfinished_outputs(out_dir, case_ids, file_ending)
     try:
         return run_pipelined(list(case_ids), load, predict, finish, name=str, desc="validation")
     finally:

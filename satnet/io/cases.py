@@ -27,6 +27,12 @@ from satnet.io.geometry import ImageGeometry
 _SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 
 
+def is_safe_name(name: object) -> bool:
+    """Whether `name` can be used as a file or folder name inside satnet's folders: letters, digits, '.', '_'
+    and '-', not starting with '.', without '..' (so no path separators, no escape from the folder)."""
+    return isinstance(name, str) and bool(_SAFE_CASE_ID.match(name)) and ".." not in name
+
+
 def check_case_id(case_id: str, source: str = "") -> str:
     """Return `case_id` if it is safe as a file name (letters, digits, '.', '_', '-'; no leading '.').
 
@@ -34,7 +40,7 @@ def check_case_id(case_id: str, source: str = "") -> str:
     with a path separator, '..', a space or a leading dot is refused rather than allowed to
     write outside WORK_DIR or OUTPUT_DIR.
     """
-    if not isinstance(case_id, str) or not _SAFE_CASE_ID.match(case_id) or ".." in case_id:
+    if not is_safe_name(case_id):
         where = f" ({source})" if source else ""
         raise InputError(
             f"case id {case_id!r}{where} is not allowed: use letters, digits, '.', '_' and '-' only "
@@ -82,12 +88,21 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_case(folder: str | Path, props: CaseProperties, data: np.ndarray, seg: np.ndarray | None) -> None:
-    """Write one preprocessed case atomically; the JSON (the completion marker) goes last."""
+    """Write one preprocessed case atomically; the JSON (the completion marker) goes last.
+
+    When a write fails (a full disk), the case's files written so far are removed again, so the
+    folder holds complete cases only.
+    """
     data_path, seg_path, props_path = case_paths(folder, props.case_id)
-    _save_npy(data_path, data.astype(np.float32, copy=False))
-    if seg is not None:
-        _save_npy(seg_path, seg.astype(np.int8, copy=False))
-    atomic_write_json(props_path, props)
+    try:
+        _save_npy(data_path, data.astype(np.float32, copy=False))
+        if seg is not None:
+            _save_npy(seg_path, seg.astype(np.int8, copy=False))
+        atomic_write_json(props_path, props)
+    except Exception:
+        for path in (props_path, seg_path, data_path):
+            path.unlink(missing_ok=True)
+        raise
 
 
 def is_complete(folder: str | Path, case_id: str) -> bool:

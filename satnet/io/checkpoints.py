@@ -55,9 +55,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         raise InputError(
-            f"checkpoint {path} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            f"it is corrupt or not a satnet checkpoint: retrain with `satnet train ... --resume` from "
-            f"checkpoint_latest.pt or delete it and train again"
+            f"checkpoint {path} could not be loaded ({_load_failure(exc)}); it is corrupt or not a satnet checkpoint: "
+            f"retrain with `satnet train ... --resume` from checkpoint_latest.pt or delete it and train again"
         ) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise InputError(f"{path} is not a satnet checkpoint (it lacks {', '.join(REQUIRED_KEYS)})")
@@ -67,3 +66,14 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
             f"{CHECKPOINT_FORMAT_VERSION}: upgrade satnet"
         )
     return ckpt
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load failed, in one line. torch's refusal of a pickled object starts with advice to load with
+    weights_only=False, which would let the file run code: only the reason is kept."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        reason = next((ln for ln in lines[1:] if not ln.startswith(("Please file", "Check the documentation"))), "")
+        detail = f": {reason.rstrip('.')}" if reason else ""
+        return f"the safe loader refused its contents{detail}; satnet never unpickles objects"
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -6,11 +6,12 @@ the fix:
 
 - dataset.json: present, parsable, required fields of the right types, labels 0..K
   contiguous, no region-based labels (satnet.io.dataset.load_dataset_json; raised alone,
-  since nothing else can be checked without it); numTraining equal to the cases found.
+  since nothing else can be checked without it).
 - layout: imagesTr present and not empty; every case has all its channel files and a label;
   no stray files (a name that does not parse, a label without images, a folder, another
   file ending; when no file has file_ending, the ending present is suggested); case names
-  safe as file names.
+  safe as file names; numTraining equal to the cases in imagesTr (counting those whose names
+  are refused, so fixing a name does not change the count).
 - contents (every file is read, in `workers` processes): unreadable, corrupt or truncated
   files; 4D volumes; NaN or inf voxels; an all-zero image; float labels with non-integer
   values; label values not declared in dataset.json; the channels read adding up to
@@ -29,7 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from satnet.errors import DatasetCheckError, MissingFileError
-from satnet.io.dataset import DatasetJson, Problem, RawCase, format_problems, load_dataset_json, scan_cases
+from satnet.io.dataset import (
+    DatasetJson,
+    Problem,
+    RawCase,
+    count_case_names,
+    format_problems,
+    load_dataset_json,
+    scan_cases,
+)
 from satnet.io.geometry import ImageGeometry
 from satnet.io.image_formats import NIFTI_ENDINGS, count_nonfinite_nifti
 from satnet.io.images import ImageFileError, geometry_mismatch, image_ending, read_image, read_label
@@ -73,10 +82,11 @@ def check_dataset(raw_dir: str | Path, workers: int = 1) -> RawDataset:
         raise MissingFileError(f"raw dataset folder not found: {raw_dir}; give the folder holding dataset.json")
     ds = load_dataset_json(raw_dir)
     cases, problems = scan_cases(raw_dir / "imagesTr", ds.file_ending, ds.num_channels, raw_dir / "labelsTr", raw_dir)
-    if cases and len(cases) != ds.num_training:
+    found = count_case_names(raw_dir / "imagesTr", ds.file_ending)  # a misnamed case still counts
+    if cases and found != ds.num_training:
         problems.append(
-            ("dataset.json", f"numTraining is {ds.num_training} but imagesTr holds {len(cases)} cases: set numTraining "
-                             f"to {len(cases)}")
+            ("dataset.json", f"numTraining is {ds.num_training} but imagesTr holds {found} cases: set numTraining "
+                             f"to {found}")
         )
     channel_files = max((len(c.image_files) for c in cases), default=0)
     tasks = [_CaseTask(c, raw_dir, tuple(ds.channel_names.values()), ds.label_values, channel_files) for c in cases]

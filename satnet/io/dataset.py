@@ -241,6 +241,16 @@ def find_cases_in_folder(folder: str | Path, file_ending: str, num_channels_expe
     return cases
 
 
+def count_case_names(images_dir: Path, file_ending: str) -> int:
+    """How many case names the `{case}_{channel:04d}{file_ending}` files of `images_dir` carry, whether or not
+    the names are safe (what numTraining should say)."""
+    if not images_dir.is_dir():
+        return 0
+    stems = (p.name[: -len(file_ending)] for p in images_dir.iterdir()
+             if p.name.endswith(file_ending) and not p.name.startswith("."))  # hidden files are skipped everywhere
+    return len({m["case"] for m in map(_CHANNEL_FILE.match, stems) if m is not None})
+
+
 class _Problems:
     """Collects (file relative to `root`, message) pairs."""
 

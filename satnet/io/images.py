@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from satnet.contracts import naming_file
 from satnet.errors import InputError, MissingFileError
 from satnet.io.geometry import ImageGeometry
 from satnet.io.image_formats import (
@@ -259,5 +260,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
             finally:
                 os.close(fd)
             os.replace(produced, path.parent / produced.name)
+    except OSError as exc:
+        raise naming_file(exc, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

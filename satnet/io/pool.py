@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence, TypeVar
 
 from tqdm import tqdm
+
+from satnet.errors import SatnetError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,8 +37,14 @@ def map_cases(
     workers = min(workers, len(items))
     # a few chunks per worker: few round trips for many small cases, yet a balanced load
     chunksize = max(1, len(items) // (workers * 4))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(tqdm(pool.map(fn, items, chunksize=chunksize), **bar))
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            return list(tqdm(pool.map(fn, items, chunksize=chunksize), **bar))
+    except BrokenProcessPool:
+        raise SatnetError(
+            f"a worker process died{f' ({desc})' if desc else ''}, killed by the system, most often for lack of "
+            f"memory; rerun with fewer workers (-j 1 needs the least memory): finished cases are kept"
+        ) from None
 
 
 def default_workers() -> int:

@@ -28,7 +28,7 @@ from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, Plans, ResamplingPlan
 from satnet.planning.search import largest_fitting_patch
-from satnet.planning.topology import fit_patch_to_topology
+from satnet.planning.topology import MIN_FEATURE_MAP, Topology, fit_patch_to_topology
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,18 @@ class _Estimator:
         return self.cache[key]
 
 
+def _require_downsampling(topo: Topology, dims: int, median: Sequence[int], spacing: Sequence[float]) -> None:
+    """A clear error when even the median-sized patch cannot be pooled once (no smaller patch can either)."""
+    if len(topo.strides) >= 2:
+        return
+    what = "slice" if dims == 2 else "case"
+    raise ConfigError(
+        f"the {dims}D configuration cannot be planned: the median {what} is only {_fmt(median)} voxels at "
+        f"{_fmt(spacing)} mm, too small to downsample even once (an axis needs {2 * MIN_FEATURE_MAP} voxels); plan "
+        f"at a finer --spacing (e.g. --spacing auto, the data's own), or leave the configuration out with --configs"
+    )
+
+
 def search_patch_and_batch(
     fp: Fingerprint, options: PlannerOptions, dims: int, spacing: Sequence[float], median: Sequence[int]
 ) -> tuple[list[int], int, NetworkSpec, MemoryEstimate]:
@@ -220,7 +232,8 @@ def search_patch_and_batch(
     budget = int(options.gpu_memory_gb * GIB)
     kernel = 5 if options.arch == "vnet" else 3
     estimator = _Estimator(options)
-    cap, _ = fit_patch_to_topology(_initial_patch(median, spacing), spacing, kernel)
+    cap, topo = fit_patch_to_topology(_initial_patch(median, spacing), spacing, kernel)
+    _require_downsampling(topo, dims, median, spacing)
 
     def estimate(topo, patch):
         return estimator(_spec(fp, options, dims, topo), patch, MIN_BATCH)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.errors import ConfigError, unknown_name_error
+from satnet.io.cases import is_safe_name
 from satnet.nets.spec import NetworkSpec
 
 NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb", "none")
@@ -103,6 +104,12 @@ class ConfigurationPlan(Contract):
         return Path(work_dir) / "preprocessed" / (self.data_identifier or self.name)
 
     def __post_init__(self) -> None:
+        for key, value in (("name", self.name), ("data_identifier", self.data_identifier or "x")):
+            if not is_safe_name(value):  # both name folders under WORK_DIR
+                raise ConfigError(
+                    f"configuration {self.name!r}: {key} {value!r} must be a plain folder name (letters, digits, '.', "
+                    f"'_', '-'; no path separators or '..'), as it names a folder under WORK_DIR"
+                )
         dims = self.network.spatial_dims
         if len(self.patch_size) != dims:
             raise ConfigError(
@@ -176,4 +183,4 @@ def load_plans(work_dir: str | Path) -> Plans:
     try:
         return Plans.from_dict(data, str(path))
     except ConfigError as exc:
-        raise ConfigError(f"{exc}\n(fix the file by hand, or rerun `satnet plan` to write a valid one)") from None
+        raise ConfigError(f"{exc}\n(fix {path} by hand, or rerun `satnet plan` to write a valid one)") from None

@@ -21,6 +21,7 @@ from typing import Iterable
 
 from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.errors import ConfigError, InputError
+from satnet.io.cases import is_safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class Splits(Contract):
         if not self.folds:
             raise ConfigError("splits have no folds; delete splits.json and rerun `satnet plan-and-preprocess`")
         cases = set(self.folds[0].train) | set(self.folds[0].val)
+        unsafe = sorted(str(c) for c in cases if not is_safe_name(c))
+        if unsafe:  # case ids become file names under WORK_DIR
+            raise ConfigError(f"folds[0]: case id(s) {', '.join(map(repr, unsafe[:5]))} are not case names (letters, "
+                              f"digits, '.', '_', '-'; no path separators or '..')")
         validated: list[str] = []
         for i, fold in enumerate(self.folds):
             both = set(fold.train) & set(fold.val)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
-from satnet.contracts import atomic_write, atomic_write_json, dumps_json
-from satnet.errors import InputError, SatnetError
+from satnet.contracts import atomic_write, atomic_write_json, check_writable_folder, dumps_json, remove_temporaries
+from satnet.errors import SatnetError
 from satnet.io.cases import is_complete, save_case
 from satnet.io.checks import RawDataset, check_dataset
 from satnet.io.dataset import RawCase
@@ -33,21 +32,20 @@ GT_FOLDER = "gt_segmentations"
 
 
 def ensure_writable(work_dir: Path) -> None:
-    """Create WORK_DIR or fail with a clear error before any work is done."""
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create work folder {work_dir} ({exc.strerror}); choose another with -o") from None
-    if not os.access(work_dir, os.W_OK | os.X_OK):
-        raise InputError(f"work folder {work_dir} is not writable; fix its permissions or choose another with -o")
+    """Fail before any work is done when WORK_DIR cannot be written; creates nothing."""
+    check_writable_folder(work_dir, "work folder", "fix its permissions or choose another with -o")
 
 
 def plan(raw_dir: Path, work_dir: Path, options: PlannerOptions, workers: int) -> tuple[RawDataset, Plans]:
-    """Check the dataset, then write fingerprint.json, plans.json and splits.json."""
+    """Check the dataset, then write fingerprint.json, plans.json and splits.json.
+
+    Everything that can fail (the checks, the fingerprint, the planner, the splits) runs before
+    the first file is written, so a failed plan leaves WORK_DIR as it was.
+    """
     dataset = check_dataset(raw_dir, workers=workers)  # raises with every problem before anything is written
+    splits = make_splits([c.case_id for c in dataset.cases])
     ensure_writable(work_dir)
     fingerprint = compute_fingerprint(dataset, workers=workers)
-    save_fingerprint(fingerprint, work_dir)
     plans, warnings = plan_experiment(fingerprint, options)
     for w in warnings:
         log.warning("warning: %s", w)
@@ -56,8 +54,9 @@ def plan(raw_dir: Path, work_dir: Path, options: PlannerOptions, workers: int) -
     if existing is not None and merged is plans and existing.configurations.keys() - plans.configurations.keys():
         log.warning("warning: %s/plans.json belonged to a dataset with other labels or channels; replaced",
                     work_dir)
+    save_fingerprint(fingerprint, work_dir)
     save_plans(merged, work_dir)
-    save_splits(make_splits([c.case_id for c in dataset.cases]), work_dir)
+    save_splits(splits, work_dir)
     return dataset, plans
 
 
@@ -99,8 +98,7 @@ def _prepare_folder(folder: Path, stamp: dict) -> None:
             if p.suffix in (".npy", ".json", ".tmp"):
                 p.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    for stray in folder.glob(".*.tmp"):  # left by a killed run
-        stray.unlink()
+    remove_temporaries(folder)  # left by a killed run
     atomic_write_json(stamp_path, stamp)
 
 

@@ -99,7 +99,7 @@ def _open_case(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     every call: the loader keeps the locations it needs from construction.
     """
     image_path, seg_path, _ = case_paths(folder, case_id)
-    return np.load(image_path, mmap_mode="r"), np.load(seg_path, mmap_mode="r")
+    return np.load(image_path, mmap_mode="r", allow_pickle=False), np.load(seg_path, mmap_mode="r", allow_pickle=False)
 
 
 class PatchDataLoader(DataLoader):

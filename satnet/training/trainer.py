@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from satnet import __version__
+from satnet.contracts import remove_temporaries
 from satnet.errors import ConfigError, MissingFileError
 from satnet.io.cases import is_complete
 from satnet.io.checkpoints import CHECKPOINT_FORMAT_VERSION, save_checkpoint
@@ -155,6 +156,8 @@ def train(
         run = _with_checkpoint_plans(run, checkpoint)
     options = _run_options(options or TrainOptions(), given, checkpoint, run)
     ctx = ddp.init_distributed(options.device)
+    if ctx.is_main:
+        remove_temporaries(run.fold_dir)  # what a run killed while writing a checkpoint left
     device = ddp.rank_device(options.device, ctx)
     options = options.replace(seed=ddp.broadcast_int(options.seed, ctx, device))
     state = _build_state(run, options, ctx, device, checkpoint)

@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 import torch
 
-from conftest import build_plan
+from satnet_testing import build_plan
 from satnet.inference.models import checkpoint_path
 from satnet.io.checkpoints import save_checkpoint
 from satnet.nets import build_network
