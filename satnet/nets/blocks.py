@@ -102,8 +102,12 @@ class SegmentationHeads(nn.Module):
         used = channels if deep_supervision else channels[:1]
         self.heads = nn.ModuleList(conv_cls(spatial_dims)(c, num_classes, 1) for c in used)
 
+    def uses_every_stage(self) -> bool:
+        """Whether forward reads every decoder stage's output (else only the full-resolution one)."""
+        return self.deep_supervision and self.training
+
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-        if self.deep_supervision and self.training:
+        if self.uses_every_stage():
             return [head(f) for head, f in zip(self.heads, features)]
         return self.heads[0](features[0])
 
@@ -120,9 +124,16 @@ class SegmentationNetwork(nn.Module):
         self.total_stride = spec.total_stride()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """x (B, in_channels, *spatial), each spatial size a multiple of the total stride."""
+        """x (B, in_channels, *spatial), each spatial size a multiple of the total stride.
+
+        The encoder passes each skip through its decoder gate as soon as the skip is produced, so
+        only what the gate transfers (one channel for `at`/`sat`) waits for the decoder; the
+        C-channel feature map is freed once the next encoder stage has read it. At inference that
+        is what makes SAT's memory peak lower than ORG's (docs/memory.md); in training autograd
+        keeps the feature maps for the backward pass either way.
+        """
         self.check_input(x)
-        skips = self.encoder(x)
+        skips = self.encoder(x, self.decoder.skip_gates)
         return self.decoder(skips)
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -140,6 +151,11 @@ class SegmentationNetwork(nn.Module):
     def gates(self) -> Iterator[tuple[str, SkipGate]]:
         """(name, gate) for every skip gate: long skips "skip<i>" and, in the tiramisu, "dense<b>.<j>"."""
         return iter_gates(self)
+
+
+def gate_skip(gates: Sequence[nn.Module] | None, stage: int, skip: torch.Tensor) -> torch.Tensor:
+    """What the decoder receives from encoder stage `stage`: the skip through its gate (no gates: the skip)."""
+    return skip if gates is None else gates[stage](skip)
 
 
 def stage_list(values: Sequence[int] | None, default: Sequence[int], n: int) -> list[int]:

@@ -22,6 +22,8 @@ long-skip gates.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -29,6 +31,7 @@ from satnet.nets.blocks import (
     SegmentationHeads,
     SegmentationNetwork,
     conv_cls,
+    gate_skip,
     make_norm,
     same_padding,
     stage_list,
@@ -109,12 +112,13 @@ class TiramisuEncoder(nn.Module):
         self.downs = nn.ModuleList(TransitionDown(spec, widths[i], spec.strides[i + 1]) for i in range(n - 1))
         self.bottleneck = DenseBlock(spec, n - 1, n - 1, inputs[n - 1], layers[-1])
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, gates: Sequence[nn.Module] | None = None) -> list[torch.Tensor]:
+        """gates: the decoder's long-skip gates, applied to each skip as it is produced (None: raw skips)."""
         x = self.stem(x)
         skips = []
-        for block, down in zip(self.blocks, self.downs):
+        for i, (block, down) in enumerate(zip(self.blocks, self.downs)):
             x = torch.cat([x, block(x)], dim=1)
-            skips.append(x)
+            skips.append(gate_skip(gates, i, x))
             x = down(x)
         skips.append(self.bottleneck(x))
         return skips
@@ -142,10 +146,14 @@ class TiramisuDecoder(nn.Module):
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         x = skips[-1]
         outputs = []
+        all_outputs = self.heads.uses_every_stage()
         for i in reversed(range(len(self.blocks))):
-            x0 = torch.cat([self.ups[i](x), self.skip_gates[i](skips[i])], dim=1)
+            x0 = torch.cat([self.ups[i](x), skips[i]], dim=1)
             x = self.blocks[i](x0)
-            outputs.append(torch.cat([x0, x], dim=1) if i == 0 else x)
+            if i == 0:
+                outputs.append(torch.cat([x0, x], dim=1))
+            elif all_outputs:
+                outputs.append(x)
         return self.heads(outputs[::-1])
 
 

@@ -3,15 +3,17 @@
 Encoder stage i: convs_per_stage[i] x (conv kernel_sizes[i] -> norm -> LeakyReLU(0.01)); the
 first conv of stage i has stride strides[i] (strided-conv downsampling; stage 0 stride 1).
 Decoder stage i (deep to shallow): transposed conv features[i+1] -> features[i] (kernel = stride =
-strides[i+1]), concat with gate_i(skip_i), then convs_per_stage[i] convs as in the encoder; the
+strides[i+1]), concat with gate_i(skip_i) (applied by the encoder as skip_i is made), then convs_per_stage[i] convs as in the encoder; the
 first one takes features[i] + gate_i.out_channels channels. 1x1 heads to num_classes.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
-from satnet.nets.blocks import ConvNormAct, SegmentationHeads, SegmentationNetwork, stage_list, upsampler
+from satnet.nets.blocks import ConvNormAct, SegmentationHeads, SegmentationNetwork, gate_skip, stage_list, upsampler
 from satnet.nets.gate import SkipGate
 from satnet.nets.spec import NetworkSpec
 
@@ -38,16 +40,18 @@ class PlainEncoder(nn.Module):
             conv_stack(spec, i, channels[i], convs[i], spec.strides[i]) for i in range(spec.num_stages)
         )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, gates: Sequence[nn.Module] | None = None) -> list[torch.Tensor]:
+        """gates: the decoder's skip gates, applied to each skip as it is produced (None: raw skips)."""
         skips = []
-        for stage in self.stages:
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
             x = stage(x)
-            skips.append(x)
+            skips.append(x if i == last else gate_skip(gates, i, x))
         return skips
 
 
 class UNetDecoder(nn.Module):
-    """Consumes the encoder's skips; every list is indexed by the stage it serves (0 = full resolution)."""
+    """Consumes the encoder's gated skips; every list is indexed by the stage it serves (0 = full resolution)."""
 
     def __init__(self, spec: NetworkSpec, convs: list[int]):
         super().__init__()
@@ -63,9 +67,13 @@ class UNetDecoder(nn.Module):
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         x = skips[-1]
         outputs = []
+        all_outputs = self.heads.uses_every_stage()
         for i in reversed(range(len(self.stages))):
-            x = self.stages[i](torch.cat([self.ups[i](x), self.skip_gates[i](skips[i])], dim=1))
-            outputs.append(x)
+            x = torch.cat([self.ups[i](x), skips[i]], dim=1)
+            for layer in self.stages[i]:  # not self.stages[i](x): a call's argument lives until the call returns
+                x = layer(x)
+            if all_outputs or i == 0:
+                outputs.append(x)
         return self.heads(outputs[::-1])
 
 

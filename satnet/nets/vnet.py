@@ -13,6 +13,8 @@ V-Net's 5x5x5 kernels come from the spec (the planner gives 5, (1, 5, 5) on a co
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -21,6 +23,7 @@ from satnet.nets.blocks import (
     SegmentationHeads,
     SegmentationNetwork,
     conv_cls,
+    gate_skip,
     make_act,
     make_norm,
     stage_list,
@@ -62,11 +65,15 @@ class VNetEncoder(nn.Module):
             ResidualConvs(spec, i, spec.in_channels if i == 0 else f[i], convs[i]) for i in range(spec.num_stages)
         )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        skips = [self.stages[0](x, self.project(x))]
-        for down, stage in zip(self.downs, self.stages[1:]):
-            x = down(skips[-1])
-            skips.append(stage(x, x))
+    def forward(self, x: torch.Tensor, gates: Sequence[nn.Module] | None = None) -> list[torch.Tensor]:
+        """gates: the decoder's skip gates, applied to each skip as it is produced (None: raw skips)."""
+        x = self.stages[0](x, self.project(x))
+        skips = []
+        for i, (down, stage) in enumerate(zip(self.downs, self.stages[1:])):
+            skips.append(gate_skip(gates, i, x))
+            x = down(x)
+            x = stage(x, x)
+        skips.append(x)
         return skips
 
 
@@ -89,10 +96,12 @@ class VNetDecoder(nn.Module):
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         x = skips[-1]
         outputs = []
+        all_outputs = self.heads.uses_every_stage()
         for i in reversed(range(len(self.stages))):
             up = self.ups[i](x)
-            x = self.stages[i](torch.cat([up, self.skip_gates[i](skips[i])], dim=1), up)
-            outputs.append(x)
+            x = self.stages[i](torch.cat([up, skips[i]], dim=1), up)
+            if all_outputs or i == 0:
+                outputs.append(x)
         return self.heads(outputs[::-1])
 
 

@@ -104,7 +104,7 @@ def test_tiramisu_gates_inside_dense_blocks():
 def test_tiramisu_encoder_channels_match_the_skips():
     spec = tiny_spec("tiramisu", 2, convs_per_stage=[2, 3, 4])
     model = build_network(spec)
-    skips = model.encoder(torch.randn(1, 2, 32, 48))
+    skips = model.encoder(torch.randn(1, 2, 32, 48))  # raw skips: no gates passed
     assert [s.shape[1] for s in skips] == encoder_channels(spec) == [8 + 2 * 4, 8 + 5 * 4, 4 * 4]
 
 
