@@ -128,7 +128,7 @@ def verify_port(satnet_checkpoint: Path, site, model_dir: Path, fold: int, name:
                               env=site.env(), capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"nnU-Net could not run the ported weights:\n{done.stderr[-3000:]}")
-        theirs = np.load(Path(tmp) / "y.npy")
+        theirs = np.load(Path(tmp) / "y.npy", allow_pickle=False)
     return float(np.abs(ours - theirs).max())
 
 
