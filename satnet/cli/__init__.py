@@ -1,0 +1,107 @@
+"""The `satnet` command: one argparse parser with a subcommand per stage.
+
+Heavy modules (torch, SimpleITK) are imported inside each handler, so `satnet --help` is fast.
+Errors a user can fix (`SatnetError`, and OS errors such as a full disk or a folder without
+write permission) are printed as one clear message without a traceback and give exit code 1;
+`--debug` shows the traceback. Bad flag values are rejected by argparse (exit code 2) with a
+message that names the flag, the valid range and the value given.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from satnet import __version__
+# Importing a subcommand module registers its subcommands; --help lists them in this order.
+from satnet.cli import prepare  # noqa: F401  isort: skip
+from satnet.cli import train  # noqa: F401  isort: skip
+from satnet.cli import predict  # noqa: F401  isort: skip
+from satnet.cli import tools  # noqa: F401  isort: skip
+from satnet.cli.args import SUBCOMMANDS
+from satnet.errors import SatnetError, did_you_mean
+
+log = logging.getLogger("satnet")
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose unknown-subcommand error suggests the closest name."""
+
+    def error(self, message: str):  # type: ignore[override]
+        import re
+
+        m = re.search(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if m and sub is not None:
+            message += did_you_mean(m.group(1), sub.choices)
+        super().error(message)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="satnet",
+        description="Self-configuring medical image segmentation with SAT skip connections.",
+    )
+    parser.add_argument("--version", action="version", version=f"satnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
+    sub.required = True
+    for add in SUBCOMMANDS:
+        p = add(sub)
+        _common(p)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
+    """Send satnet's log records to stderr as plain lines; returns a function restoring the previous set-up
+    (so calling main() from Python, as the tests do, leaves logging as it found it)."""
+    saved = (list(log.handlers), log.level, log.propagate)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+    def restore() -> None:
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
+
+    return restore
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    restore_logging = _configure_logging(args)
+    try:
+        return int(args.handler(args) or 0)
+    except SatnetError as exc:
+        if args.debug:
+            raise
+        print(f"satnet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"satnet {args.command}: error: {exc.strerror or exc}{where}; check that the path exists, "
+              f"is writable and the disk has space, then rerun (finished outputs are kept)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"satnet {args.command}: interrupted; finished outputs are kept, rerun to continue", file=sys.stderr)
+        return 130
+    finally:
+        restore_logging()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

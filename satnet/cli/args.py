@@ -1,0 +1,115 @@
+"""Argument types of the `satnet` command (each error says what was expected and what was given)
+and the registry of subcommands, which each subcommand module fills when imported."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable
+
+from satnet.errors import did_you_mean
+
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], not {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], not {text!r}")
+    return value
+
+
+def _number(text: str, ok: Callable[[float], bool], expected: str) -> float:
+    """float(text) when ok(value), else an ArgumentTypeError 'must be <expected>, not <text>'."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}, not {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    return _number(text, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+
+
+def unit_interval(text: str) -> float:
+    """A number in [0, 1]."""
+    return _number(text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    """An argparse type accepting one of `options`, with a 'did you mean' for near misses."""
+
+    def parse(text: str) -> str:
+        if text not in options:
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(options)}, not {text!r}{did_you_mean(text, options)}"
+            )
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def fold_arg(text: str) -> str:
+    """A fold: an integer >= 0 or "all"."""
+    if text == "all" or (text.isdigit() and str(int(text)) == text):
+        return text
+    raise argparse.ArgumentTypeError(f"must be a fold number (0, 1, ...) or 'all', not {text!r}")
+
+
+def existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"must be an existing folder, not {text!r} (no such folder)")
+    return path
+
+
+def default_work_dir(raw_dir: Path) -> Path:
+    """`$SATNET_WORK/<dataset folder>` when SATNET_WORK is set, else `./satnet_work/<dataset folder>`."""
+    root = os.environ.get("SATNET_WORK") or "satnet_work"
+    return Path(root) / Path(raw_dir).resolve().name
+
+
+# Each entry adds one subparser and sets `handler` (satnet.cli.prepare, train, predict, tools).
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], argparse.ArgumentParser]] = []
+
+
+def subcommand(add: Callable[[argparse._SubParsersAction], argparse.ArgumentParser]):
+    SUBCOMMANDS.append(add)
+    return add

@@ -1,0 +1,156 @@
+"""`satnet predict`, `satnet evaluate` and `satnet find-best`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from satnet.cli.args import choice, existing_dir, fold_arg, fraction, nonnegative_int, positive_int, subcommand
+
+
+def part_arg(text: str) -> tuple[int, int]:
+    """--part I/N: predict every N-th case starting at I, 0 <= I < N."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"must be I/N with integers 0 <= I < N (e.g. 0/4), not {text!r}")
+    return i, n
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from satnet.inference.folder import Part, predict_folder
+    from satnet.inference.predictor import InferenceSettings
+
+    settings = InferenceSettings(step=args.step, mirror=not args.no_tta, precision=args.precision, device=args.device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or available_cores())
+    try:
+        report = predict_folder(
+            args.input_dir, args.output_dir, args.work_dir, configs=args.configs, folds=args.folds,
+            checkpoint=args.checkpoint, settings=settings, save_probabilities=args.save_probabilities,
+            resume=args.resume, part=Part(*args.part),
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+    skipped = f" ({len(report.skipped)} already there, skipped)" if report.skipped else ""
+    print(f"predicted {len(report.predicted)} case(s) into {args.output_dir}{skipped}")
+    if report.failed:
+        print(f"satnet predict: error: {len(report.failed)} case(s) could not be predicted and were skipped:\n"
+              f"{report.failure_summary()}\nfix them and rerun with --continue to predict only what is missing",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+@subcommand
+def _add_predict(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help="segment a folder of images with the trained models",
+                       description="Predict every case of INPUT_DIR ({case}_0000<ending>, ... as in imagesTs) with the "
+                                   "models in WORK_DIR and write {case}<ending> masks with each input's geometry to "
+                                   "OUTPUT_DIR.")
+    p.add_argument("-i", "--input", dest="input_dir", type=existing_dir, required=True, metavar="INPUT_DIR",
+                   help="folder of images named {case}_{channel:04d}<ending>")
+    p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUTPUT_DIR",
+                   help="folder for the masks (created if needed)")
+    p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
+                   help="the work folder the models were trained in")
+    p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, metavar="CONFIG",
+                   help="configuration(s); two are ensembled (default: the one `satnet find-best` recommends, else "
+                        "3d if planned, else the first)")
+    p.add_argument("-f", "--folds", nargs="+", type=fold_arg, default=None, metavar="FOLD",
+                   help="folds to ensemble (default: every fold with the checkpoint)")
+    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
+                   help="which checkpoint of each fold (default final)")
+    p.add_argument("--step", type=fraction, default=0.5,
+                   help="sliding-window step as a fraction of the patch, in (0, 1] (default 0.5)")
+    p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation (about 8x faster in 3D)")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write {case}.npz: float16 class probabilities (K, Z, Y, X) on the input's grid")
+    p.add_argument("--precision", type=choice("fp32", "bf16"), default="fp32", metavar="{fp32,bf16}",
+                   help="bf16 autocast where the device computes bf16 natively (default fp32)")
+    p.add_argument("--device", type=choice("auto", "cpu", "cuda"), default="auto", metavar="{auto,cpu,cuda}",
+                   help="auto: CUDA when available, else the CPU")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="PyTorch CPU threads (default: the cores available; on a busy shared machine fewer can be "
+                        "faster)")
+    p.add_argument("--continue", dest="resume", action="store_true",
+                   help="skip cases whose outputs already exist")
+    p.add_argument("--part", type=part_arg, default=(0, 1), metavar="I/N",
+                   help="predict every N-th case starting at I (0 <= I < N), to split a folder over processes")
+    p.set_defaults(handler=_run_predict)
+    return p
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from satnet.evaluation.evaluate import SUMMARY_FILE, evaluate_folders, format_table
+    from satnet.io.pool import default_workers
+
+    output = args.output or args.prediction_dir / SUMMARY_FILE
+    summary = evaluate_folders(args.reference_dir, args.prediction_dir, labels=args.labels, output=output,
+                               workers=args.workers or default_workers())
+    print(format_table(summary))
+    print(f"summary written to {output}")
+    return 0
+
+
+@subcommand
+def _add_evaluate(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("evaluate", help="Dice, FPR and FNR of predicted masks against references",
+                       description="Pair GT_DIR/{case}<ending> with PRED_DIR/{case}<ending> and report Dice, FPR and "
+                                   "FNR per case and label, with mean +- std per label.")
+    p.add_argument("reference_dir", type=existing_dir, metavar="GT_DIR", help="reference segmentations")
+    p.add_argument("prediction_dir", type=existing_dir, metavar="PRED_DIR", help="predicted segmentations")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="SUMMARY_JSON",
+                   help="where to write the summary (default PRED_DIR/summary.json)")
+    p.add_argument("-l", "--labels", nargs="+", type=nonnegative_int, default=None, metavar="LABEL",
+                   help="label values to score (default: the foreground labels of the dataset.json or plans.json "
+                        "beside GT_DIR, else every non-zero value found)")
+    p.add_argument("-j", "--workers", type=positive_int, default=None,
+                   help="worker processes (default: half the cores)")
+    p.set_defaults(handler=_run_evaluate)
+    return p
+
+
+def _run_find_best(args: argparse.Namespace) -> int:
+    from satnet.inference.find_best import find_best
+    from satnet.io.pool import default_workers
+
+    result = find_best(args.work_dir, workers=args.workers or default_workers())
+    print("cross-validation mean Dice:")
+    for rank, cand in enumerate(result["ranking"], 1):
+        dice = "n/a" if cand["mean_dice"] is None else f"{cand['mean_dice']:.4f}"
+        print(f"  {rank}. {cand['name']}: {dice}")
+    for config, folds in result["incomplete"].items():
+        print(f"  (not ranked: {config}, folds {', '.join(map(str, folds))} missing: "
+              f"`satnet train {args.work_dir} {config} {folds[0]}`)")
+    best, post = result["best"], result["postprocessing"]
+    after = best["mean_dice_postprocessed"]
+    print(f"best: {best['name']}; postprocessing {post['decision']} -> mean Dice "
+          f"{'n/a' if after is None else f'{after:.4f}'} (saved to {post['file']})")
+    print(f"predict with:\n  {result['predict_command']}")
+    return 0
+
+
+@subcommand
+def _add_find_best(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("find-best", help="rank the trained configurations by cross-validation Dice",
+                       description="Rank every configuration with all folds trained, try the ensemble of the two best, "
+                                   "decide postprocessing for the winner and print the `satnet predict` command.")
+    p.add_argument("work_dir", type=existing_dir, metavar="WORK_DIR", help="the work folder")
+    p.add_argument("-j", "--workers", type=positive_int, default=None,
+                   help="worker processes for reading the validation outputs (default: half the cores)")
+    p.set_defaults(handler=_run_find_best)
+    return p

@@ -1,0 +1,117 @@
+"""`satnet plan-and-preprocess`, `satnet plan` and `satnet preprocess`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from satnet.cli.args import choice, default_work_dir, existing_dir, positive_float, positive_int, subcommand
+
+if TYPE_CHECKING:
+    from satnet.planning.planner import PlannerOptions
+
+
+def spacing_arg(values: list[str]) -> str | list[float]:
+    """--spacing: "2" (or any one number: isotropic), "auto", "default", or three numbers Z Y X."""
+    if len(values) == 1 and values[0] in ("auto", "default"):
+        return values[0]
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 3) or any(not (n > 0 and n < float("inf")) for n in numbers):
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto', one positive number (isotropic mm) or three (Z Y X mm), not {' '.join(values)!r}"
+        )
+    return numbers * 3 if len(numbers) == 1 else numbers
+
+
+def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
+    p.add_argument("raw_dir", type=existing_dir, metavar="RAW_DATASET_DIR",
+                   help="dataset in nnU-Net's raw layout (dataset.json, imagesTr/, labelsTr/)")
+    p.add_argument("-o", "--output", dest="work_dir", type=Path, default=None, metavar="WORK_DIR",
+                   help="work folder (default: $SATNET_WORK/<dataset folder> or ./satnet_work/<dataset folder>)")
+    p.add_argument("--configs", nargs="+", type=choice("2d", "3d"), default=None, metavar="{2d,3d}",
+                   help="configurations to plan/preprocess (default: 2d, and 3d for volumetric data)")
+    p.add_argument("-j", "--workers", type=positive_int, default=None,
+                   help="worker processes for reading and preprocessing cases (default: half the cores)")
+    if with_options:
+        p.add_argument("--gpu-memory-gb", type=positive_float, default=8.0,
+                       help="GPU memory PyTorch may allocate during training, GiB (default 8)")
+        p.add_argument("--arch", type=choice("unet", "vnet", "tiramisu"), default="unet", metavar="{unet,vnet,tiramisu}",
+                       help="network family (default unet)")
+        p.add_argument("--skip", type=choice("sat", "st", "at", "org"), default="sat", metavar="{sat,st,at,org}",
+                       help="skip connection mode (default sat)")
+        p.add_argument("--gate-init", type=choice("ones", "glorot"), default="ones", metavar="{ones,glorot}",
+                       help="initial select weights W of st/sat gates (default ones: every channel on; glorot: the "
+                            "SAT paper's Keras default, about half the channels start off)")
+        p.add_argument("--spacing", nargs="+", default=["default"], metavar="MM",
+                       help="target spacing: 2 mm isotropic by default (native pixels for 2D images), "
+                            "'auto' (nnU-Net's median rule), one number, or Z Y X")
+
+
+def _resolve_common(args: argparse.Namespace):
+    from satnet.io.pool import default_workers
+
+    work_dir = args.work_dir or default_work_dir(args.raw_dir)
+    return work_dir, args.workers or default_workers()
+
+
+def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions":
+    from satnet.planning.planner import CONFIG_NAMES, PlannerOptions
+
+    try:
+        spacing = spacing_arg(args.spacing)
+    except argparse.ArgumentTypeError as exc:
+        parser_error(f"argument --spacing: {exc}")  # worded as argparse words its own checks
+    return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=args.skip, spacing=spacing,
+                          configs=args.configs or list(CONFIG_NAMES), gate_init=args.gate_init)
+
+
+def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) -> int:
+    from satnet.preprocessing import stage
+
+    work_dir, workers = _resolve_common(args)
+    options = _planner_options(args, args.parser_error)
+    dataset, plans = stage.plan(args.raw_dir, work_dir, options, workers)
+    print(stage.summary(plans))
+    if preprocess:
+        stage.preprocess(dataset, plans, work_dir, list(plans.configurations), workers)
+        print(f"preprocessed {len(dataset.cases)} cases into {work_dir / 'preprocessed'}")
+    print(f"next: satnet train {work_dir} {next(iter(reversed(plans.configurations)))} 0")
+    return 0
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from satnet.preprocessing import stage
+
+    work_dir, workers = _resolve_common(args)
+    plans = stage.preprocess_from_plans(args.raw_dir, work_dir, args.configs, workers)
+    print(f"preprocessed {', '.join(args.configs or plans.configurations)} into {work_dir / 'preprocessed'}")
+    return 0
+
+
+@subcommand
+def _add_plan_and_preprocess(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("plan-and-preprocess", help="check a raw dataset, plan the configurations, preprocess",
+                       description="Check RAW_DATASET_DIR, write fingerprint.json, plans.json and splits.json into "
+                                   "WORK_DIR, and preprocess every case.")
+    _planning_arguments(p, with_options=True)
+    p.set_defaults(handler=_run_plan_and_preprocess, parser_error=p.error)
+    return p
+
+
+@subcommand
+def _add_plan(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("plan", help="check, fingerprint and plan only (no preprocessing)")
+    _planning_arguments(p, with_options=True)
+    p.set_defaults(handler=lambda a: _run_plan_and_preprocess(a, preprocess=False), parser_error=p.error)
+    return p
+
+
+@subcommand
+def _add_preprocess(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("preprocess", help="preprocess with an existing WORK_DIR/plans.json (resumable)")
+    _planning_arguments(p, with_options=False)
+    p.set_defaults(handler=_run_preprocess)
+    return p

@@ -1,0 +1,109 @@
+"""`satnet train`: one fold of one configuration."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from satnet.cli.args import (
+    choice,
+    fold_arg,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    subcommand,
+    unit_interval,
+)
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainOptions field; None (not given) leaves the field's default (satnet/training/options.py)."""
+    from satnet.training.options import DEVICES, INIT_SCHEMES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS
+
+    def flag(name: str, kind: Callable[[str], object] | tuple[str, ...], help: str, metavar: str | None = None) -> None:
+        if isinstance(kind, tuple):
+            kind, metavar = choice(*kind), "{" + ",".join(kind) + "}"
+        p.add_argument(name, type=kind, default=None, help=help, metavar=metavar)
+
+    flag("--epochs", positive_int, "epochs to train (default 1000)", "E")
+    flag("--iterations-per-epoch", positive_int, "training batches per epoch (default 250)", "I")
+    flag("--val-iterations", positive_int, "validation batches per epoch for the pseudo-Dice (default 50)", "V")
+    flag("--optimizer", OPTIMIZERS, "sgd (nnU-Net: Nesterov, momentum 0.99, poly decay) or adadelta (the SAT "
+         "paper: lr 1, rho 0.95, Glorot init, constant lr); default sgd")
+    flag("--lr", positive_float, "initial learning rate (default: sgd 0.01, adadelta 1.0)", "X")
+    flag("--momentum", unit_interval, "SGD momentum, Nesterov (default 0.99)", "M")
+    flag("--weight-decay", nonnegative_float, "weight decay (default: sgd 3e-5, adadelta 0)", "W")
+    flag("--rho", unit_interval, "Adadelta rho (default 0.95)", "R")
+    flag("--eps", positive_float, "Adadelta epsilon (default 1e-8)", "EPS")
+    flag("--lr-schedule", LR_SCHEDULES, "poly: lr * (1 - epoch/epochs)^exponent per epoch; constant "
+         "(default: sgd poly, adadelta constant)")
+    flag("--poly-exponent", positive_float, "exponent of the poly schedule (default 0.9)", "P")
+    flag("--grad-clip", positive_float, "maximum gradient norm (default 12)", "N")
+    flag("--batch-size", positive_int, "global batch size, split over DDP ranks (default: the plan's)", "B")
+    flag("--precision", PRECISIONS, "autocast: bf16, fp16 (CUDA only) or fp32 (default: CUDA bf16, or fp16 where "
+         "bf16 is unsupported; CPU fp32)")
+    flag("--device", DEVICES, "auto: CUDA when present, else the CPU (default auto)")
+    flag("--workers", nonnegative_int, "augmentation processes per rank; 0: in the training process, exactly "
+         "reproducible on resume (default: cores - 2, 1..12)", "N")
+    flag("--seed", nonnegative_int, "random seed of weights and data (default: drawn, stored in the checkpoint)", "S")
+    flag("--init", INIT_SCHEMES, "weight initialisation (default: sgd he, adadelta glorot)")
+
+
+# Flag destinations that are TrainOptions fields.
+TRAIN_OPTION_FLAGS = (
+    "epochs", "iterations_per_epoch", "val_iterations", "optimizer", "lr", "momentum", "weight_decay", "rho", "eps",
+    "lr_schedule", "poly_exponent", "grad_clip", "batch_size", "precision", "device", "workers", "seed", "init",
+)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from satnet.training.options import TrainOptions
+    from satnet.training.trainer import train
+    from satnet.training.validation import final_validation, validate_trained_fold
+
+    if args.validation_only:
+        summary = validate_trained_fold(args.work_dir, args.config, args.fold)
+        _print_validation(summary)
+        return 0
+    given = {name: getattr(args, name) for name in TRAIN_OPTION_FLAGS if getattr(args, name) is not None}
+    result = train(args.work_dir, args.config, args.fold, TrainOptions(**given), resume=args.resume,
+                   given=list(given), progress_bar=not args.quiet)
+    if result.is_main:
+        print(f"trained {args.config} fold {args.fold} for {result.epochs_completed} epochs: {result.fold_dir}")
+        if not args.no_validation:
+            summary = final_validation(args.work_dir, result.fold_dir, result.network, result.plans, result.plan,
+                                       result.data_dir, result.val_cases)
+            _print_validation(summary)
+    return 0
+
+
+def _print_validation(summary: dict | None) -> None:
+    if summary is None:
+        return
+    per = ", ".join(f"{summary['label_names'].get(k, k)} {v['dice']['mean']:.4f}"
+                    for k, v in summary["per_class"].items() if v["dice"]["mean"] is not None)
+    print(f"validation Dice ({summary['num_cases']} cases): {per}")
+
+
+@subcommand
+def _add_train(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train", help="train one configuration on one cross-validation fold",
+        description="Train configuration CONFIG of WORK_DIR/plans.json on fold FOLD of WORK_DIR/splits.json, writing "
+                    "checkpoints, training_log.json and progress.png into WORK_DIR/results/CONFIG/fold_FOLD. "
+                    "Defaults follow nnU-Net (docs/training.md). Multi-GPU: torchrun --nproc_per_node=N -m satnet.cli "
+                    "train ...",
+    )
+    p.add_argument("work_dir", type=Path, metavar="WORK_DIR", help="the work folder of `satnet plan-and-preprocess`")
+    p.add_argument("config", metavar="CONFIG", help="a configuration of plans.json, e.g. 3d or 2d")
+    p.add_argument("fold", type=fold_arg, metavar="FOLD", help="fold of splits.json (0-4 by default) or 'all'")
+    _train_flags(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from checkpoint_latest.pt (optimiser, schedule, epoch and random states)")
+    p.add_argument("--no-validation", action="store_true",
+                   help="skip the final validation (predicting the fold's validation cases into fold_<k>/validation)")
+    p.add_argument("--validation-only", action="store_true",
+                   help="only (re)run the final validation with checkpoint_final.pt")
+    p.set_defaults(handler=_run_train)
+    return p
