@@ -8,7 +8,8 @@ Runs `sliding_window_predict` with mirroring TTA (8 flips) over one case of 40x5
 4-stage 3D U-Net (32-64-128-256, SAT skips, instance norm), in four variants: fp32 or bf16
 autocast, contiguous or channels_last_3d. Variants run interleaved, `--repeats` times each,
 after one warm-up call each; the table gives the median seconds and the ratio to fp32
-contiguous, and how far bf16's softmax probabilities are from fp32's.
+contiguous, and how far bf16's softmax probabilities are from fp32's. `--write` also puts the
+table into the `bench_predict` section of docs/performance.md.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from perf_common import machine, machine_line, write_doc_section  # noqa: E402
 
 from satnet.inference.predictor import NetworkPredictor, cpu_supports_bf16  # noqa: E402
 from satnet.inference.sliding_window import sliding_window_predict  # noqa: E402
@@ -34,6 +38,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--patch", type=int, nargs=3, default=[40, 56, 40])
+    parser.add_argument("--write", action="store_true", help="also write the table into docs/performance.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     n = 4
@@ -62,16 +67,20 @@ def main() -> None:
         for key in predictors:
             times[key].append(run(key)[0])
     base = statistics.median(times[VARIANTS[0]])
-    print(f"torch {torch.__version__}, {args.threads} thread(s), native bf16: {cpu_supports_bf16()}, "
-          f"case and patch {args.patch}, 8 mirrored predictions")
-    print("| precision | memory format | median s | ratio to fp32 contiguous | max abs prob. diff to fp32 |")
-    print("|---|---|---|---|---|")
+    lines = [f"Sliding window over one {'x'.join(map(str, args.patch))} case (one patch), 8 mirrored predictions, "
+             f"random 4-stage SAT U-Net 32-256; native bf16: {cpu_supports_bf16()}; medians of {args.repeats} "
+             "interleaved runs.", "",
+             "| precision | memory format | median s | ratio to fp32 contiguous | max abs prob. diff to fp32 |",
+             "|---|---|---|---|---|"]
     for key in predictors:
         diff = (probs[key] - probs[VARIANTS[0]]).abs().max().item()
         med = statistics.median(times[key])
-        print(f"| {key[0]} | {'channels_last_3d' if key[1] else 'contiguous'} | {med:.3f} | {med / base:.2f} | "
-              f"{diff:.4f} |")
-
+        lines.append(f"| {key[0]} | {'channels_last_3d' if key[1] else 'contiguous'} | {med:.3f} | {med / base:.2f} | "
+                     f"{diff:.4f} |")
+    text = machine_line({"machine": machine()}) + "\n\n" + "\n".join(lines)
+    print(text)
+    if args.write:
+        write_doc_section("bench_predict", text)
 
 if __name__ == "__main__":
     main()

@@ -42,7 +42,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.perf_common import (  # noqa: E402
-    fmt, import_peers, load_average, machine, machine_line, median, save_results, write_doc_section,
+    fmt, import_peers, load_average, machine, machine_line, median, publish,
 )
 from satnet.nets import build_network  # noqa: E402
 from satnet.nets import layers  # noqa: E402
@@ -229,10 +229,7 @@ def main() -> None:
     text = (f"{machine_line(record)}\n\nMedian over {args.rounds} rounds x {args.iters} timed iterations "
             f"(after {args.warmup} warm-up) of each run; ratio: median over rounds of satnet's median / nnU-Net's "
             f"median of the same round.\n\n{table}\n")
-    print(text)
-    if not args.no_write:
-        print("results:", save_results("train_vs_nnunet", record))
-        write_doc_section("bench_train_vs_nnunet", text)
+    publish("train_vs_nnunet", record, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 - `machine()`: the fields every result starts with (date, CPU, cores, torch, threads, load average).
 - `save_results(name, record)`: benchmarks/results/<name>_<timestamp>.json and <name>_latest.json.
+- `publish(name, record, text)`: prints the table, then save_results and write_doc_section.
 - `write_doc_section(name, markdown)`: replaces the section between `<!-- name -->` and
   `<!-- /name -->` in docs/performance.md (appended when absent), so each benchmark rewrites only
   its own table.
@@ -93,6 +94,15 @@ def write_doc_section(name: str, markdown: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text)
+
+
+def publish(name: str, record: dict, text: str, write: bool = True) -> None:
+    """Print `text`; unless `write` is False, also save `record` (save_results) and put `text` into the
+    `<!-- bench_<name> -->` section of docs/performance.md."""
+    print(text)
+    if write:
+        print("results:", save_results(name, record))
+        write_doc_section(f"bench_{name}", text)
 
 
 def median(values: Sequence[float]) -> float | None:

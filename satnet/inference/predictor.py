@@ -56,8 +56,8 @@ class InferenceSettings:
     - tile_batch_size: images per network call (tiles, and mirrored copies of them).
     - channels_last: channels_last(_3d) memory format for the network and its tiles (True) or
       contiguous (False); None: the device's layout, `satnet.nets.layers.preferred_memory_format`
-      (channels_last on the CPU, where a Hippocampus forward took 0.72-0.81x the contiguous time
-      at batch 1 to 8; docs/performance.md).
+      (channels_last on the CPU, the layout the network also trains in; docs/performance.md,
+      `bench_predict`, compares the two layouts for prediction).
     """
 
     step: float = 0.5

@@ -43,9 +43,8 @@ class Precision:
 
     On the CPU every network trains in channels_last (2D) / channels_last_3d (3D): oneDNN
     convolutions read and write that layout without reordering, and satnet.nets' instance norm
-    keeps it, so the whole network stays in one layout. A training step at nnU-Net's
-    Hippocampus plan took about 0.6-0.75x the contiguous time, a 2D ISIC-sized step 0.8x
-    (docs/performance.md). CUDA keeps the default layout.
+    keeps it, so the whole network stays in one layout (docs/performance.md: why, and the
+    training step against nnU-Net's). CUDA keeps the default layout.
     """
 
     device: torch.device
