@@ -147,9 +147,10 @@ def time_satnet(work_dir: Path, v: Variant, iterations: int, warmup: int, fold: 
     return timing
 
 
-def time_nnunet(site, dataset: int, config: str, iterations: int, warmup: int) -> Timing:
+def time_nnunet(site, dataset: int, config: str, iterations: int, warmup: int, threads: int | None = None,
+                da_workers: int | None = None) -> Timing:
     runs = import_peers()
-    record = runs.time_iterations(site, dataset, config, iterations, warmup)
+    record = runs.time_iterations(site, dataset, config, iterations, warmup, da_workers=da_workers, threads=threads)
     return Timing(record["s_per_iteration"], record["data_wait_s"], record["step_s"], None,
                   {k: record[k] for k in ("batch_size", "patch_size", "n_proc_DA", "torch_threads", "wall_s")})
 
@@ -165,7 +166,8 @@ def run(args: argparse.Namespace) -> dict:
         chunk = {"nnunet": None, "satnet": {}}
         if not args.no_nnunet:
             print(f"round {r + 1}: nnU-Net {args.nnunet_config}", flush=True)
-            chunk["nnunet"] = vars(time_nnunet(site, args.dataset, args.nnunet_config, args.iters, args.warmup))
+            chunk["nnunet"] = vars(time_nnunet(site, args.dataset, args.nnunet_config, args.iters, args.warmup,
+                                               args.nnunet_threads, args.nnunet_da_workers))
             loads.append(load_average())
         for v in variants:
             print(f"round {r + 1}: satnet {v.name}", flush=True)
@@ -200,7 +202,9 @@ def summary_table(record: dict, variants: list[Variant]) -> str:
     lines = ["| run | s / iteration | data wait s | step s | satnet / nnU-Net (per round) |", "|---|---|---|---|---|"]
     nn_row = s["nnunet"]
     if nn_row["total"] is not None:
-        lines.append(f"| nnU-Net v2 3d_fullres fp32 | {fmt(nn_row['total'])} | {fmt(nn_row['data'], 3)} | "
+        first = next(c["nnunet"] for c in record["rounds"] if c["nnunet"])["setup"]
+        label = f"threads {first.get('torch_threads')}, DA workers {first.get('n_proc_DA')}"
+        lines.append(f"| nnU-Net v2 3d_fullres fp32 ({label}) | {fmt(nn_row['total'])} | {fmt(nn_row['data'], 3)} | "
                      f"{fmt(nn_row['step'])} | 1 |")
     for v in variants:
         row = s[v.name]
@@ -221,6 +225,10 @@ def main() -> None:
     parser.add_argument("--dataset", type=int, default=4, help="nnU-Net dataset id (default 4, Hippocampus)")
     parser.add_argument("--nnunet-config", default="3d_fullres")
     parser.add_argument("--no-nnunet", action="store_true", help="satnet variants only (no ratios)")
+    parser.add_argument("--nnunet-threads", type=int, help="nnU-Net's torch threads (default: one per core)")
+    parser.add_argument("--nnunet-da-workers", type=int, help="nnU-Net's augmentation processes (default: its own)")
+    parser.add_argument("--name", default="train_vs_nnunet", help="results file benchmarks/results/NAME_*.json and "
+                        "the docs/performance.md section bench_NAME (default train_vs_nnunet)")
     parser.add_argument("--no-write", action="store_true", help="print only; no results file, no docs table")
     args = parser.parse_args()
     import_peers()
@@ -229,7 +237,7 @@ def main() -> None:
     text = (f"{machine_line(record)}\n\nMedian over {args.rounds} rounds x {args.iters} timed iterations "
             f"(after {args.warmup} warm-up) of each run; ratio: median over rounds of satnet's median / nnU-Net's "
             f"median of the same round.\n\n{table}\n")
-    publish("train_vs_nnunet", record, text, write=not args.no_write)
+    publish(args.name, record, text, write=not args.no_write)
 
 
 if __name__ == "__main__":
