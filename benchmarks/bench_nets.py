@@ -100,7 +100,31 @@ def markdown(rows: list[dict], args) -> str:
                 f"{r['inference_peak_mb'] / org['inference_peak_mb']:.3f} | {t} |"
             )
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + targets(rows))
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's targets for the 3D U-Net, met or missed, from the rows (empty when it was not run)."""
+    def pick(skip):
+        return next((r for r in rows if r["dims"] == 3 and r["arch"] == "unet" and r["skip"] == skip), None)
+
+    org, sat = pick("org"), pick("sat")
+    if org is None or sat is None:
+        return []
+    act = sat["train_activation_mb"] / org["train_activation_mb"]
+    inf = sat["inference_peak_mb"] / org["inference_peak_mb"]
+    verdict = {True: "met", False: "**missed**"}
+    return ["## Targets (3D U-Net, SAT / ORG)", "",
+            f"- Training activations: {act:.3f} (target <= 0.88: {verdict[act <= 0.88]}).",
+            f"- Inference peak: {inf:.3f} (target <= 0.65: {verdict[inf <= 0.65]}).", "",
+            "Why the activation target is hard for a skip gate alone: at each resolution an ORG U-Net keeps "
+            "about ten C-channel tensors for its backward pass (each conv-norm-LeakyReLU block keeps the "
+            "convolution's output and the activation: two per block, four per encoder stage, four in the "
+            "decoder stage plus its 2C-channel concatenation). A gate changes only the concatenation, C + 1 "
+            "channels instead of 2C, so it removes about one tensor in ten: about 0.9. The encoder's skip "
+            "itself is kept either way, because the next convolution needs it. Going below 0.88 needs fewer "
+            "saved tensors inside the blocks, for ORG and SAT alike (for example an in-place activated norm "
+            "that recomputes its input from its output, as InPlace-ABN does); satnet does not do that yet.", ""]
 
 
 def main() -> None:
