@@ -9,9 +9,10 @@ what determines the preprocessed data; if the plan changes, stale cases are remo
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from satnet.contracts import atomic_write, atomic_write_json, check_writable_folder, dumps_json, remove_temporaries
 from satnet.errors import SatnetError
@@ -89,9 +90,17 @@ def _stamp(plan: ConfigurationPlan, plans: Plans) -> dict:
     }
 
 
+def _read_stamp(path: Path) -> Any:
+    """The stamp's content (compared as data, so a change of JSON layout alone is no change); None if unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _prepare_folder(folder: Path, stamp: dict) -> None:
     stamp_path = folder / STAMP_FILE
-    if stamp_path.is_file() and stamp_path.read_text(encoding="utf-8") != dumps_json(stamp):
+    if stamp_path.is_file() and _read_stamp(stamp_path) != json.loads(dumps_json(stamp)):
         log.warning("plans changed since %s was preprocessed: removing its %s old case files", folder,
                     sum(1 for _ in folder.iterdir()))
         for p in folder.iterdir():
