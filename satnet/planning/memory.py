@@ -26,7 +26,6 @@ import functools
 import json
 import logging
 import numbers
-import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,12 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from satnet.errors import ConfigError, unknown_name_error
 from satnet.nets.spec import NetworkSpec
 from satnet.planning.plans import MemoryEstimate
+from satnet.planning.storage_tracking import LiveTensorTracker, SavedTensorCounter, storage_bytes
 
 log = logging.getLogger(__name__)
 
@@ -55,99 +53,9 @@ WORKSPACE_FACTOR = 2.0
 
 
 # ---------------------------------------------------------------------------------------------
-# Following storages from allocation to release
-# ---------------------------------------------------------------------------------------------
-
-class LiveTensorTracker(TorchDispatchMode):
-    """Bytes of the storages that ops allocate while active, live now (`live`) and at most (`peak`).
-
-    Each storage an op returns is counted once, when first seen, and uncounted when its Python
-    object is finalized, which PyTorch delays until the C++ storage dies (storage objects are
-    preserved while any tensor, view or autograd node holds the storage). Storages named by
-    `ignore` (parameters, inputs, targets: allocated before the step) are never counted, not
-    even through their views. `largest_conv_output` is the biggest output of a convolution.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self.largest_conv_output = 0
-        self._paused = False
-        self._preexisting: set[int] = set()
-        self._sizes: dict[int, int] = {}
-
-    def ignore(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Never count these tensors' storages: a real run allocates them before the step."""
-        self._preexisting.update(id(t.untyped_storage()) for t in tensors)
-
-    @contextlib.contextmanager
-    def paused(self):
-        """Allocate without counting (then `ignore` what was allocated, so its views stay uncounted)."""
-        self._paused = True
-        try:
-            yield
-        finally:
-            self._paused = False
-
-    def _release(self, key: int) -> None:
-        self.live -= self._sizes.pop(key)
-
-    def _track(self, storage: torch.UntypedStorage) -> None:
-        key = id(storage)
-        if self._paused or key in self._sizes or key in self._preexisting:
-            return
-        nbytes = storage.nbytes()
-        if nbytes:
-            self._sizes[key] = nbytes
-            self.live += nbytes
-            weakref.finalize(storage, self._release, key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self._track(t.untyped_storage())
-        if func is torch.ops.aten.convolution.default:
-            self.largest_conv_output = max(self.largest_conv_output, out.untyped_storage().nbytes())
-        self.peak = max(self.peak, self.live)
-        return out
-
-
-class SavedTensorCounter:
-    """Bytes of the storages autograd saves for backward, each storage once (a breakdown figure)."""
-
-    def __init__(self) -> None:
-        self._exclude: set[int] = set()
-        self._seen: dict[int, int] = {}
-
-    def ignore(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Leave these tensors' storages out (parameters, inputs, targets)."""
-        self._exclude.update(id(t.untyped_storage()) for t in tensors)
-
-    @property
-    def bytes(self) -> int:
-        return sum(n for key, n in self._seen.items() if key not in self._exclude)
-
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        self._seen.setdefault(id(storage), storage.nbytes())
-        return t
-
-    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
-        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-
-def storage_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind the tensors in a (nested) container."""
-    storages = {id(s): s.nbytes() for t in tree_flatten(tensors)[0] if isinstance(t, torch.Tensor)
-                for s in [t.untyped_storage()]}
-    return sum(storages.values())
-
-
-# ---------------------------------------------------------------------------------------------
 # The loss whose saved tensors are part of a step
 # ---------------------------------------------------------------------------------------------
+
 
 def deep_supervision_weights(n: int) -> list[float]:
     """nnU-Net's weights: 1, 1/2, 1/4, ... with the lowest resolution dropped (when n > 1), summing to 1."""
