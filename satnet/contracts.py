@@ -30,8 +30,6 @@ T = TypeVar("T", bound="Contract")
 
 def _plain(value: Any) -> Any:
     """Convert dataclasses, tuples and numpy scalars to plain JSON types, keeping key order."""
-    if type(value) is list and value and type(value[0]) is list and _json_ready(value):
-        return value  # e.g. a case's class locations: tens of thousands of [z, y, x], already plain
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -125,15 +123,6 @@ class Contract:
             raise ConfigError(f"{where}: {exc}") from None  # __post_init__'s checks, named by file and key
 
 
-def _json_ready(value: list) -> bool:
-    """Whether json's C encoder takes `value` as it is (plain lists and numbers; numpy scalars are refused)."""
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def dumps_json(obj: Any) -> str:
     """Deterministic JSON text (trailing newline); NaN and inf are refused.
 
@@ -143,16 +132,24 @@ def dumps_json(obj: Any) -> str:
     short: json's indented encoder is pure Python and put every number on its own line (a 2D
     ISIC case's properties were 50,000 lines and took 0.25 s to write).
     """
-    return _encode(_plain(obj), 0) + "\n"
+    return _encode(obj, 0) + "\n"
 
 
 def _encode(value: Any, level: int) -> str:
+    """`value` as JSON text at indent `level`; converted with `_plain` only where json cannot take it as it is,
+    so a large plain number list (class locations) goes through the C encoder once."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, dict) and value:
         pad = "  " * (level + 1)
         items = (f"{pad}{json.dumps(str(k))}: {_encode(v, level + 1)}" for k, v in value.items())
         return "{\n" + ",\n".join(items) + "\n" + "  " * level + "}"
-    line = json.dumps(value, allow_nan=False)  # a scalar, {} or a list: one line, by the C encoder
-    if isinstance(value, list) and "{" in line:  # a list holding objects (or a string with a brace): indented
+    try:
+        line = json.dumps(value, allow_nan=False)  # a scalar, {} or a list: one line, by the C encoder
+    except TypeError:  # numpy scalars or dataclasses inside
+        value = _plain(value)
+        line = json.dumps(value, allow_nan=False)
+    if isinstance(value, (list, tuple)) and "{" in line:  # a list holding objects (or a string with a brace)
         pad = "  " * (level + 1)
         return "[\n" + ",\n".join(pad + _encode(v, level + 1) for v in value) + "\n" + "  " * level + "]"
     return line
