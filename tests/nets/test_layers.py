@@ -77,6 +77,50 @@ def test_instance_norm_is_torchs_function_and_keeps_the_layout(dims, layout):
     torch.testing.assert_close(norm(x), expected, rtol=1e-4, atol=1e-4)
 
 
+class _GroupNormDtypes(torch.overrides.TorchFunctionMode):
+    """Records the dtypes of the input and weight of every group_norm call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.group_norm, nn.functional.group_norm):
+            weight = args[2] if len(args) > 2 else (kwargs or {}).get("weight")
+            self.calls.append((args[0].dtype, weight.dtype, torch.is_autocast_enabled("cpu")))
+        return func(*args, **(kwargs or {}))
+
+
+def test_instance_norm_under_autocast_runs_in_the_activations_precision():
+    """CUDA autocast would cast a bf16 activation up to fp32 for group_norm (an fp32 op there) and keep both
+    copies for backward (docs/gpu.md); satnet's norm leaves autocast and casts its parameters down instead."""
+    torch.manual_seed(0)
+    norm = InstanceNorm3d(4, affine=True)
+    x = (3 + 2 * torch.randn(2, 4, 5, 5, 5)).bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16), _GroupNormDtypes() as seen:
+        out = norm(x)
+    assert seen.calls[-1] == (torch.bfloat16, torch.bfloat16, False)
+    assert out.dtype == torch.bfloat16
+    expected = nn.functional.group_norm(x.float(), 4, norm.weight, norm.bias, norm.eps)
+    torch.testing.assert_close(out.float(), expected, rtol=0.02, atol=0.02)
+    out.float().sum().backward()
+    assert norm.weight.grad is not None and norm.weight.grad.dtype == torch.float32  # through the cast
+    with _GroupNormDtypes() as seen:  # fp32 outside autocast: unchanged
+        norm(x.float().detach())
+    assert seen.calls[-1] == (torch.float32, torch.float32, False)
+
+
+def test_channels_last_instance_norm_path_is_for_cpu_tensors_only():
+    """Its forward calls native_group_norm on the channels_last memory, which CUDA's kernel refuses
+    ("Expected X.is_contiguous"; seen on an H200): other devices take F.group_norm."""
+    from satnet.nets.layers import _channels_last_fp32
+
+    weight = torch.ones(4)
+    for device in ("cpu", "meta"):
+        x = torch.empty(2, 4, 3, 3, 3, device=device).contiguous(memory_format=torch.channels_last_3d)
+        assert _channels_last_fp32(x, weight) == (device == "cpu")
+
+
 def test_instance_norm_with_running_statistics_keeps_torchs_path():
     norm = InstanceNorm3d(4, affine=True, track_running_stats=True)
     norm(3 + torch.randn(2, 4, 3, 3, 3))
