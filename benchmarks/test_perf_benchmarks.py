@@ -91,3 +91,30 @@ def test_doc_sections_are_replaced_in_place(tmp_path, monkeypatch):
 def test_steady_seconds_per_case():
     assert steady_s_per_case([10.0, 12.0, 14.5]) == pytest.approx(2.25)
     assert steady_s_per_case([3.0]) is None
+
+
+def test_gpu_step_check_runs_on_the_cpu_and_reports_measured_rows(tmp_path):
+    """The device script's own check before a GPU is lent: one tiny job through run (CPU) and report."""
+    import json
+
+    import gpu_step_check
+    from satnet.planning.memory import estimate_memory
+
+    spec = NetworkSpec(arch="unet", spatial_dims=3, in_channels=1, num_classes=3, features=[4, 8],
+                       kernel_sizes=[[3, 3, 3]] * 2, strides=[[1, 1, 1], [2, 2, 2]], skip="sat")
+    estimates = {p: estimate_memory(spec, [8, 8, 8], 2, precision=p).to_dict() for p in ("bf16", "fp32")}
+    job = {"name": "tiny SAT", "network": spec.to_dict(), "patch": [8, 8, 8], "batch": 2, "estimates": estimates,
+           "variants": False}
+    jobs, out, doc = tmp_path / "jobs.json", tmp_path / "steps.json", tmp_path / "gpu.md"
+    jobs.write_text(json.dumps({"jobs": [job]}))
+    gpu_step_check.main(["run", "--jobs", str(jobs), "--out", str(out), "--device", "cpu", "--steps", "1",
+                         "--warmup", "2", "--variant-jobs", "tiny"])
+    results = json.loads(out.read_text())["results"]
+    assert [(r["precision"], gpu_step_check._variant(r)) for r in results] == [
+        ("bf16", ""), ("fp32", ""), ("bf16", "cudnn.benchmark"), ("bf16", "channels_last_3d"),
+        ("fp32", "cudnn.benchmark"), ("fp32", "channels_last_3d")]
+    assert all("error" not in r and r["steps_per_second"] > 0 and torch.isfinite(torch.tensor(r["loss"]))
+               for r in results), results
+    gpu_step_check.main(["report", str(out), "--jobs", str(jobs), "--doc", str(doc)])
+    table = doc.read_text()
+    assert table.count("| tiny SAT | 8x8x8 | 2 |") == 2 and "channels_last_3d" in table

@@ -17,7 +17,8 @@ Precision "bf16"/"fp16" runs the trace under CPU autocast on fake CPU tensors
 (FakeTensorMode: meta storage under a CPU device): autocast never reaches meta tensors
 (torch.autocast has no "meta" device type, and the CPU and CUDA autocast kernels skip tensors
 of other devices), and fake CUDA tensors abort the process in backward on a CPU-only build.
-For the ops satnet's nets use, CPU and CUDA autocast agree (docs/memory.md).
+For the ops satnet's nets use, CPU and CUDA autocast agree (docs/memory.md; instance norm because
+satnet.nets.layers takes it out of autocast, since CUDA autocast would run it in fp32).
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ OPTIMIZER_STATE_COPIES = {"sgd": 1, "adam": 2, "adadelta": 2}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Scratch memory inside one convolution op, in units of the step's largest convolution output.
 # Measured on CPU (oneDNN's backward reorders): 1.5x to 2.7x over U-Nets of 16 to 32 base
-# channels (benchmarks/bench_memory.py, docs/memory.md). Not yet measured for cuDNN.
+# channels (benchmarks/bench_memory.py, docs/memory.md). With it, real CUDA steps on an H200 peaked at
+# 0.885 to 0.925 of the estimated total (docs/gpu.md).
 WORKSPACE_FACTOR = 2.0
 
 
