@@ -74,7 +74,7 @@ def _fingerprints(names: set[str]) -> dict:
     return fps
 
 
-def prepare(out: Path) -> None:
+def prepare(out: Path, precision: str) -> None:
     from satnet.planning.memory import estimate_memory
     from satnet.planning.planner import PlannerOptions, plan_experiment
 
@@ -83,7 +83,7 @@ def prepare(out: Path) -> None:
     for dataset, spacing, gb, variants in PLAN_SET:
         for skip in ("org", "sat"):
             plans, _ = plan_experiment(fps[dataset], PlannerOptions(gpu_memory_gb=gb, skip=skip, spacing=spacing,
-                                                                     configs=["3d"]))
+                                                                     configs=["3d"], precision=precision))
             (conf,) = plans.configurations.values()
             spec = conf.network.to_dict()
             estimates = {p: estimate_memory(spec, conf.patch_size, conf.batch_size, precision=p).to_dict()
@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="plan and estimate on the CPU; writes the jobs file")
     p.add_argument("--jobs", type=Path, default=JOBS)
+    p.add_argument("--plan-precision", default="fp32", choices=PRECISIONS,
+                   help="precision the plans are sized for (default fp32: the plans measured on 2026-11-28; "
+                        "both precisions are measured either way)")
     r = sub.add_parser("run", help="measure every job on the device")
     r.add_argument("--jobs", type=Path, default=JOBS)
     r.add_argument("--out", type=Path, required=True)
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        prepare(args.jobs)
+        prepare(args.jobs, args.plan_precision)
     elif args.command == "run":
         run(args.jobs, args.out, args.device, args.steps, args.warmup, args.max_seconds, args.only, args.precisions,
             args.variant_jobs, args.profile)

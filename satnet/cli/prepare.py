@@ -45,6 +45,9 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
         p.add_argument("--gate-init", type=choice("ones", "glorot"), default="ones", metavar="{ones,glorot}",
                        help="initial select weights W of st/sat gates (default ones: every channel on; glorot: the "
                             "SAT paper's Keras default, about half the channels start off)")
+        p.add_argument("--precision", type=choice("bf16", "fp16", "fp32"), default="bf16", metavar="{bf16,fp16,fp32}",
+                       help="precision training will run in, which sets the memory a patch needs (default bf16, what "
+                            "`satnet train` uses on CUDA; fp32 needs about twice the activation memory)")
         p.add_argument("--spacing", nargs="+", default=["default"], metavar="MM",
                        help="target spacing: 2 mm isotropic by default (native pixels for 2D images), "
                             "'auto' (nnU-Net's median rule), one number, or Z Y X")
@@ -65,7 +68,8 @@ def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions"
     except argparse.ArgumentTypeError as exc:
         parser_error(f"argument --spacing: {exc}")  # worded as argparse words its own checks
     return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=args.skip, spacing=spacing,
-                          configs=args.configs or list(CONFIG_NAMES), gate_init=args.gate_init)
+                          configs=args.configs or list(CONFIG_NAMES), gate_init=args.gate_init,
+                          precision=args.precision)
 
 
 def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) -> int:

@@ -147,7 +147,9 @@ def preprocess_from_plans(raw_dir: Path, work_dir: Path, configs: Sequence[str] 
 
 def summary(plans: Plans) -> str:
     """A few lines per configuration: spacing, patch, batch, stages, memory against the budget."""
-    lines = [f"plans for {plans.dataset_name} ({plans.planner['arch']}, skip {plans.planner['skip']}):"]
+    precision = plans.planner.get("precision", "fp32")
+    lines = [f"plans for {plans.dataset_name} ({plans.planner['arch']}, skip {plans.planner['skip']}, "
+             f"memory for {precision} training):"]
     for conf in plans.configurations.values():
         mem = conf.estimated_memory
         lines.append(

@@ -247,6 +247,19 @@ def _log_start(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, start_ep
         o.iterations_per_epoch, o.batch_size, ranks, o.optimizer, o.lr, o.lr_schedule, o.init, o.seed,
         len(run.train_cases), len(run.val_cases), run.fold_dir,
     )
+    warning = precision_warning(run.plans.planner, o)
+    if warning:
+        logger.warning(warning)
+
+
+def precision_warning(planner: dict, o: TrainOptions) -> str | None:
+    """What to say when a CUDA run trains in fp32 a plan sized for bf16/fp16 (about half the activations)."""
+    planned = planner.get("precision", "fp32")  # plans made before the flag existed were sized for fp32
+    if o.device != "cuda" or o.precision != "fp32" or planned == "fp32":
+        return None
+    return (f"the plan was sized for {planned} training within {planner.get('gpu_memory_gb', 0):g} GiB; fp32 needs "
+            f"about twice its activation memory and may run out of GPU memory: train with --precision {planned}, "
+            f"or re-plan with `satnet plan ... --precision fp32`")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -108,3 +108,15 @@ def test_epoch_line_lists_few_gates_and_summarises_many():
     assert _gates_off({"skip0": 0.0, "skip1": 0.25}) == "skip0 0.00 skip1 0.25"
     many = {f"dense{i}.1": 0.1 for i in range(20)} | {"skip0": 0.5}
     assert _gates_off(many) == "mean 0.12 over 21 gates, max skip0 0.50"
+
+
+def test_fp32_cuda_training_of_a_bf16_plan_is_warned_about():
+    from satnet.training.trainer import precision_warning
+
+    cuda_fp32 = TrainOptions(device="cuda", precision="fp32")
+    message = precision_warning({"precision": "bf16", "gpu_memory_gb": 24.0}, cuda_fp32)
+    assert "sized for bf16 training within 24 GiB" in message and "--precision bf16" in message
+    assert precision_warning({"precision": "fp32", "gpu_memory_gb": 24.0}, cuda_fp32) is None
+    assert precision_warning({"gpu_memory_gb": 8.0}, cuda_fp32) is None  # plans made before the flag: fp32
+    assert precision_warning({"precision": "bf16"}, TrainOptions(device="cuda", precision="bf16")) is None
+    assert precision_warning({"precision": "bf16"}, TrainOptions(device="cpu", precision="fp32")) is None
