@@ -5,7 +5,7 @@ Fingerprints: the synthetic large-CT dataset (300 cases of about 200x512x512 at 
 real Hippocampus dataset (fingerprinted here). Also plots patch volume against budget to
 docs/planner_budgets.png.
 
-    PYTHONPATH=. python benchmarks/bench_planner.py [--budgets 4 8 24 40] [--arch unet] [--precision bf16]
+    PYTHONPATH=. python benchmarks/bench_planner.py [--budgets 4 8 24 40] [--arch unet] [--precision fp16]
 """
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[4, 8, 24, 40])
     parser.add_argument("--arch", default="unet")
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"],
-                        help="training precision the plans are sized for (default bf16, the planner's)")
+    parser.add_argument("--precision", default="fp16", choices=["fp16", "bf16", "fp32"],
+                        help="training precision the plans are sized for (default fp16, the planner's)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "planner_budgets.md")
     args = parser.parse_args()
     lines = [

@@ -129,8 +129,8 @@ def _output_shapes(spec, patch) -> tuple[list[tuple[int, ...]], bool]:
     return [tuple(o.shape[2:]) for o in (out if as_list else [out])], as_list
 
 
-def measure(job: dict, precision_name: str, device: torch.device, steps: int, warmup: int,
-            cudnn_benchmark: bool = False, channels_last: bool = False, profile_kernels: int = 0) -> dict:
+def _satnet_setup(job: dict, precision_name: str, device: torch.device, channels_last: bool) -> dict:
+    """satnet's training step as `satnet train` runs it: its network, optimizer, loss and train_step."""
     from satnet.nets import build_network
     from satnet.nets.registry import as_spec
     from satnet.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
@@ -138,7 +138,6 @@ def measure(job: dict, precision_name: str, device: torch.device, steps: int, wa
     from satnet.training.options import TrainOptions, resolve_options
     from satnet.training.trainer import make_optimizer
 
-    torch.backends.cudnn.benchmark = cudnn_benchmark
     spec, patch, batch_size = as_spec(job["network"]), job["patch"], job["batch"]
     o = resolve_options(TrainOptions(precision=precision_name, workers=0, seed=0), batch_size,
                         cuda_available=device.type == "cuda")
@@ -151,48 +150,135 @@ def measure(job: dict, precision_name: str, device: torch.device, steps: int, wa
     shapes, as_list = _output_shapes(spec, patch)  # as the trainer's _loss_functions: a list gets deep supervision
     loss_fn = DeepSupervisionLoss(DiceCELoss(), deep_supervision_weights(len(shapes))) if as_list else DiceCELoss()
     batch = _batch(spec, patch, batch_size, shapes, as_list)
-    network.train()
-    cuda = device.type == "cuda"
-    result = {"job": job["name"], "precision": precision_name, "cudnn_benchmark": cudnn_benchmark,
-              "channels_last": channels_last}
 
-    train_step(network, batch, loss_fn, optimizer, precision, o.grad_clip)  # creates the momentum buffers
+    def infer():
+        with torch.no_grad(), precision.autocast():
+            network(precision.to_device(batch["data"][:1]))
+
+    return {"network": network, "optimizer": optimizer, "infer": infer,
+            "step": lambda: train_step(network, batch, loss_fn, optimizer, precision, o.grad_clip)}
+
+
+def _nnunet_setup(job: dict, device: torch.device) -> dict:
+    """nnU-Net v2's training step at the same network (an ORG U-Net of the plan), as nnUNetTrainer runs it:
+    PlainConvUNet with He init, DC_and_CE_loss (batch Dice, no background) under deep supervision,
+    SGD (lr 1e-2, Nesterov momentum 0.99, weight decay 3e-5), fp16 autocast with a GradScaler on CUDA,
+    gradient clipping at 12, cudnn.benchmark on. Its data loader is left out, as satnet's is."""
+    import contextlib
+
+    import numpy as np
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+    from satnet.nets.registry import as_spec
+    from torch import nn
+
+    spec, patch, batch_size = as_spec(job["network"]), job["patch"], job["batch"]
+    if spec.arch != "unet" or spec.skip != "org":
+        raise ValueError(f"nnU-Net's network is an ORG U-Net; job {job['name']!r} is {spec.arch}/{spec.skip}")
+    torch.backends.cudnn.benchmark = True
+    n, three_d = spec.num_stages, spec.spatial_dims == 3
+
+    def build():
+        return PlainConvUNet(
+            spec.in_channels, n, spec.features, nn.Conv3d if three_d else nn.Conv2d, spec.kernel_sizes, spec.strides,
+            [2] * n, spec.num_classes, [2] * (n - 1), conv_bias=True,
+            norm_op=nn.InstanceNorm3d if three_d else nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+            nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
+
+    with torch.device("meta"):
+        shapes = [tuple(o.shape[2:]) for o in build()(torch.empty(1, spec.in_channels, *patch))]
+    torch.manual_seed(0)
+    network = build().to(device)
+    network.apply(InitWeights_He(1e-2))
+    weights = np.array([1 / 2**i for i in range(len(shapes))])
+    weights[-1] = 0
+    loss_fn = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
+                                                    {}, weight_ce=1, weight_dice=1, ignore_label=None,
+                                                    dice_class=MemoryEfficientSoftDiceLoss), weights / weights.sum())
+    optimizer = torch.optim.SGD(network.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
+    cuda = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if cuda else None
+    batch = _batch(spec, patch, batch_size, shapes, as_list=True)
+    autocast = (lambda: torch.autocast(device.type, enabled=True)) if cuda else contextlib.nullcontext
+
+    def step():
+        data = batch["data"].to(device, non_blocking=True)
+        target = [t.to(device, non_blocking=True) for t in batch["target"]]
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = loss_fn(network(data), target)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(network.parameters(), 12)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_norm_(network.parameters(), 12)
+            optimizer.step()
+        return loss.detach()
+
+    def infer():
+        with torch.no_grad(), autocast():
+            network.decoder.deep_supervision = False
+            network(batch["data"][:1].to(device))
+
+    return {"network": network, "optimizer": optimizer, "infer": infer, "step": step}
+
+
+def measure(job: dict, precision_name: str, device: torch.device, steps: int, warmup: int,
+            cudnn_benchmark: bool = False, channels_last: bool = False, profile_kernels: int = 0,
+            system: str = "satnet") -> dict:
+    """Peak memory of the second training step, steps per second after warm-up, inference peak of one patch."""
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    if system == "nnunet":
+        run = _nnunet_setup(job, device)
+    else:
+        run = _satnet_setup(job, precision_name, device, channels_last)
+    run["network"].train()
+    cuda = device.type == "cuda"
+    result = {"job": job["name"], "system": system, "precision": precision_name,
+              "cudnn_benchmark": torch.backends.cudnn.benchmark, "channels_last": channels_last}
+    step = run["step"]
+    step()  # creates the momentum buffers
     _sync(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    loss = train_step(network, batch, loss_fn, optimizer, precision, o.grad_clip)
+    loss = step()
     _sync(device)
     result["loss"] = float(loss)
     if cuda:
         result["train_peak"] = torch.cuda.max_memory_allocated(device)
         result["after_step"] = torch.cuda.memory_allocated(device)
     for _ in range(max(0, warmup - 2)):
-        train_step(network, batch, loss_fn, optimizer, precision, o.grad_clip)
+        step()
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        train_step(network, batch, loss_fn, optimizer, precision, o.grad_clip)
+        step()
     _sync(device)
     elapsed = time.perf_counter() - start
+    patch_voxels = job["batch"] * math.prod(job["patch"])
     result.update(steps=steps, seconds=elapsed, steps_per_second=steps / elapsed,
-                  voxels_per_second=steps * batch_size * math.prod(patch) / elapsed)
+                  voxels_per_second=steps * patch_voxels / elapsed)
     if profile_kernels:
-        result["kernels"] = _top_kernels(lambda: train_step(network, batch, loss_fn, optimizer, precision, o.grad_clip),
-                                         device, profile_kernels)
+        result["kernels"] = _top_kernels(step, device, profile_kernels)
 
-    optimizer.zero_grad(set_to_none=True)
-    network.eval()
+    run["optimizer"].zero_grad(set_to_none=True)
+    run["network"].eval()
     if cuda:
         _sync(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-    x = precision.to_device(batch["data"][:1])
-    with torch.no_grad(), precision.autocast():
-        network(x)
+    run["infer"]()
     _sync(device)
     if cuda:
         result["inference_peak"] = torch.cuda.max_memory_allocated(device) - before
-    del network, optimizer, batch, x, loss
+    del run, loss, step
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
@@ -228,8 +314,13 @@ def _device_record(device: torch.device) -> dict:
     return record
 
 
+def _estimate(job: dict, precision: str) -> dict:
+    return job["estimates"].get(precision) or job["estimates"]["bf16"]  # fp16 takes what bf16 takes
+
+
 def run(jobs_path: Path, out: Path, device_name: str, steps: int, warmup: int, max_seconds: float,
-        only: list[str] | None, precisions: list[str], variant_jobs: list[str] | None, profile_kernels: int = 0) -> None:
+        only: list[str] | None, precisions: list[str], variant_jobs: list[str] | None, profile_kernels: int = 0,
+        nnunet: bool = False) -> None:
     device = torch.device(device_name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but torch sees no CUDA GPU; use --device cpu to check the script")
@@ -239,27 +330,33 @@ def run(jobs_path: Path, out: Path, device_name: str, steps: int, warmup: int, m
     record = {"machine": _device_record(device), "jobs_file": str(jobs_path), "steps": steps, "warmup": warmup,
               "results": [], "skipped": []}
     start = time.perf_counter()
-    with_variants = [j for j in jobs if (any(w in j["name"] for w in variant_jobs) if variant_jobs else j["variants"])]
-    plan = [(job, p, False, False) for job in jobs for p in precisions]
-    plan += [(job, p, bench, last) for job in with_variants for p in precisions
-             for bench, last in ((True, False), (False, True))]
-    for job, precision, bench, last in plan:
-        label = f"{job['name']} {precision}{' cudnn.benchmark' if bench else ''}{' channels_last_3d' if last else ''}"
+    if nnunet:  # side by side per job: nnU-Net's step (fp16, its default on CUDA), then satnet's
+        plan = [(job, system, p, False, False) for job in jobs
+                for system, p in [("nnunet", "fp16")] + [("satnet", p) for p in precisions]]
+    else:
+        with_variants = [j for j in jobs if (any(w in j["name"] for w in variant_jobs) if variant_jobs
+                                             else j["variants"])]
+        plan = [(job, "satnet", p, False, False) for job in jobs for p in precisions]
+        plan += [(job, "satnet", p, bench, last) for job in with_variants for p in precisions
+                 for bench, last in ((True, False), (False, True))]
+    for job, system, precision, bench, last in plan:
+        label = (f"{job['name']} {'nnU-Net ' if system == 'nnunet' else ''}{precision}"
+                 f"{' cudnn.benchmark' if bench else ''}{' channels_last_3d' if last else ''}")
         if time.perf_counter() - start > max_seconds:
             record["skipped"].append(label)
             print(f"skipped (time): {label}", flush=True)
             continue
         try:
             r = measure(job, precision, device, steps, warmup, cudnn_benchmark=bench, channels_last=last,
-                        profile_kernels=profile_kernels)
+                        profile_kernels=profile_kernels, system=system)
         except Exception as e:  # reported, not fatal: the next job may run (out of memory, an unsupported layout)
-            r = {"job": job["name"], "precision": precision, "cudnn_benchmark": bench, "channels_last": last,
-                 "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            r = {"job": job["name"], "system": system, "precision": precision, "cudnn_benchmark": bench,
+                 "channels_last": last, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         record["results"].append(r)
-        est = job["estimates"][precision]["total"]
+        est = _estimate(job, precision)["total"]
         peak = r.get("train_peak")
         for k in r.get("kernels", []):
             print(f"    {k['ms']:9.2f} ms  {k['calls']:5d} x  {k['name'][:110]}")
@@ -281,6 +378,8 @@ def _gib(n) -> str:
 
 
 def _variant(r: dict) -> str:
+    if r.get("system") == "nnunet":  # its own settings (cudnn.benchmark on) are part of the system
+        return ""
     return "cudnn.benchmark" if r["cudnn_benchmark"] else "channels_last_3d" if r["channels_last"] else ""
 
 
@@ -289,8 +388,32 @@ def _merged(records: list[tuple[Path, dict]]) -> dict:
     rows = {}
     for _, record in records:
         for r in record["results"]:
-            rows[(r["job"], r["precision"], _variant(r))] = r
+            if r.get("system", "satnet") == "satnet":  # nnU-Net's rows have their own table
+                rows[(r["job"], r["precision"], _variant(r))] = r
     return rows
+
+
+def _nnunet_table(records: list[tuple[Path, dict]]) -> list[str]:
+    """nnU-Net's step beside satnet's of the same run, job by job (time and peak as ratios to nnU-Net's)."""
+    lines = []
+    for path, record in records:
+        for theirs in (r for r in record["results"] if r.get("system") == "nnunet" and "error" not in r):
+            ours = [r for r in record["results"] if r.get("system", "satnet") == "satnet" and r["job"] == theirs["job"]
+                    and not _variant(r) and "error" not in r]
+            if not lines:
+                lines = ["", "Beside nnU-Net v2's training step at the same network, patch and batch (its "
+                         "PlainConvUNet, loss, optimizer, fp16 GradScaler and cudnn.benchmark; no data loader on "
+                         "either side), measured in the same run:", "",
+                         "| plan | nnU-Net fp16 steps / s | nnU-Net peak GiB | satnet | steps / s | satnet time / "
+                         "nnU-Net's | peak GiB | satnet peak / nnU-Net's | file |", "|---|---|---|---|---|---|---|---|---|"]
+            for r in ours:
+                lines.append(
+                    f"| {theirs['job']} | {theirs['steps_per_second']:.2f} | {_gib(theirs.get('train_peak'))} | "
+                    f"{r['precision']} | {r['steps_per_second']:.2f} | "
+                    f"{theirs['steps_per_second'] / r['steps_per_second']:.2f} | {_gib(r.get('train_peak'))} | "
+                    + (f"{r['train_peak'] / theirs['train_peak']:.2f}" if r.get("train_peak") and theirs.get("train_peak")
+                       else "") + f" | {path.name} |")
+    return lines
 
 
 def report(results_paths: list[Path], jobs_path: Path, doc: Path) -> None:
@@ -319,7 +442,7 @@ def report(results_paths: list[Path], jobs_path: Path, doc: Path) -> None:
         if variant:
             continue
         job = jobs[name]
-        est = job["estimates"][precision]
+        est = _estimate(job, precision)
         patch = "x".join(map(str, job["patch"]))
         if "error" in r:
             lines.append(f"| {name} | {patch} | {job['batch']} | {precision} | {_gib(est['total'])} | {r['error']} | | | | |")
@@ -350,6 +473,7 @@ def report(results_paths: list[Path], jobs_path: Path, doc: Path) -> None:
             cells.append(f"{bf16 / fp32:.2f}" if bf16 and fp32 else "")
         if any(cells):
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _nnunet_table(records)
     profiled = [(k, r) for k, r in rows.items() if r.get("kernels")]
     if profiled:
         lines += ["", "Profiled rows: the three ops or kernels with the most GPU time per step (an op's time "
@@ -389,7 +513,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--only", nargs="+", help="jobs whose name contains one of these words")
     r.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also profile two steps per row and keep the N kernels that took the most time")
-    r.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    r.add_argument("--precisions", nargs="+", choices=("bf16", "fp16", "fp32"), default=list(PRECISIONS))
+    r.add_argument("--nnunet", action="store_true",
+                   help="per job, nnU-Net v2's training step at the same network (ORG U-Net jobs; needs nnunetv2 and "
+                        "dynamic_network_architectures importable), then satnet's in each --precisions")
     r.add_argument("--variant-jobs", nargs="+",
                    help="time the variants for the jobs whose name contains one of these (default: those the jobs file marks)")
     w = sub.add_parser("report", help="write the table into docs/gpu.md")
@@ -401,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
         prepare(args.jobs, args.plan_precision)
     elif args.command == "run":
         run(args.jobs, args.out, args.device, args.steps, args.warmup, args.max_seconds, args.only, args.precisions,
-            args.variant_jobs, args.profile)
+            args.variant_jobs, args.profile, args.nnunet)
     else:
         report(args.results, args.jobs, args.doc)
 

@@ -45,9 +45,9 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
         p.add_argument("--gate-init", type=choice("ones", "glorot"), default="ones", metavar="{ones,glorot}",
                        help="initial select weights W of st/sat gates (default ones: every channel on; glorot: the "
                             "SAT paper's Keras default, about half the channels start off)")
-        p.add_argument("--precision", type=choice("bf16", "fp16", "fp32"), default="bf16", metavar="{bf16,fp16,fp32}",
-                       help="precision training will run in, which sets the memory a patch needs (default bf16, what "
-                            "`satnet train` uses on CUDA; fp32 needs about twice the activation memory)")
+        p.add_argument("--precision", type=choice("fp16", "bf16", "fp32"), default="fp16", metavar="{fp16,bf16,fp32}",
+                       help="precision training will run in, which sets the memory a patch needs (default fp16, what "
+                            "`satnet train` uses on CUDA; bf16 takes the same, fp32 about twice the activations)")
         p.add_argument("--spacing", nargs="+", default=["default"], metavar="MM",
                        help="target spacing: 2 mm isotropic by default (native pixels for 2D images), "
                             "'auto' (nnU-Net's median rule), one number, or Z Y X")

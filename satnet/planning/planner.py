@@ -50,8 +50,8 @@ class PlannerOptions:
     (nnU-Net's median-spacing rule) or three numbers (Z, Y, X) in mm. gpu_memory_gb is the
     memory PyTorch may allocate during training (GiB), i.e. what
     torch.cuda.max_memory_allocated would report: leave the CUDA context's share of the card out.
-    precision: what training will autocast to, "bf16" by default because `satnet train` on CUDA
-    defaults to it (fp32 needs about twice the activation memory: docs/gpu.md).
+    precision: what training will autocast to, "fp16" by default because `satnet train` on CUDA
+    defaults to it (bf16 takes the same memory; fp32 about twice the activations: docs/gpu.md).
     """
 
     gpu_memory_gb: float = 8.0
@@ -60,7 +60,7 @@ class PlannerOptions:
     spacing: str | list[float] = "default"
     configs: list[str] = field(default_factory=lambda: list(CONFIG_NAMES))
     optimizer: str = "sgd"
-    precision: str = "bf16"
+    precision: str = "fp16"
     gate_init: str = DEFAULT_GATE_INIT
 
     def __post_init__(self) -> None:

@@ -24,6 +24,8 @@ def test_defaults_are_nnunets_recipe():
     assert (o.optimizer, o.lr, o.momentum, o.weight_decay, o.lr_schedule, o.poly_exponent, o.grad_clip) == (
         "sgd", 0.01, 0.99, 3e-5, "poly", 0.9, 12.0)
     assert (o.init, o.batch_size, o.device, o.precision) == ("he", 2, "cpu", opts.CPU_DEFAULT_PRECISION)
+    cuda = resolve_options(TrainOptions(seed=1, workers=0), plan_batch_size=2, cuda_available=True)
+    assert (cuda.device, cuda.precision) == ("cuda", "fp16")  # nnU-Net's; bf16 hit a slow cuDNN kernel (docs/gpu.md)
 
 
 def test_adadelta_defaults_are_the_sat_papers_and_explicit_values_win():
@@ -110,12 +112,12 @@ def test_epoch_line_lists_few_gates_and_summarises_many():
     assert _gates_off(many) == "mean 0.12 over 21 gates, max skip0 0.50"
 
 
-def test_fp32_cuda_training_of_a_bf16_plan_is_warned_about():
+def test_fp32_cuda_training_of_a_half_precision_plan_is_warned_about():
     from satnet.training.trainer import precision_warning
 
     cuda_fp32 = TrainOptions(device="cuda", precision="fp32")
-    message = precision_warning({"precision": "bf16", "gpu_memory_gb": 24.0}, cuda_fp32)
-    assert "sized for bf16 training within 24 GiB" in message and "--precision bf16" in message
+    message = precision_warning({"precision": "fp16", "gpu_memory_gb": 24.0}, cuda_fp32)
+    assert "sized for fp16 training within 24 GiB" in message and "--precision fp16" in message
     assert precision_warning({"precision": "fp32", "gpu_memory_gb": 24.0}, cuda_fp32) is None
     assert precision_warning({"gpu_memory_gb": 8.0}, cuda_fp32) is None  # plans made before the flag: fp32
     assert precision_warning({"precision": "bf16"}, TrainOptions(device="cuda", precision="bf16")) is None
