@@ -1,8 +1,7 @@
 """The memory model against real CPU training steps of every satnet network (arch x skip x dims x size).
 
-Skips only while `satnet.nets.build_network` is not merged. Estimates go through the
-NetworkSpec path (built on the meta device); measurements run the same spec's real network.
-Activations are compared at three sizes, the op-boundary peak of the step at the middle size.
+Estimates go through the NetworkSpec path (built on the meta device); measurements run the
+same spec's real network. Activations are compared at three sizes, the op-boundary peak of the step at the middle size.
 """
 from __future__ import annotations
 
@@ -12,13 +11,11 @@ import pytest
 import torch
 
 from memory_testing import one_thread, relative  # noqa: F401 (one_thread is a fixture)
+from satnet.nets import build_network
 from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
 from satnet.planning.memory import trace_training_step
 from satnet.planning.memory_measure import measure_training_step
 
-build_network = getattr(pytest.importorskip("satnet.nets"), "build_network", None)
-if build_network is None:
-    pytest.skip("satnet.nets.build_network is not merged into this branch yet", allow_module_level=True)
 
 # Activations of several MB at every size, so that the ~100 kB of host memory a real step adds
 # (autograd nodes, allocator headers) stays well under the 2% tolerance.
