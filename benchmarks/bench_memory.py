@@ -13,8 +13,7 @@ a first call) and compares its numbers with measurements of real CPU steps:
   backward, optimizer step) in a fresh process, counted from before the model was built,
 - nnU-Net's planning proxy (its feature-map voxel count x batch x 4 bytes), for the U-Net.
 
-The network comes from satnet.nets.build_network when it is merged, else from the toy U-Net
-of tests/planning/memory_toy_nets.py (the table says which).
+The networks are satnet's own (satnet.nets.build_network).
 """
 from __future__ import annotations
 
@@ -35,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from satnet.nets import build_network  # noqa: E402
 from satnet.nets.spec import NetworkSpec  # noqa: E402
 from satnet.planning.memory import autocast_context, dice_ce_loss, estimate_memory, trace_training_step  # noqa: E402
 from satnet.planning.memory_measure import measure_training_step, trim_heap  # noqa: E402
@@ -49,15 +49,8 @@ def unet_spec(dims: int, features: list[int], skip: str) -> NetworkSpec:
 
 
 def build(spec: NetworkSpec) -> tuple[torch.nn.Module, str]:
-    """The real network when satnet.nets.build_network exists, else the toy U-Net."""
+    """satnet's network for the spec, and the name the table gives it."""
     torch.manual_seed(0)
-    try:
-        from satnet.nets import build_network
-    except ImportError:
-        sys.path.insert(0, str(ROOT / "tests" / "planning"))
-        from memory_toy_nets import ToyUNet
-
-        return ToyUNet(spec.spatial_dims, spec.in_channels, spec.num_classes, spec.features, spec.skip), "toy U-Net"
     return build_network(spec), spec.arch
 
 
@@ -221,7 +214,7 @@ def _err(est: int, real: int) -> str:
 
 def render(rows: list[dict], command: str) -> str:
     lines = [
-        f"Measured with `{command}` on CPU ({torch.get_num_threads()} threads, torch {torch.__version__}). "
+        f"Measured with `{command}` on CPU ({torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}, torch {torch.__version__}). "
         "MiB; error = (estimate - measured) / measured.",
         "",
         "| network | patch x batch | activations est / measured | step peak est / op-boundary | "
