@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 OPTIMIZER_STATE_COPIES = {"sgd": 1, "adam": 2, "adadelta": 2}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Scratch memory inside one convolution op, in units of the step's largest convolution output.
-# Measured on CPU (oneDNN's backward reorders): 1.5x to 2.7x over U-Nets of 16 to 32 base
-# channels (benchmarks/bench_memory.py, docs/memory.md). With it, real CUDA steps on an H200 peaked at
-# 0.885 to 0.925 of the estimated total (docs/gpu.md).
+# Measured on CPU (oneDNN's backward reorders, benchmarks/bench_memory.py, docs/memory.md): up to
+# 3x in bf16, under 0.1x in fp32 for satnet's U-Nets. With it, real CUDA steps on an H200 peaked
+# at 0.885 to 0.925 of the estimated total (docs/gpu.md).
 WORKSPACE_FACTOR = 2.0
 
 
