@@ -146,10 +146,14 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for r in rows:
+    colors = {arch: f"C{i}" for i, arch in enumerate(dict.fromkeys(r["arch"] for r in rows))}
+    styles = {"org": "-", "st": ":", "at": "-.", "sat": "--"}
+    for r in rows:  # one colour per architecture, one line style per skip mode
         epochs = [e["epoch"] + 1 for e in r["epochs"]]
-        axes[0].plot(epochs, [e["train_loss"] for e in r["epochs"]], label=r["config"])
-        axes[1].plot(epochs, [e["ema_dice"] for e in r["epochs"]], label=r["config"])
+        style = dict(color=colors[r["arch"]], linestyle=styles.get(r["skip"], "-"), label=r["config"],
+                     marker="o" if r.get("gate_init") == "glorot" and r["skip"] in ("st", "sat") else None, markersize=3)
+        axes[0].plot(epochs, [e["train_loss"] for e in r["epochs"]], **style)
+        axes[1].plot(epochs, [e["ema_dice"] for e in r["epochs"]], **style)
     axes[0].set_title("training loss")
     axes[1].set_title("validation pseudo-Dice (EMA)")
     for ax in axes:

@@ -118,3 +118,31 @@ def test_gpu_step_check_runs_on_the_cpu_and_reports_measured_rows(tmp_path):
     gpu_step_check.main(["report", str(out), "--jobs", str(jobs), "--doc", str(doc)])
     table = doc.read_text()
     assert table.count("| tiny SAT | 8x8x8 | 2 |") == 2 and "channels_last_3d" in table
+
+
+def _collected_row(config: str, arch: str, skip: str, dice: list[float]) -> dict:
+    return {"config": config, "arch": arch, "skip": skip, "gate_init": "ones", "label_names": {"1": "lesion"},
+            "per_class": {"1": {m: {"mean": 0.5, "std": 0.1} for m in ("dice", "fpr", "fnr")}},
+            "case_dice": {f"c{i}": {"1": d} for i, d in enumerate(dice)},
+            "epochs": [{"epoch": 0, "train_loss": 0.3, "ema_dice": 0.5}, {"epoch": 1, "train_loss": 0.1, "ema_dice": 0.6}],
+            "parameters": 10, "fraction_off_mean": None, "fraction_off_max": None,
+            "train_activation_mb": 1.0, "inference_peak_mb": 1.0, "train_seconds": None}
+
+
+def test_collect_runs_pairs_each_gated_run_with_its_own_architectures_org_run(tmp_path):
+    from collect_runs import markdown, paired_against_org, plot
+
+    org = [0.8, 0.7, 0.9, 0.6, 0.85, 0.75, 0.65]
+    rows = [_collected_row("2d_org", "unet", "org", org),
+            _collected_row("2d", "unet", "sat", [d - 0.1 for d in org]),
+            _collected_row("2d_tiramisu", "tiramisu", "sat", org)]  # no Tiramisu ORG run: no pairing
+    paired_against_org(rows)
+    assert "vs_org" not in rows[0] and "vs_org" not in rows[2]
+    pair = rows[1]["vs_org"]
+    assert pair["config"] == "2d_org" and pair["1"]["n"] == 7
+    assert pair["1"]["mean_difference"] == pytest.approx(-0.1)
+    assert pair["1"]["wilcoxon_p"] < 0.05
+    table = markdown(rows, "t", "cmd")
+    assert "-0.100 (" in table and table.count("\n| ") == 4  # header + three rows
+    plot(rows, tmp_path / "curves.png", "t")
+    assert (tmp_path / "curves.png").stat().st_size > 0
