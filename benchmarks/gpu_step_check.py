@@ -40,10 +40,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpu_step_report import GIB, job_estimate, report  # noqa: E402
+
 JOBS = ROOT / "benchmarks" / "results" / "gpu_jobs.json"
 DOC = ROOT / "docs" / "gpu.md"
 HIPPOCAMPUS = ROOT.parent / "shared" / "data" / "Dataset004_Hippocampus"
-GIB = 2 ** 30
 PRECISIONS = ("bf16", "fp32")  # bf16 first: the trainer's default on CUDA
 
 # (fingerprint, spacing request, budget GiB, time the variants): the plans measured
@@ -160,74 +161,13 @@ def _satnet_setup(job: dict, precision_name: str, device: torch.device, channels
 
 
 def _nnunet_setup(job: dict, device: torch.device) -> dict:
-    """nnU-Net v2's training step at the same network (an ORG U-Net of the plan), as nnUNetTrainer runs it:
-    PlainConvUNet with He init, DC_and_CE_loss (batch Dice, no background) under deep supervision,
-    SGD (lr 1e-2, Nesterov momentum 0.99, weight decay 3e-5), fp16 autocast with a GradScaler on CUDA,
-    gradient clipping at 12, cudnn.benchmark on. Its data loader is left out, as satnet's is."""
-    import contextlib
-
-    import numpy as np
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet
-    from dynamic_network_architectures.initialization.weight_init import InitWeights_He
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+    from nnunet_step import nnunet_training_step
     from satnet.nets.registry import as_spec
-    from torch import nn
 
-    spec, patch, batch_size = as_spec(job["network"]), job["patch"], job["batch"]
+    spec, patch = as_spec(job["network"]), job["patch"]
     if spec.arch != "unet" or spec.skip != "org":
         raise ValueError(f"nnU-Net's network is an ORG U-Net; job {job['name']!r} is {spec.arch}/{spec.skip}")
-    torch.backends.cudnn.benchmark = True
-    n, three_d = spec.num_stages, spec.spatial_dims == 3
-
-    def build():
-        return PlainConvUNet(
-            spec.in_channels, n, spec.features, nn.Conv3d if three_d else nn.Conv2d, spec.kernel_sizes, spec.strides,
-            [2] * n, spec.num_classes, [2] * (n - 1), conv_bias=True,
-            norm_op=nn.InstanceNorm3d if three_d else nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True},
-            nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
-
-    with torch.device("meta"):
-        shapes = [tuple(o.shape[2:]) for o in build()(torch.empty(1, spec.in_channels, *patch))]
-    torch.manual_seed(0)
-    network = build().to(device)
-    network.apply(InitWeights_He(1e-2))
-    weights = np.array([1 / 2**i for i in range(len(shapes))])
-    weights[-1] = 0
-    loss_fn = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
-                                                    {}, weight_ce=1, weight_dice=1, ignore_label=None,
-                                                    dice_class=MemoryEfficientSoftDiceLoss), weights / weights.sum())
-    optimizer = torch.optim.SGD(network.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
-    cuda = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if cuda else None
-    batch = _batch(spec, patch, batch_size, shapes, as_list=True)
-    autocast = (lambda: torch.autocast(device.type, enabled=True)) if cuda else contextlib.nullcontext
-
-    def step():
-        data = batch["data"].to(device, non_blocking=True)
-        target = [t.to(device, non_blocking=True) for t in batch["target"]]
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            loss = loss_fn(network(data), target)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(network.parameters(), 12)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            nn.utils.clip_grad_norm_(network.parameters(), 12)
-            optimizer.step()
-        return loss.detach()
-
-    def infer():
-        with torch.no_grad(), autocast():
-            network.decoder.deep_supervision = False
-            network(batch["data"][:1].to(device))
-
-    return {"network": network, "optimizer": optimizer, "infer": infer, "step": step}
+    return nnunet_training_step(spec, patch, device, lambda shapes: _batch(spec, patch, job["batch"], shapes, True))
 
 
 def measure(job: dict, precision_name: str, device: torch.device, steps: int, warmup: int,
@@ -314,10 +254,6 @@ def _device_record(device: torch.device) -> dict:
     return record
 
 
-def _estimate(job: dict, precision: str) -> dict:
-    return job["estimates"].get(precision) or job["estimates"]["bf16"]  # fp16 takes what bf16 takes
-
-
 def run(jobs_path: Path, out: Path, device_name: str, steps: int, warmup: int, max_seconds: float,
         only: list[str] | None, precisions: list[str], variant_jobs: list[str] | None, profile_kernels: int = 0,
         nnunet: bool = False) -> None:
@@ -356,7 +292,7 @@ def run(jobs_path: Path, out: Path, device_name: str, steps: int, warmup: int, m
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         record["results"].append(r)
-        est = _estimate(job, precision)["total"]
+        est = job_estimate(job, precision)["total"]
         peak = r.get("train_peak")
         for k in r.get("kernels", []):
             print(f"    {k['ms']:9.2f} ms  {k['calls']:5d} x  {k['name'][:110]}")
@@ -367,132 +303,6 @@ def run(jobs_path: Path, out: Path, device_name: str, steps: int, warmup: int, m
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(out)
     print(f"wrote {out} in {time.perf_counter() - start:.0f} s")
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-
-
-def _gib(n) -> str:
-    return "" if n is None else f"{n / GIB:.3f}"
-
-
-def _variant(r: dict) -> str:
-    if r.get("system") == "nnunet":  # its own settings (cudnn.benchmark on) are part of the system
-        return ""
-    return "cudnn.benchmark" if r["cudnn_benchmark"] else "channels_last_3d" if r["channels_last"] else ""
-
-
-def _merged(records: list[tuple[Path, dict]]) -> dict:
-    """Rows keyed by (job, precision, variant); a later results file replaces an earlier one's row."""
-    rows = {}
-    for _, record in records:
-        for r in record["results"]:
-            if r.get("system", "satnet") == "satnet":  # nnU-Net's rows have their own table
-                rows[(r["job"], r["precision"], _variant(r))] = r
-    return rows
-
-
-def _nnunet_table(records: list[tuple[Path, dict]]) -> list[str]:
-    """nnU-Net's step beside satnet's of the same run, job by job (time and peak as ratios to nnU-Net's)."""
-    lines = []
-    for path, record in records:
-        for theirs in (r for r in record["results"] if r.get("system") == "nnunet" and "error" not in r):
-            ours = [r for r in record["results"] if r.get("system", "satnet") == "satnet" and r["job"] == theirs["job"]
-                    and not _variant(r) and "error" not in r]
-            if not lines:
-                lines = ["", "Beside nnU-Net v2's training step at the same network, patch and batch (its "
-                         "PlainConvUNet, loss, optimizer, fp16 GradScaler and cudnn.benchmark; no data loader on "
-                         "either side), measured in the same run:", "",
-                         "| plan | nnU-Net fp16 steps / s | nnU-Net peak GiB | satnet | steps / s | satnet time / "
-                         "nnU-Net's | peak GiB | satnet peak / nnU-Net's | file |", "|---|---|---|---|---|---|---|---|---|"]
-            for r in ours:
-                lines.append(
-                    f"| {theirs['job']} | {theirs['steps_per_second']:.2f} | {_gib(theirs.get('train_peak'))} | "
-                    f"{r['precision']} | {r['steps_per_second']:.2f} | "
-                    f"{theirs['steps_per_second'] / r['steps_per_second']:.2f} | {_gib(r.get('train_peak'))} | "
-                    + (f"{r['train_peak'] / theirs['train_peak']:.2f}" if r.get("train_peak") and theirs.get("train_peak")
-                       else "") + f" | {path.name} |")
-    return lines
-
-
-def report(results_paths: list[Path], jobs_path: Path, doc: Path) -> None:
-    """The tables of docs/gpu.md from one or more results files (later files replace earlier rows)."""
-    records = [(p, json.loads(p.read_text())) for p in results_paths]
-    jobs = {j["name"]: j for j in json.loads(jobs_path.read_text())["jobs"]}
-    rows = _merged(records)
-    m = records[-1][1]["machine"]
-    files = ", ".join(f"`benchmarks/results/{p.name}` ({r['machine']['date'][:16]})" for p, r in records)
-    lines = [
-        "<!-- gpu_step_check -->",
-        f"{m.get('gpu', m['device'])} ({m.get('gpu_memory_gib', '?')} GiB), torch {m['torch']}, CUDA {m.get('cuda')}, "
-        f"cuDNN {m.get('cudnn')} (TF32 convolutions {'on' if m.get('cudnn_allow_tf32') else 'off'}). Results: {files}; "
-        "a later file's row replaces an earlier one's. Command: `PYTHONPATH=. python benchmarks/gpu_step_check.py "
-        f"report {' '.join('benchmarks/results/' + p.name for p, _ in records)}`.",
-        "",
-        "Estimate: the planner's `total` at that precision; measured: `torch.cuda.max_memory_allocated` over the "
-        "second training step, counted from zero (parameters, optimizer state, batch included). Inference: the "
-        "peak of a no-grad forward of one patch above what was allocated before it.",
-        "",
-        "| plan | patch | batch | precision | estimate GiB | measured GiB | measured / estimate | "
-        "inference est. / meas. MiB | steps / s | Mvoxels / s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for (name, precision, variant), r in rows.items():
-        if variant:
-            continue
-        job = jobs[name]
-        est = _estimate(job, precision)
-        patch = "x".join(map(str, job["patch"]))
-        if "error" in r:
-            lines.append(f"| {name} | {patch} | {job['batch']} | {precision} | {_gib(est['total'])} | {r['error']} | | | | |")
-            continue
-        peak, inf = r.get("train_peak"), r.get("inference_peak")
-        ratio = f"{peak / est['total']:.3f}" if peak else ""
-        lines.append(
-            f"| {name} | {patch} | {job['batch']} | {precision} | {_gib(est['total'])} | {_gib(peak)} | "
-            f"{ratio} | "
-            f"{est['inference'] / 2**20:.0f} / {'' if inf is None else f'{inf / 2**20:.0f}'} | "
-            f"{r['steps_per_second']:.2f} | {r['voxels_per_second'] / 1e6:.1f} |")
-    variants = [(k, r) for k, r in rows.items() if k[2] and "error" not in r and (k[0], k[1], "") in rows]
-    if variants:
-        lines += ["", "Settings the trainer does not use on CUDA, against the default row of the same plan and precision:",
-                  "", "| plan | precision | setting | steps / s | vs default | measured GiB |", "|---|---|---|---|---|---|"]
-        for (name, precision, variant), r in variants:
-            base = rows[(name, precision, "")]
-            lines.append(f"| {name} | {precision} | {variant} | {r['steps_per_second']:.2f} | "
-                         f"{r['steps_per_second'] / base['steps_per_second']:.2f}x | {_gib(r.get('train_peak'))} |")
-    lines += ["", "bf16 peak against the fp32 peak of the same plan, per results file:", "",
-              "| plan | " + " | ".join(p.name for p, _ in records) + " |", "|---|" + "---|" * len(records)]
-    for name in jobs:
-        fp32 = rows.get((name, "fp32", ""), {}).get("train_peak")
-        cells = []
-        for _, record in records:
-            bf16 = next((r.get("train_peak") for r in record["results"]
-                         if r["job"] == name and r["precision"] == "bf16" and not _variant(r)), None)
-            cells.append(f"{bf16 / fp32:.2f}" if bf16 and fp32 else "")
-        if any(cells):
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += _nnunet_table(records)
-    profiled = [(k, r) for k, r in rows.items() if r.get("kernels")]
-    if profiled:
-        lines += ["", "Profiled rows: the three ops or kernels with the most GPU time per step (an op's time "
-                  "includes its kernels):", "", "| plan | precision | setting | steps / s | top GPU time per step |",
-                  "|---|---|---|---|---|"]
-        for (name, precision, variant), r in profiled:
-            top = "; ".join(f"{k['name'][:90].replace('|', '/')} {k['ms']:.0f} ms" for k in r["kernels"][:3])
-            lines.append(f"| {name} | {precision} | {variant or 'default'} | {r['steps_per_second']:.2f} | {top} |")
-    skipped = [s for _, record in records for s in record.get("skipped", [])]
-    if skipped:
-        lines += ["", "Not measured (a run's time limit): " + "; ".join(skipped) + "."]
-    lines.append("<!-- /gpu_step_check -->")
-    text = doc.read_text() if doc.exists() else "# GPU measurements\n\n<!-- gpu_step_check -->\n<!-- /gpu_step_check -->\n"
-    head, _, rest = text.partition("<!-- gpu_step_check -->")
-    _, _, tail = rest.partition("<!-- /gpu_step_check -->")
-    tmp = doc.with_suffix(".tmp")
-    tmp.write_text(head + "\n".join(lines) + tail)
-    tmp.replace(doc)
-    print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:

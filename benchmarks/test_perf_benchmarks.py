@@ -98,6 +98,7 @@ def test_gpu_step_check_runs_on_the_cpu_and_reports_measured_rows(tmp_path):
     import json
 
     import gpu_step_check
+    from gpu_step_report import variant_name
     from satnet.planning.memory import estimate_memory
 
     spec = NetworkSpec(arch="unet", spatial_dims=3, in_channels=1, num_classes=3, features=[4, 8],
@@ -110,7 +111,7 @@ def test_gpu_step_check_runs_on_the_cpu_and_reports_measured_rows(tmp_path):
     gpu_step_check.main(["run", "--jobs", str(jobs), "--out", str(out), "--device", "cpu", "--steps", "1",
                          "--warmup", "2", "--variant-jobs", "tiny"])
     results = json.loads(out.read_text())["results"]
-    assert [(r["precision"], gpu_step_check._variant(r)) for r in results] == [
+    assert [(r["precision"], variant_name(r)) for r in results] == [
         ("bf16", ""), ("fp32", ""), ("bf16", "cudnn.benchmark"), ("bf16", "channels_last_3d"),
         ("fp32", "cudnn.benchmark"), ("fp32", "channels_last_3d")]
     assert all("error" not in r and r["steps_per_second"] > 0 and torch.isfinite(torch.tensor(r["loss"]))
