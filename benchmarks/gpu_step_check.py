@@ -161,6 +161,7 @@ def _satnet_setup(job: dict, precision_name: str, device: torch.device, channels
 
 
 def _nnunet_setup(job: dict, device: torch.device) -> dict:
+    """nnU-Net v2's training step for an ORG U-Net job (benchmarks/nnunet_step.py), on the same batch as satnet's."""
     from nnunet_step import nnunet_training_step
     from satnet.nets.registry import as_spec
 
