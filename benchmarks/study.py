@@ -40,20 +40,28 @@ BUDGETS = {
              "made_by": "satnet plan-and-preprocess ../shared/data/Dataset017_ISIC2017 -o STUDY_ROOT/isic "
                         "--configs 2d --spacing 2"},
 }
+# The pilot that picks k and the per-level mix: the budget of docs/results.md's tables 5 and 6, one seed, in the
+# same work folders (its runs in <folder>/pilot_seed_<s>).
+BUDGETS["hip_pilot"] = {**BUDGETS["hip"], "epochs": 20, "folder": "hip", "prefix": "pilot_seed_"}
+BUDGETS["isic_pilot"] = {**BUDGETS["isic"], "epochs": 15, "folder": "isic", "prefix": "pilot_seed_"}
 SHARED = ("plans.json", "splits.json", "fingerprint.json", "preprocessed", "gt_segmentations")
 _write_lock = threading.Lock()
 
 
 def seed_dir(root: Path, dataset: str, seed: int) -> Path:
-    """STUDY_ROOT/<dataset>/seed_<s>, its shared inputs linked to the dataset's work folder."""
-    base = root / dataset
-    folder = base / f"seed_{seed}"
+    """STUDY_ROOT/<folder>/seed_<s> (pilot_seed_<s> for a pilot), its shared inputs linked to the work folder's."""
+    base = work_folder(root, dataset)
+    folder = base / f"{BUDGETS[dataset].get('prefix', 'seed_')}{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     for name in SHARED:
         link = folder / name
         if (base / name).exists() and not link.exists():
             link.symlink_to(Path("..") / name)
     return folder
+
+
+def work_folder(root: Path, dataset: str) -> Path:
+    return root / BUDGETS[dataset].get("folder", dataset)
 
 
 def cpu_model() -> str:
@@ -89,7 +97,7 @@ def run_job(root: Path, job: str, runs: Path) -> dict | None:
         return None
     work = seed_dir(root, dataset, seed)
     fold_dir = work / "results" / config / "fold_0"
-    log = root / dataset / f"{config}_seed{seed}.log"
+    log = work_folder(root, dataset) / f"{dataset}_{config}_seed{seed}.log"
     flags = ["--epochs", str(budget["epochs"]), "--iterations-per-epoch", str(budget["iterations"]),
              "--val-iterations", str(budget["val_iterations"]), "--seed", str(seed), "--workers", "0",
              "--no-validation"]
@@ -160,9 +168,9 @@ def main() -> None:
         return
     for job in args.jobs:
         dataset = job.split(":")[0]
-        if job.count(":") != 2 or dataset not in BUDGETS or not (args.root / dataset / "plans.json").is_file():
+        if job.count(":") != 2 or dataset not in BUDGETS or not (work_folder(args.root, dataset) / "plans.json").is_file():
             parser.error(f"job {job!r}: expected DATASET:CONFIG:SEED with DATASET one of {', '.join(BUDGETS)} and "
-                         f"a planned work folder {args.root / dataset} (made by: {BUDGETS.get(dataset, {}).get('made_by')})")
+                         f"a planned work folder under {args.root} (made by: {BUDGETS.get(dataset, {}).get('made_by')})")
     for budget in BUDGETS.values():
         budget.update({k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v})
     args.runs.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def work_dir(dataset_3d, tmp_path_factory) -> Path:
 def test_plan_preprocess_then_train_writes_a_finished_fold(work_dir, capsys):
     assert main(["train", str(work_dir), "3d", "0", *TINY_FLAGS]) == 0
     fold_dir = work_dir / "results" / "3d" / "fold_0"
-    assert f"trained 3d fold 0 for 2 epochs: {fold_dir}" in capsys.readouterr().out
+    assert f"trained 3d fold 0 for 2 epochs (4 iterations): {fold_dir}" in capsys.readouterr().out
     final = torch.load(fold_dir / "checkpoint_final.pt", weights_only=True)
     assert final["epoch"] == 2 and final["network"] == load_plans(work_dir).configurations["3d"].network.to_dict()
     assert len(json.loads((fold_dir / "training_log.json").read_text())["epochs"]) == 2

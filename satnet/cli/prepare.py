@@ -26,6 +26,17 @@ def spacing_arg(values: list[str]) -> str | list[float]:
     return numbers * 3 if len(numbers) == 1 else numbers
 
 
+def skip_levels_arg(text: str) -> list[str]:
+    """--skip-levels: "sat:4,org" -> ["sat:4", "org"]; argparse's error naming the syntax otherwise."""
+    from satnet.errors import ConfigError
+    from satnet.nets.spec import SKIP_LEVELS_SYNTAX, parse_skip_levels
+
+    try:
+        return parse_skip_levels(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected {SKIP_LEVELS_SYNTAX}; not {text!r}") from None
+
+
 def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
     p.add_argument("raw_dir", type=existing_dir, metavar="RAW_DATASET_DIR",
                    help="dataset in nnU-Net's raw layout (dataset.json, imagesTr/, labelsTr/)")
@@ -40,8 +51,15 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
                        help="GPU memory PyTorch may allocate during training, GiB (default 8)")
         p.add_argument("--arch", type=choice("unet", "vnet", "tiramisu"), default="unet", metavar="{unet,vnet,tiramisu}",
                        help="network family (default unet)")
-        p.add_argument("--skip", type=choice("sat", "st", "at", "org"), default="sat", metavar="{sat,st,at,org}",
+        p.add_argument("--skip", type=choice("sat", "st", "at", "org"), default=None, metavar="{sat,st,at,org}",
                        help="skip connection mode (default sat)")
+        p.add_argument("--skip-channels", type=positive_int, default=None, metavar="K",
+                       help="attention maps each at/sat skip transfers (default 1, the SAT paper's single map; "
+                            "K <= the channels of the shallowest level)")
+        p.add_argument("--skip-levels", type=skip_levels_arg, default=None, metavar="MODE[:K],...",
+                       help="one skip per resolution level, full resolution first; the last entry repeats for the "
+                            "coarser levels, e.g. 'sat:4,org' (SAT with 4 maps at full resolution, where the memory "
+                            "is, plain skips below); replaces --skip and --skip-channels")
         p.add_argument("--gate-init", type=choice("ones", "glorot"), default="ones", metavar="{ones,glorot}",
                        help="initial select weights W of st/sat gates (default ones: every channel on; glorot: the "
                             "SAT paper's Keras default, about half the channels start off)")
@@ -67,9 +85,16 @@ def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions"
         spacing = spacing_arg(args.spacing)
     except argparse.ArgumentTypeError as exc:
         parser_error(f"argument --spacing: {exc}")  # worded as argparse words its own checks
-    return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=args.skip, spacing=spacing,
-                          configs=args.configs or list(CONFIG_NAMES), gate_init=args.gate_init,
-                          precision=args.precision)
+    if args.skip_levels and (args.skip or args.skip_channels):
+        parser_error("argument --skip-levels: gives every level's skip; drop --skip and --skip-channels, or write "
+                     "them into it (e.g. --skip-levels sat:4)")
+    skip, channels = args.skip or "sat", args.skip_channels or 1
+    if channels > 1 and skip not in ("at", "sat"):
+        parser_error(f"argument --skip-channels: {channels} maps apply to at and sat skips; --skip {skip} transfers "
+                     f"every channel: use --skip sat (or at), or drop --skip-channels")
+    return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=skip, skip_channels=channels,
+                          skip_levels=args.skip_levels, spacing=spacing, configs=args.configs or list(CONFIG_NAMES),
+                          gate_init=args.gate_init, precision=args.precision)
 
 
 def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) -> int:

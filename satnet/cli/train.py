@@ -48,12 +48,16 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
          "reproducible on resume (default: cores - 2, 1..12)", "N")
     flag("--seed", nonnegative_int, "random seed of weights and data (default: drawn, stored in the checkpoint)", "S")
     flag("--init", INIT_SCHEMES, "weight initialisation (default: sgd he, adadelta glorot)")
+    flag("--time-budget", positive_float, "train for this many minutes of wall time (epochs with their validation "
+         "batches; not start-up or the final validation): the poly schedule runs over time, the run stops within "
+         "one epoch of it (or after --epochs); --resume keeps what is left (default: none)", "MINUTES")
 
 
 # Flag destinations that are TrainOptions fields.
 TRAIN_OPTION_FLAGS = (
     "epochs", "iterations_per_epoch", "val_iterations", "optimizer", "lr", "momentum", "weight_decay", "rho", "eps",
     "lr_schedule", "poly_exponent", "grad_clip", "batch_size", "precision", "device", "workers", "seed", "init",
+    "time_budget",
 )
 
 
@@ -70,7 +74,9 @@ def _run_train(args: argparse.Namespace) -> int:
     result = train(args.work_dir, args.config, args.fold, TrainOptions(**given), resume=args.resume,
                    given=list(given), progress_bar=not args.quiet)
     if result.is_main:
-        print(f"trained {args.config} fold {args.fold} for {result.epochs_completed} epochs: {result.fold_dir}")
+        iterations = result.epochs_completed * result.options.iterations_per_epoch
+        print(f"trained {args.config} fold {args.fold} for {result.epochs_completed} epochs ({iterations} iterations): "
+              f"{result.fold_dir}")
         if not args.no_validation:
             summary = final_validation(args.work_dir, result.fold_dir, result.network, result.plans, result.plan,
                                        result.data_dir, result.val_cases)

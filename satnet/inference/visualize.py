@@ -106,18 +106,23 @@ def visualize_scan(
     report = {"case": case_id, "config": config, "fold": str(fold), "checkpoint": checkpoint,
               "slice": {"axis": "Z", "index": z, "of": "patch" if x.ndim == 5 else "volume"}, "gates": []}
     for name, gate in gates:
-        entry: dict = {"name": name, "mode": gate.skip, "channels": gate.channels}
+        entry: dict = {"name": name, "mode": gate.skip, "channels": gate.channels, "maps": gate.out_channels
+                       if gate.attend is not None else None}
         select, attention = recorded[name]
         if select is not None:
             w = select.float().numpy()
             entry.update(fraction_off=float((w <= 0).mean()), trelu_w=[round(float(v), 6) for v in w])
         if attention is not None:
-            att = F.interpolate(attention.float(), size=tuple(x.shape[2:]), mode="nearest")[0, 0]
+            # k > 1 maps: the picture shows their mean, the JSON each map's statistics
+            maps = F.interpolate(attention.float(), size=tuple(x.shape[2:]), mode="nearest")[0]
+            att = maps.mean(0)
             att_slice = att[z] if x.ndim == 5 else att
             entry["attention"] = {"mean": float(att.mean()), "min": float(att.min()), "max": float(att.max()),
-                                  "shape": list(attention.shape[2:])}
+                                  "shape": list(attention.shape[2:]),
+                                  "per_map_mean": [float(m.mean()) for m in maps]}
             entry["attention_png"] = _plot_attention(out_dir / f"attention_{name}.png", background, att_slice.numpy(),
-                                                     f"{config} {name} ({gate.skip}) on {case_id}")
+                                                     f"{config} {name} ({gate.skip}"
+                                                     f"{f', mean of {len(maps)} maps' if len(maps) > 1 else ''}) on {case_id}")
         report["gates"].append(entry)
     selecting = [e for e in report["gates"] if "trelu_w" in e]
     if selecting:

@@ -5,11 +5,14 @@ what is handed over:
 
 - select (st, sat): f_s = f * trelu(W) with a learned per-channel weight W (C,) and
   trelu(z) = min(max(z, 0), 1). A channel with W <= 0 is exactly off, W >= 1 fully on.
-- attend (at, sat): a = sigmoid(conv1x1(f_s)), one channel. `at` is the same with the select
-  weights fixed to 1 (no W parameter).
+- attend (at, sat): a = sigmoid(conv1x1(f_s)), k channels (k = 1: the SAT paper's single map;
+  `maps`, NetworkSpec.skip_channels). `at` is the same with the select weights fixed to 1 (no W
+  parameter).
 - transfer: what the decoder concatenates: org f (C channels), st f_s (C channels), at and sat
-  the attention map a (1 channel). `SkipGate.out_channels` says which, and every decoder sizes
-  its first convolution from it.
+  the k attention maps a. `SkipGate.out_channels` says which, and every decoder sizes its first
+  convolution from it. With k = 1 the gate is the paper's, parameter for parameter (state_dict
+  keys `select`, `attend.weight` (1, C, 1, ...), `attend.bias` (1,)); k > 1 widens only the
+  attention convolution's output (docs/architecture.md says why this form).
 
 The `sat` gate is fused: trelu(W) is folded into the 1x1 kernel, a = sigmoid(conv(f, K * trelu(W))),
 which is the same function (a 1x1 convolution is linear in its input channels) but never stores the
@@ -24,11 +27,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from satnet.errors import ConfigError
 from satnet.nets.layers import conv_cls, convolution
-from satnet.nets.spec import GATE_INITS, SKIP_MODES
-
-SELECT_MODES = ("st", "sat")  # modes with a learned select weight W
-ATTEND_MODES = ("at", "sat")  # modes that transfer a single attention map
+from satnet.nets.spec import ATTEND_MODES, GATE_INITS, SELECT_MODES, SKIP_MODES, NetworkSpec, check_skip_channels
 
 
 def trelu(z: torch.Tensor) -> torch.Tensor:
@@ -63,16 +64,26 @@ class SkipGate(nn.Module):
         gate_init: initialisation of W, "ones" (all channels fully on) or "glorot"
             (Keras-2 Glorot uniform, see `keras_glorot_limit`).
         name: stable label used in logs and by `gate_fraction_off` (e.g. "skip0", "dense2.1").
+        maps: k, the attention maps an at/sat gate transfers (1 <= k <= C); must be 1 for org and st.
 
     Attributes you may set: `fused` (sat only; default True) and `record` (default False: when True,
     every forward keeps detached copies `last_attention` (B, 1, *spatial) and `last_select` (C,)
     for visualisation; nothing is kept or computed when False).
     """
 
-    def __init__(self, channels: int, skip: str, spatial_dims: int, gate_init: str = "ones", name: str = ""):
+    def __init__(self, channels: int, skip: str, spatial_dims: int, gate_init: str = "ones", name: str = "",
+                 maps: int = 1):
         super().__init__()
         if skip not in SKIP_MODES:
             raise ValueError(f"skip must be one of {SKIP_MODES}, not {skip!r}")
+        check_skip_channels(skip, maps)
+        if maps > channels:
+            raise ConfigError(
+                f"skip {name or 'gate'} would transfer {maps} attention maps of an encoder output with only {channels} "
+                f"channels; an at/sat skip transfers at most as many maps as it has channels: lower --skip-channels "
+                f"(or that level's K in --skip-levels) to {channels} or less"
+            )
+        self.maps = maps
         self.channels = channels
         self.skip = skip
         self.spatial_dims = spatial_dims
@@ -82,14 +93,14 @@ class SkipGate(nn.Module):
         self.last_attention: torch.Tensor | None = None
         self.last_select: torch.Tensor | None = None
         self.select = nn.Parameter(torch.ones(channels)) if skip in SELECT_MODES else None
-        self.attend = conv_cls(spatial_dims)(channels, 1, kernel_size=1) if skip in ATTEND_MODES else None
+        self.attend = conv_cls(spatial_dims)(channels, maps, kernel_size=1) if skip in ATTEND_MODES else None
         if self.select is not None:
             self.reset_select(gate_init)
 
     @property
     def out_channels(self) -> int:
-        """Channels the decoder receives: C for org and st, 1 for at and sat."""
-        return 1 if self.skip in ATTEND_MODES else self.channels
+        """Channels the decoder receives: C for org and st, k (`maps`) for at and sat."""
+        return self.maps if self.skip in ATTEND_MODES else self.channels
 
     def reset_select(self, gate_init: str) -> None:
         """(Re)initialise W: "ones" sets every weight to 1; "glorot" draws U(-l, l), l = keras_glorot_limit(C)."""
@@ -124,7 +135,7 @@ class SkipGate(nn.Module):
             self._keep(attention, None)
             return attention
         weights = trelu(self.select)
-        if self.fused:  # conv(f * w, K) == conv(f, K * w): the C-channel f * w is never materialised
+        if self.fused:  # conv(f * w, K) == conv(f, K * w): the C-channel f * w is never materialised; K (k, C, 1..)
             kernel = self.attend.weight * weights.view(shape)
             a = self.attend
             attention = torch.sigmoid(convolution(f, kernel, a.bias, a.stride, a.padding, a.dilation, a.groups))
@@ -141,6 +152,15 @@ class SkipGate(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, channels={self.channels}, skip={self.skip!r}, out_channels={self.out_channels}"
+
+
+def skip_gate(spec: NetworkSpec, level: int, channels: int, name: str | None = None,
+              enabled: bool = True) -> SkipGate:
+    """The gate of resolution level `level` of `spec` (its mode and k from `spec.level_skip`) on `channels`
+    encoder channels; name defaults to "skip<level>". enabled=False: an org gate (Tiramisu without dense gates)."""
+    level_skip = spec.level_skip(level)
+    mode, maps = (level_skip.mode, level_skip.channels) if enabled else ("org", 1)
+    return SkipGate(channels, mode, spec.spatial_dims, spec.gate_init, name or f"skip{level}", maps)
 
 
 def iter_gates(module: nn.Module) -> Iterator[tuple[str, SkipGate]]:

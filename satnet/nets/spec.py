@@ -15,8 +15,58 @@ from satnet.errors import ConfigError, unknown_name_error
 
 ARCH_NAMES = ("unet", "vnet", "tiramisu")
 SKIP_MODES = ("org", "st", "at", "sat")
+ATTEND_MODES = ("at", "sat")  # modes that transfer attention maps: the only ones with a channel count k
+SELECT_MODES = ("st", "sat")  # modes with a learned select weight W
 GATE_INITS = ("glorot", "ones")
 NORMS = ("instance", "batch", "group", "none")
+SKIP_LEVELS_SYNTAX = ("MODE[:K],MODE[:K],... one entry per skip level from full resolution down (the last entry "
+                      "repeats for the coarser levels), MODE one of org, st, at, sat and K the maps an at/sat skip "
+                      "transfers (default 1), e.g. sat:4,org")
+
+
+@dataclass(frozen=True)
+class LevelSkip:
+    """The skip of one resolution level: its mode and, for at/sat, the k attention maps it transfers."""
+
+    mode: str
+    channels: int = 1
+
+    @property
+    def label(self) -> str:
+        """"sat", "sat4", "org": the mode, with k when k > 1."""
+        return self.mode + (str(self.channels) if self.channels > 1 else "")
+
+    @property
+    def entry(self) -> str:
+        """The `--skip-levels` / plans.json spelling: "sat:4", "org"."""
+        return self.mode + (f":{self.channels}" if self.channels > 1 else "")
+
+
+def parse_level_skip(text: str, what: str = "skip_levels") -> LevelSkip:
+    """"sat", "sat:4", "org" -> LevelSkip; ConfigError naming `what` and the syntax otherwise."""
+    mode, sep, k = str(text).strip().partition(":")
+    if mode not in SKIP_MODES or (sep and not k.isdigit()):
+        raise ConfigError(f"{what}: {text!r} is not MODE or MODE:K; expected {SKIP_LEVELS_SYNTAX}")
+    channels = int(k) if sep else 1
+    check_skip_channels(mode, channels, what)
+    return LevelSkip(mode, channels)
+
+
+def parse_skip_levels(text: str, what: str = "--skip-levels") -> list[str]:
+    """The `--skip-levels` value "sat:4, org" -> ["sat:4", "org"] (each entry checked)."""
+    entries = [e.strip() for e in str(text).split(",")]
+    if not entries or any(not e for e in entries):
+        raise ConfigError(f"{what}: {text!r} has an empty entry; expected {SKIP_LEVELS_SYNTAX}")
+    return [parse_level_skip(e, what).entry for e in entries]
+
+
+def check_skip_channels(mode: str, channels: object, what: str = "skip_channels") -> None:
+    """k must be a positive integer, and above 1 only for at/sat skips (org and st transfer all C channels)."""
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ConfigError(f"{what}: the number of attention maps must be a positive integer, not {channels!r}")
+    if channels > 1 and mode not in ATTEND_MODES:
+        raise ConfigError(f"{what}: {channels} maps apply to at and sat skips only; {mode!r} skips transfer every "
+                          f"channel of the encoder: use sat:{channels} or at:{channels}, or drop the count")
 
 
 @dataclass
@@ -37,7 +87,13 @@ class NetworkSpec(Contract):
       (vnet), or layers per dense block (tiramisu; the last entry is the bottleneck block).
       None means the architecture's default (see docs/architecture.md).
     - growth_rate: channels added per dense layer (tiramisu only).
-    - skip: "org" | "st" | "at" | "sat" (see satnet.nets.gate).
+    - skip: "org" | "st" | "at" | "sat" (see satnet.nets.gate): the skip of every level, unless
+      skip_levels gives one per level.
+    - skip_channels: k, the attention maps an at/sat skip transfers (1: the SAT paper's gate).
+    - skip_levels: None, or one entry "MODE" / "MODE:K" per skip level from full resolution down,
+      the last repeating for the coarser levels (e.g. ["sat:4", "org"]); it overrides skip and
+      skip_channels, which the planner sets to its first entry. Tiramisu dense blocks take the
+      entry of their level (the bottleneck the coarsest).
     - gate_init: initialisation of the select weights W: "glorot" or "ones".
     - deep_supervision: the decoder also outputs lower-resolution logits.
     - norm: "instance" | "batch" | "group" | "none".
@@ -57,6 +113,8 @@ class NetworkSpec(Contract):
     convs_per_stage: list[int] | None = None
     growth_rate: int = 16
     skip: str = "sat"
+    skip_channels: int = 1
+    skip_levels: list[str] | None = None
     gate_init: str = "ones"
     deep_supervision: bool = True
     norm: str = "instance"
@@ -72,6 +130,12 @@ class NetworkSpec(Contract):
             raise unknown_name_error("arch", self.arch, ARCH_NAMES)
         if self.skip not in SKIP_MODES:
             raise unknown_name_error("skip", self.skip, SKIP_MODES)
+        check_skip_channels(self.skip, self.skip_channels)
+        if self.skip_levels is not None:
+            if not isinstance(self.skip_levels, list) or not self.skip_levels:
+                raise ConfigError(f"skip_levels must be null or a non-empty list, not {self.skip_levels!r}")
+            for entry in self.skip_levels:
+                parse_level_skip(entry)
         if self.gate_init not in GATE_INITS:
             raise unknown_name_error("gate_init", self.gate_init, GATE_INITS)
         if self.norm not in NORMS:
@@ -118,6 +182,21 @@ class NetworkSpec(Contract):
     def num_stages(self) -> int:
         return len(self.features)
 
+    def level_skip(self, level: int) -> LevelSkip:
+        """The skip of resolution level `level` (0 = full resolution; the long skip of encoder stage `level`)."""
+        if self.skip_levels is None:
+            return LevelSkip(self.skip, self.skip_channels)
+        return parse_level_skip(self.skip_levels[min(level, len(self.skip_levels) - 1)])
+
+    def level_skips(self) -> list[LevelSkip]:
+        """One LevelSkip per skip level (num_stages - 1 of them), full resolution first."""
+        return [self.level_skip(i) for i in range(self.num_stages - 1)]
+
+    def skip_label(self) -> str:
+        """"sat", "org", "sat4", or per level joined by "-" ("sat4-org"): what configuration names carry."""
+        labels = [s.label for s in self.level_skips()]
+        return labels[0] if len(set(labels)) == 1 else "-".join(_compress(labels))
+
     def total_stride(self) -> list[int]:
         """Product of strides per axis: every patch dimension must be a multiple of it."""
         return [math.prod(s[a] for s in self.strides) for a in range(self.spatial_dims)]
@@ -125,3 +204,10 @@ class NetworkSpec(Contract):
     def replace(self, **changes) -> "NetworkSpec":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _compress(labels: list[str]) -> list[str]:
+    """Drop the trailing repeats of the last label ("sat4", "org", "org" -> "sat4", "org")."""
+    while len(labels) > 1 and labels[-1] == labels[-2]:
+        labels = labels[:-1]
+    return labels

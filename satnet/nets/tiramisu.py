@@ -37,7 +37,7 @@ from satnet.nets.blocks import (
     stage_list,
     upsampler,
 )
-from satnet.nets.gate import SkipGate
+from satnet.nets.gate import skip_gate
 from satnet.nets.spec import NetworkSpec
 
 DEFAULT_LAYERS = (4, 5, 7, 10, 12, 15)  # FC-DenseNet103 at 6 stages; the bottleneck takes the last entry
@@ -72,9 +72,9 @@ class DenseBlock(nn.Module):
     def __init__(self, spec: NetworkSpec, stage: int, block: int, in_channels: int, num_layers: int):
         super().__init__()
         k, dims = spec.growth_rate, spec.spatial_dims
-        mode = spec.skip if spec.dense_gates else "org"
+        level = min(stage, spec.num_stages - 2)  # the bottleneck's block takes the coarsest skip level's mode
         self.skip_gates = nn.ModuleList(
-            SkipGate(in_channels, mode, dims, spec.gate_init, f"dense{block}.{j}") for j in range(1, num_layers)
+            skip_gate(spec, level, in_channels, f"dense{block}.{j}", spec.dense_gates) for j in range(1, num_layers)
         )
         widths = [in_channels] + [g.out_channels + j * k for j, g in enumerate(self.skip_gates, start=1)]
         kernel = spec.kernel_sizes[stage]
@@ -133,7 +133,7 @@ class TiramisuDecoder(nn.Module):
         widths = tiramisu_widths(spec)
         levels = range(n - 1)
         self.skip_gates = nn.ModuleList(
-            SkipGate(widths[i], spec.skip, dims, spec.gate_init, f"skip{i}") for i in levels
+            skip_gate(spec, i, widths[i]) for i in levels
         )
         self.ups = nn.ModuleList(
             upsampler(dims, layers[i + 1] * k, layers[i + 1] * k, spec.strides[i + 1]) for i in levels

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from satnet.nets.blocks import ConvNormAct, SegmentationHeads, SegmentationNetwork, gate_skip, stage_list, upsampler
-from satnet.nets.gate import SkipGate
+from satnet.nets.gate import skip_gate
 from satnet.nets.spec import NetworkSpec
 
 DEFAULT_CONVS = (2,)  # nnU-Net: two convs per stage
@@ -57,7 +57,7 @@ class UNetDecoder(nn.Module):
         super().__init__()
         f, dims = spec.features, spec.spatial_dims
         levels = range(spec.num_stages - 1)
-        self.skip_gates = nn.ModuleList(SkipGate(f[i], spec.skip, dims, spec.gate_init, f"skip{i}") for i in levels)
+        self.skip_gates = nn.ModuleList(skip_gate(spec, i, f[i]) for i in levels)
         self.ups = nn.ModuleList(upsampler(dims, f[i + 1], f[i], spec.strides[i + 1]) for i in levels)
         self.stages = nn.ModuleList(
             conv_stack(spec, i, f[i] + self.skip_gates[i].out_channels, convs[i], [1] * dims) for i in levels

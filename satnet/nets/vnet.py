@@ -29,7 +29,7 @@ from satnet.nets.blocks import (
     stage_list,
     upsampler,
 )
-from satnet.nets.gate import SkipGate
+from satnet.nets.gate import skip_gate
 from satnet.nets.spec import NetworkSpec
 
 DEFAULT_CONVS = (1, 2, 3)  # V-Net: 1, 2, then 3 convs per stage
@@ -82,7 +82,7 @@ class VNetDecoder(nn.Module):
         super().__init__()
         f, dims = spec.features, spec.spatial_dims
         levels = range(spec.num_stages - 1)
-        self.skip_gates = nn.ModuleList(SkipGate(f[i], spec.skip, dims, spec.gate_init, f"skip{i}") for i in levels)
+        self.skip_gates = nn.ModuleList(skip_gate(spec, i, f[i]) for i in levels)
         self.ups = nn.ModuleList(
             nn.Sequential(upsampler(dims, f[i + 1], f[i], spec.strides[i + 1]), make_norm(spec.norm, dims, f[i]),
                           make_act("prelu", f[i]))

@@ -23,7 +23,16 @@ import numpy as np
 
 from satnet import __version__
 from satnet.errors import ConfigError, unknown_name_error
-from satnet.nets.spec import ARCH_NAMES, GATE_INITS, SKIP_MODES, NetworkSpec
+from satnet.nets.spec import (
+    ARCH_NAMES,
+    GATE_INITS,
+    SELECT_MODES,
+    SKIP_MODES,
+    NetworkSpec,
+    check_skip_channels,
+    parse_level_skip,
+    parse_skip_levels,
+)
 from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, Plans, ResamplingPlan
@@ -52,11 +61,16 @@ class PlannerOptions:
     torch.cuda.max_memory_allocated would report: leave the CUDA context's share of the card out.
     precision: what training will autocast to, "fp16" by default because `satnet train` on CUDA
     defaults to it (bf16 takes the same memory; fp32 about twice the activations: docs/gpu.md).
+    skip_channels: the k maps of at/sat skips (--skip-channels); skip_levels: one "MODE[:K]" per
+    skip level from full resolution down (--skip-levels; NetworkSpec.skip_levels), overriding skip
+    and skip_channels.
     """
 
     gpu_memory_gb: float = 8.0
     arch: str = "unet"
     skip: str = "sat"
+    skip_channels: int = 1
+    skip_levels: list[str] | None = None
     spacing: str | list[float] = "default"
     configs: list[str] = field(default_factory=lambda: list(CONFIG_NAMES))
     optimizer: str = "sgd"
@@ -68,6 +82,9 @@ class PlannerOptions:
             raise unknown_name_error("arch", self.arch, ARCH_NAMES)
         if self.skip not in SKIP_MODES:
             raise unknown_name_error("skip", self.skip, SKIP_MODES)
+        check_skip_channels(self.skip, self.skip_channels, "--skip-channels")
+        if self.skip_levels is not None:
+            self.skip_levels = parse_skip_levels(",".join(self.skip_levels))
         if self.gate_init not in GATE_INITS:
             raise unknown_name_error("gate_init", self.gate_init, GATE_INITS)
         for c in self.configs:
@@ -84,6 +101,7 @@ class PlannerOptions:
     def as_dict(self) -> dict:
         return {
             "gpu_memory_gb": self.gpu_memory_gb, "arch": self.arch, "skip": self.skip,
+            "skip_channels": self.skip_channels, "skip_levels": self.skip_levels,
             "spacing": self.spacing if isinstance(self.spacing, str) else [float(s) for s in self.spacing],
             "configs": list(self.configs), "optimizer": self.optimizer, "precision": self.precision,
             "gate_init": self.gate_init,
@@ -180,9 +198,12 @@ INITIAL_PATCH_VOXELS = {2: 2048**2, 3: 256**3}  # nnU-Net's cap on the starting 
 
 
 def _spec(fp: Fingerprint, options: PlannerOptions, dims: int, topo) -> NetworkSpec:
+    first = parse_level_skip(options.skip_levels[0]) if options.skip_levels else None
     return NetworkSpec(
         arch=options.arch, spatial_dims=dims, in_channels=len(fp.channel_names), num_classes=len(fp.labels),
-        features=topo.features, kernel_sizes=topo.kernel_sizes, strides=topo.strides, skip=options.skip,
+        features=topo.features, kernel_sizes=topo.kernel_sizes, strides=topo.strides,
+        skip=first.mode if first else options.skip, skip_channels=first.channels if first else options.skip_channels,
+        skip_levels=list(options.skip_levels) if options.skip_levels else None,
         gate_init=options.gate_init, deep_supervision=True, norm="instance",
     )
 
@@ -287,11 +308,16 @@ def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, sp
     return lo
 
 
-def configuration_name(dims_name: str, arch: str, skip: str, gate_init: str = DEFAULT_GATE_INIT) -> str:
-    """"3d" for the default U-Net with SAT skips, else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at";
-    a non-default select-weight initialisation of st/sat gates adds it: "2d_glorot"."""
+def configuration_name(dims_name: str, arch: str, skip: str, gate_init: str = DEFAULT_GATE_INIT,
+                       selects: bool | None = None) -> str:
+    """"3d" for the default U-Net with SAT skips, else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at"; `skip` is
+    the network's skip label (NetworkSpec.skip_label: "sat4", "sat4-org"), so k maps and per-level modes
+    name their own configurations ("3d_sat4", "2d_sat4-org"). A non-default select-weight initialisation
+    adds itself when some skip selects (st/sat; `selects`, by default read off `skip`): "2d_glorot"."""
     name = dims_name + ("" if arch == "unet" else f"_{arch}") + ("" if skip == "sat" else f"_{skip}")
-    return name + (f"_{gate_init}" if skip in ("st", "sat") and gate_init != DEFAULT_GATE_INIT else "")
+    if selects is None:
+        selects = skip in SELECT_MODES
+    return name + (f"_{gate_init}" if selects and gate_init != DEFAULT_GATE_INIT else "")
 
 
 def data_identifier(spacing: Sequence[float]) -> str:
@@ -310,7 +336,8 @@ def plan_configuration(
         fp, options, dims, [spacing[a] for a in axes], [median3[a] for a in axes]
     )
     return ConfigurationPlan(
-        name=configuration_name(dims_name, options.arch, options.skip, options.gate_init),
+        name=configuration_name(dims_name, options.arch, spec.skip_label(), options.gate_init,
+                                selects=any(level.mode in SELECT_MODES for level in spec.level_skips())),
         spacing=[float(s) for s in spacing],
         patch_size=patch, batch_size=batch,
         normalization=norms, network=spec, estimated_memory=est,

@@ -98,6 +98,9 @@ class ConfigurationPlan(Contract):
     resampling: ResamplingPlan = field(default_factory=ResamplingPlan)
     median_shape: list[int] = field(default_factory=list)  # median case shape after resampling (Z, Y, X)
     data_identifier: str = ""  # folder under WORK_DIR/preprocessed/; configurations with equal spacing share one
+    # label name -> mean Dice a perfect prediction keeps after resampling to `spacing` and back
+    # (satnet.preprocessing.ceiling); None in plans made before 2026-12-07 or without labels
+    resampling_ceiling: dict[str, float | None] | None = None
 
     def data_dir(self, work_dir: str | Path) -> Path:
         """WORK_DIR/preprocessed/<data_identifier> (the configuration's name when unset)."""

@@ -26,6 +26,7 @@ from satnet.planning.planner import GIB, PlannerOptions, merge_plans, plan_exper
 from satnet.planning.plans import PLANS_FILE, ConfigurationPlan, Plans, load_plans, save_plans
 from satnet.planning.splits import make_splits, save_splits
 from satnet.preprocessing.case import preprocess_case
+from satnet.preprocessing.ceiling import ceiling_line, ceiling_warning, resampling_ceiling
 
 log = logging.getLogger(__name__)
 STAMP_FILE = "stamp.json"
@@ -48,6 +49,7 @@ def plan(raw_dir: Path, work_dir: Path, options: PlannerOptions, workers: int) -
     ensure_writable(work_dir)
     fingerprint = compute_fingerprint(dataset, workers=workers)
     plans, warnings = plan_experiment(fingerprint, options)
+    warnings += _add_resampling_ceilings(dataset, plans, workers)
     for w in warnings:
         log.warning("warning: %s", w)
     existing = _existing_plans(work_dir)
@@ -59,6 +61,21 @@ def plan(raw_dir: Path, work_dir: Path, options: PlannerOptions, workers: int) -
     save_plans(merged, work_dir)
     save_splits(splits, work_dir)
     return dataset, plans
+
+
+def _add_resampling_ceilings(dataset: RawDataset, plans: Plans, workers: int) -> list[str]:
+    """Set each configuration's resampling_ceiling (one computation per spacing), log it; the warnings."""
+    warnings, done = [], {}
+    for conf in plans.configurations.values():
+        key = (tuple(conf.spacing), conf.network.spatial_dims)
+        if key not in done:
+            done[key] = resampling_ceiling(dataset.cases, conf, plans.labels, workers)
+        conf.resampling_ceiling, cases = done[key]
+        log.info("%s", ceiling_line(conf, conf.resampling_ceiling, cases))
+        warning = ceiling_warning(conf, conf.resampling_ceiling)
+        if warning:
+            warnings.append(warning)
+    return warnings
 
 
 def _existing_plans(work_dir: Path) -> Plans | None:
@@ -145,15 +162,20 @@ def preprocess_from_plans(raw_dir: Path, work_dir: Path, configs: Sequence[str] 
     return plans
 
 
+def _skip_words(spec) -> str:
+    """"sat", "sat with 4 maps", "sat with 2 maps, org, org (per level)"."""
+    levels = [f"{s.mode} with {s.channels} maps" if s.channels > 1 else s.mode for s in spec.level_skips()]
+    return levels[0] if len(set(levels)) == 1 else ", ".join(levels) + " (per level, full resolution first)"
+
+
 def summary(plans: Plans) -> str:
     """A few lines per configuration: spacing, patch, batch, stages, memory against the budget."""
     precision = plans.planner.get("precision", "fp32")
-    lines = [f"plans for {plans.dataset_name} ({plans.planner['arch']}, skip {plans.planner['skip']}, "
-             f"memory for {precision} training):"]
+    lines = [f"plans for {plans.dataset_name} ({plans.planner['arch']}, memory for {precision} training):"]
     for conf in plans.configurations.values():
         mem = conf.estimated_memory
         lines.append(
-            f"  {conf.name}: spacing {'x'.join(f'{s:g}' for s in conf.spacing)} mm, patch "
+            f"  {conf.name}: skip {_skip_words(conf.network)}, spacing {'x'.join(f'{s:g}' for s in conf.spacing)} mm, patch "
             f"{'x'.join(map(str, conf.patch_size))}, batch {conf.batch_size}, {conf.network.num_stages} stages, "
             f"features {conf.network.features[0]}..{max(conf.network.features)}, estimated "
             f"{mem.total / GIB:.2f} of {conf.memory_budget_bytes / GIB:.2f} GiB "

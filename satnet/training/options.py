@@ -14,7 +14,7 @@
 | momentum | 0.99 | SGD momentum, Nesterov (nnU-Net); unused by Adadelta |
 | weight_decay | sgd 3e-5, adadelta 0 | L2 penalty (nnU-Net; Keras' Adadelta has none) |
 | rho, eps | 0.95, 1e-8 | Adadelta's decay and epsilon (the SAT paper's Keras defaults) |
-| lr_schedule | sgd "poly", adadelta "constant" | "poly": lr * (1 - epoch / epochs) ** poly_exponent, set at each epoch start |
+| lr_schedule | sgd "poly", adadelta "constant" | "poly": lr * (1 - epoch / epochs) ** poly_exponent, set at each epoch start (with time_budget: 1 - elapsed / budget) |
 | poly_exponent | 0.9 | exponent of the poly schedule (nnU-Net) |
 | grad_clip | 12.0 | maximum global gradient norm (nnU-Net), after fp16 unscaling |
 | batch_size | the plan's | global batch; split over DDP ranks (see per_rank_batch_size) |
@@ -23,6 +23,7 @@
 | workers | default_num_workers() / ranks per node | augmentation processes per rank; 0 runs in the training process |
 | seed | random, then stored | seeds the weights and the data; stored in the checkpoint for resume |
 | init | sgd "he", adadelta "glorot" | weight initialisation (satnet.nets.init_weights) |
+| time_budget | None | minutes of training wall time (epochs with their validation batches; satnet.training.budget): the poly schedule runs over time, and the run ends within one epoch of the budget, or after `epochs` if that comes first |
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ CPU_DEFAULT_PRECISION = "fp32"
 MACHINE_FIELDS = ("device", "workers")
 # These may be changed on resume when given explicitly (more epochs, another precision); every
 # other field must match the checkpoint's.
-RESUME_MAY_CHANGE = ("epochs", "val_iterations", "precision")
+RESUME_MAY_CHANGE = ("epochs", "val_iterations", "precision", "time_budget")
 
 
 @dataclass
@@ -78,6 +79,7 @@ class TrainOptions(Contract):
     workers: int | None = None
     seed: int | None = None
     init: str | None = None
+    time_budget: float | None = None
 
     def __post_init__(self) -> None:
         for name, options in (("optimizer", OPTIMIZERS), ("device", DEVICES)):
@@ -88,7 +90,7 @@ class TrainOptions(Contract):
                 raise unknown_name_error(name, getattr(self, name), options)
         _check_int(self, ("epochs", "iterations_per_epoch", "val_iterations", "batch_size"), minimum=1)
         _check_int(self, ("workers", "seed"), minimum=0)
-        _check_number(self, ("lr", "eps", "grad_clip", "poly_exponent"), low=0.0, low_open=True)
+        _check_number(self, ("lr", "eps", "grad_clip", "poly_exponent", "time_budget"), low=0.0, low_open=True)
         _check_number(self, ("weight_decay",), low=0.0, low_open=False)
         _check_number(self, ("momentum", "rho"), low=0.0, low_open=False, high=1.0)
 

@@ -3,6 +3,7 @@
 training_log.json (written atomically after every epoch):
 
     {"format_version": 1, "config": "3d", "fold": "0", "class_names": ["left", "right"],
+     "iterations": 750, "time_budget_minutes": 30.0,
      "epochs": [{"epoch": 0, "train_loss": -0.31, "val_loss": -0.52, "pseudo_dice": [0.71, 0.66],
                  "mean_dice": 0.685, "ema_dice": 0.685, "lr": 0.01, "seconds": 81.2,
                  "gates_off": {"skip0": 0.0, ...}}, ...]}
@@ -12,7 +13,9 @@ Losses follow nnU-Net's sign (Dice term negative, so lower is better and -1 + CE
 from both targets and predictions), `mean_dice` its mean over the non-null classes,
 `ema_dice` the moving average that picks checkpoint_best, `lr` the learning rate of the
 epoch, `seconds` its wall time (training and validation), `gates_off` the fraction of channels
-each SAT / ST gate has switched off (W <= 0), empty for ORG / AT networks.
+each SAT / ST gate has switched off (W <= 0), empty for ORG / AT networks. `iterations` counts
+the training batches of the completed epochs and `time_budget_minutes` is `--time-budget` (null
+without one); logs written before these fields existed lack them.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ class TrainingLog(Contract):
     fold: str
     class_names: list[str]
     epochs: list[EpochRecord] = field(default_factory=list)
+    iterations: int | None = None
+    time_budget_minutes: float | None = None
     format_version: int = 1
 
     def append(self, record: EpochRecord) -> None:

@@ -37,6 +37,7 @@ from satnet.io.checkpoints import CHECKPOINT_FORMAT_VERSION, save_checkpoint
 from satnet.nets import build_network, gate_fraction_off
 from satnet.planning.plans import PLANS_FILE, ConfigurationPlan, Plans, load_plans
 from satnet.planning.splits import fold_cases, load_splits
+from satnet.training import budget as time_budget
 from satnet.training import distributed as ddp
 from satnet.training.checkpointing import (
     capture_rng,
@@ -168,7 +169,8 @@ def train(
     if ctx.is_main:
         save_checkpoint(checkpoint_file(run.fold_dir, "final"), _checkpoint(run, options, state))
         save_log(state.log, run.fold_dir)
-        logger.info("finished %s fold %s: %d epochs; outputs in %s", config, run.fold, state.epoch, run.fold_dir)
+        logger.info("finished %s fold %s: %d epochs (%d iterations); outputs in %s", config, run.fold, state.epoch,
+                    state.epoch * options.iterations_per_epoch, run.fold_dir)
     ddp.shutdown(ctx)
     return TrainResult(run.fold_dir, state.network.eval(), run.plans, run.plan, run.data_dir, run.val_cases, options,
                        state.epoch, ctx.is_main)
@@ -243,7 +245,8 @@ def _log_start(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, start_ep
         "training %s fold %s on %s (%s): %s epochs x %d iterations, batch %d%s, %s lr %g (%s), init %s, seed %d; "
         "%d training and %d validation cases; outputs in %s",
         run.config, run.fold, o.device, o.precision,
-        f"epochs {start_epoch + 1}..{o.epochs} of {o.epochs}" if start_epoch else o.epochs,
+        (f"epochs {start_epoch + 1}..{o.epochs} of {o.epochs}" if start_epoch else str(o.epochs))
+        + (f" (or {o.time_budget:g} minutes of training, whichever ends first)" if o.time_budget is not None else ""),
         o.iterations_per_epoch, o.batch_size, ranks, o.optimizer, o.lr, o.lr_schedule, o.init, o.seed,
         len(run.train_cases), len(run.val_cases), run.fold_dir,
     )
@@ -274,11 +277,20 @@ def make_optimizer(parameters, o: TrainOptions) -> torch.optim.Optimizer:
     return torch.optim.Adadelta(parameters, lr=o.lr, rho=o.rho, eps=o.eps, weight_decay=o.weight_decay)
 
 
-def learning_rate(o: TrainOptions, epoch: int) -> float:
-    """The learning rate of `epoch` (0-based): poly lr * (1 - epoch / epochs) ** exponent, or constant."""
-    if o.lr_schedule == "poly":
-        return o.lr * (1.0 - epoch / o.epochs) ** o.poly_exponent
-    return o.lr
+def learning_rate(o: TrainOptions, epoch: int, seconds: list[float] | None = None) -> float:
+    """The learning rate of `epoch` (0-based): poly lr * (1 - epoch / epochs) ** exponent, or constant.
+
+    With a time budget the poly schedule runs over time: `seconds` are the completed epochs' wall times
+    (satnet.training.budget)."""
+    if o.lr_schedule != "poly":
+        return o.lr
+    if o.time_budget is not None:
+        return o.lr * (1.0 - time_budget.fraction_spent(seconds or [], o.time_budget)) ** o.poly_exponent
+    return o.lr * (1.0 - epoch / o.epochs) ** o.poly_exponent
+
+
+def _epoch_seconds(state: _State) -> list[float]:
+    return [e.seconds for e in state.log.epochs]
 
 
 def _build_state(
@@ -312,7 +324,8 @@ def _checkpoint(run: _Run, o: TrainOptions, state: _State) -> dict[str, Any]:
         "config": run.config, "fold": run.fold, "network": run.plan.network.to_dict(), "plans_json": run.plans_text,
         "state_dict": portable_state_dict(state.network), "epoch": state.epoch,
         "optimizer": state.optimizer.state_dict(),
-        "scheduler": {"schedule": o.lr_schedule, "next_lr": learning_rate(o, min(state.epoch, o.epochs - 1))},
+        "scheduler": {"schedule": o.lr_schedule,
+                      "next_lr": learning_rate(o, min(state.epoch, o.epochs - 1), _epoch_seconds(state))},
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "rng": capture_rng(), "train_options": o.to_dict(), "best_ema_dice": state.best_ema,
         "log": state.log.to_dict(),
@@ -348,8 +361,10 @@ def _train_epochs(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state
                                outputs, state.epoch)
     try:
         for epoch in range(state.epoch, o.epochs):
+            if o.time_budget is not None and _out_of_time(o, ctx, state, device_of(state.network)):
+                break
             started = time.perf_counter()
-            lr = learning_rate(o, epoch)
+            lr = learning_rate(o, epoch, _epoch_seconds(state))
             for group in state.optimizer.param_groups:
                 group["lr"] = lr
             pipelines.start_epoch(epoch)
@@ -368,6 +383,19 @@ def _train_epochs(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state
         pipelines.close()
 
 
+def device_of(network: nn.Module) -> torch.device:
+    return next(network.parameters()).device
+
+
+def _out_of_time(o: TrainOptions, ctx: ddp.DistributedContext, state: _State, device: torch.device) -> bool:
+    """Whether the time budget ends the run before the next epoch (rank 0 decides for every rank)."""
+    reached = ddp.broadcast_int(int(time_budget.budget_reached(_epoch_seconds(state), o.time_budget)), ctx, device)
+    if reached and ctx.is_main:
+        logger.info("time budget reached: %s", time_budget.describe(_epoch_seconds(state), o.iterations_per_epoch,
+                                                                      o.time_budget))
+    return bool(reached)
+
+
 def _finish_epoch(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state: _State, record: EpochRecord) -> None:
     """Update the EMA and the log; on rank 0 log the line and write best (if improved), latest, log, plot."""
     record.ema_dice = state.ema.update(record.mean_dice if record.mean_dice is not None else float("nan"))
@@ -376,9 +404,14 @@ def _finish_epoch(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state
         state.best_ema = record.ema_dice
     state.log.append(record)
     state.epoch = record.epoch + 1
+    state.log.iterations = state.epoch * o.iterations_per_epoch
+    state.log.time_budget_minutes = o.time_budget
     if not ctx.is_main:
         return
-    logger.info(format_epoch(record, run.class_names, o.epochs))
+    line = format_epoch(record, run.class_names, o.epochs)
+    if o.time_budget is not None:
+        line += f", {sum(_epoch_seconds(state)) / 60:.1f} of {o.time_budget:g} min"
+    logger.info(line)
     if record.train_loss is None:
         logger.warning("warning: the training loss of epoch %d is not finite: training diverged; lower --lr, or "
                        "resume from an earlier checkpoint", record.epoch + 1)

@@ -22,13 +22,13 @@ from satnet.planning.memory_measure import measure_training_step
 SIZES = {2: [(96, 96), (128, 128), (160, 160)], 3: [(24, 24, 24), (32, 32, 32), (40, 40, 40)]}
 
 
-def spec_for(arch: str, skip: str, dims: int) -> NetworkSpec:
+def spec_for(arch: str, skip: str, dims: int, **changes) -> NetworkSpec:
     kernel = 5 if arch == "vnet" else 3
     # small dense blocks keep the tiramisu's real CPU steps (the slow half of this test) short
     extra = {"convs_per_stage": [2, 2, 3], "growth_rate": 8} if arch == "tiramisu" else {}
     return NetworkSpec(arch=arch, spatial_dims=dims, in_channels=1, num_classes=3, features=[8, 16, 32],
                        kernel_sizes=[[kernel] * dims] * 3, strides=[[1] * dims, [2] * dims, [2] * dims], skip=skip,
-                       **extra)
+                       **extra, **changes)
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -43,3 +43,16 @@ def test_estimate_matches_real_cpu_run(arch, skip, dims, size):
     assert relative(est.activations, real.activations) < 0.02, (est, real)
     if size == 1:
         assert relative(est.peak, real.peak) < 0.02, (est, real)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("arch, dims, changes", list(itertools.product(
+    ARCH_NAMES, (2, 3), [dict(skip_channels=4), dict(skip_levels=["sat:2", "org"])])))
+def test_estimate_matches_real_cpu_run_for_k_map_and_per_level_skips(arch, dims, changes):
+    spec = spec_for(arch, "sat", dims, **changes)
+    patch = SIZES[dims][1]
+    torch.manual_seed(0)
+    est = trace_training_step(spec, patch, 2)
+    real = measure_training_step(build_network(spec), patch, 2, in_channels=1, peak=True, saved=False)
+    assert relative(est.activations, real.activations) < 0.02, (est, real)
+    assert relative(est.peak, real.peak) < 0.02, (est, real)

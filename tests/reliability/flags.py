@@ -27,6 +27,7 @@ BAD_VALUES: dict[str, tuple[str, ...]] = {
     "fold_arg": ("-1", "1.0", "five"),
     "part_arg": ("2/2", "3/2", "1", "a/b"),
     "existing_dir": ("no/such/folder",),
+    "skip_levels_arg": ("sat:0", "org:2", "sat,,org", "bogus", "sat:x", ""),
 }
 SPACING_BAD = ("0", "-2", "1 2", "nan", "big")  # --spacing: nargs="+", parsed by its handler (parser.error)
 UNCHECKED_TYPES = ("Path",)  # any text is a valid path; whether it can be written is checked when writing

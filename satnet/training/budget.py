@@ -1,0 +1,38 @@
+"""Training for a wall-clock budget (`satnet train --time-budget MINUTES`).
+
+The budget counts the wall time of the epochs (training and their validation batches, each
+epoch's `seconds` in training_log.json), not start-up or the final validation that follows.
+Because the time comes from the log, a resumed run continues with what is left of it.
+
+- Learning rate: the poly schedule over time, lr * (1 - elapsed / budget) ** exponent, set at
+  each epoch start (a constant schedule stays constant).
+- Stopping: before each epoch, the run stops when the time spent, plus half of the recent
+  epochs' median length, reaches the budget. It so ends within half an epoch of the budget on
+  either side (one epoch when epochs vary), and its last epoch trains at the schedule's end.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Sequence
+
+RECENT_EPOCHS = 3  # epochs whose median length predicts the next one's
+
+
+def fraction_spent(seconds: Sequence[float], budget_minutes: float) -> float:
+    """Elapsed training time as a fraction of the budget, capped at 1."""
+    return min(1.0, sum(seconds) / (budget_minutes * 60.0))
+
+
+def budget_reached(seconds: Sequence[float], budget_minutes: float) -> bool:
+    """Whether the next epoch should not start, given the completed epochs' wall seconds."""
+    if not seconds:
+        return False
+    expected = statistics.median(seconds[-RECENT_EPOCHS:])
+    return sum(seconds) + expected / 2 >= budget_minutes * 60.0
+
+
+def describe(seconds: Sequence[float], iterations_per_epoch: int, budget_minutes: float) -> str:
+    """'42 epochs (1,050 iterations) in 29.6 of 30 minutes'."""
+    epochs = len(seconds)
+    return (f"{epochs} epochs ({epochs * iterations_per_epoch:,} iterations) in {sum(seconds) / 60:.1f} of "
+            f"{budget_minutes:g} minutes")

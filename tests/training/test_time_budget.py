@@ -1,0 +1,61 @@
+"""`satnet train --time-budget`: the schedule over time, stopping within one epoch, resume with what is left."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from satnet.errors import ConfigError
+from satnet.training.budget import budget_reached, fraction_spent
+from satnet.training.options import TrainOptions
+from satnet.training.trainer import fold_dir_of, train
+from tests.training.trainer_work_dir import make_work_dir, one_torch_thread  # noqa: F401
+
+BUDGET_MINUTES = 0.08  # 4.8 s: several epochs of one iteration each on the tiny work folder
+
+
+def test_the_next_epoch_starts_only_when_half_of_it_fits():
+    assert not budget_reached([], 1.0)
+    assert not budget_reached([20.0, 20.0], 1.0)  # 40 s spent + 10 expected < 60
+    assert budget_reached([20.0, 20.0, 15.0], 1.0)  # 55 + 10 >= 60
+    assert fraction_spent([30.0], 1.0) == 0.5 and fraction_spent([90.0], 1.0) == 1.0
+
+
+def test_a_non_positive_budget_is_refused():
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="time_budget"):
+            TrainOptions(time_budget=bad)
+
+
+def _log(work_dir) -> dict:
+    return json.loads((fold_dir_of(work_dir, "3d", 0) / "training_log.json").read_text())
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_training_stops_within_one_epoch_of_the_budget_at_the_schedules_end(tmp_path):
+    work_dir = make_work_dir(tmp_path, configs=("3d",))
+    options = TrainOptions(epochs=1000, iterations_per_epoch=1, val_iterations=1, workers=0, seed=0,
+                           time_budget=BUDGET_MINUTES)
+    result = train(work_dir, "3d", 0, options, progress_bar=False)
+    log = _log(work_dir)
+    seconds = [e["seconds"] for e in log["epochs"]]
+    assert 3 <= len(seconds) < 1000 and result.epochs_completed == len(seconds)
+    assert abs(sum(seconds) - BUDGET_MINUTES * 60) <= max(seconds)
+    lrs = [e["lr"] for e in log["epochs"]]
+    assert lrs[0] == 0.01 and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] <= 0.01 * (1.5 * max(seconds) / (BUDGET_MINUTES * 60)) ** 0.9  # within 1.5 epochs of the end
+    assert log["iterations"] == len(seconds) and log["time_budget_minutes"] == BUDGET_MINUTES
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_resume_continues_with_what_is_left_of_the_budget(tmp_path):
+    work_dir = make_work_dir(tmp_path, configs=("3d",))
+    common = dict(iterations_per_epoch=1, val_iterations=1, workers=0, seed=0, time_budget=BUDGET_MINUTES)
+    train(work_dir, "3d", 0, TrainOptions(epochs=2, **common), progress_bar=False)  # stopped early by --epochs
+    first = [e["seconds"] for e in _log(work_dir)["epochs"]]
+    fold_dir = fold_dir_of(work_dir, "3d", 0)
+    (fold_dir / "checkpoint_final.pt").unlink()  # as if the first run had been killed after its second epoch
+    train(work_dir, "3d", 0, TrainOptions(epochs=1000, **common), resume=True, given=["epochs"], progress_bar=False)
+    seconds = [e["seconds"] for e in _log(work_dir)["epochs"]]
+    assert seconds[:2] == first and len(seconds) > 2
+    assert abs(sum(seconds) - BUDGET_MINUTES * 60) <= max(seconds)  # the budget counts both runs' epochs
