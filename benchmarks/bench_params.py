@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from satnet.nets import NetworkSpec, count_parameters, parameter_table  # noqa: E402
+from satnet.nets import NetworkSpec, count_parameters, parameter_table, reference_spec  # noqa: E402
+from satnet.nets.spec import ARCH_NAMES  # noqa: E402
 
 PAPER_UNET_SKIN = (772_401, 531_338)
 PAPER_TIRAMISU_SKIN_CHANGE = -0.207
@@ -64,6 +65,24 @@ def reference_table() -> list[str]:
     return lines
 
 
+# The skip variants of the study (docs/results.md): k attention maps, and per-level mixes.
+VARIANTS = {"sat": {}, "sat2": {"skip_channels": 2}, "sat4": {"skip_channels": 4}, "sat8": {"skip_channels": 8},
+            "sat-org": {"skip_levels": ["sat", "org"]}, "sat4-org": {"skip_levels": ["sat:4", "org"]}}
+
+
+def variant_table() -> list[str]:
+    lines = ["| arch | dims | org | " + " | ".join(VARIANTS) + " |", "|---|---|---:|" + "---:|" * len(VARIANTS)]
+    for arch in ARCH_NAMES:
+        for dims in (2, 3):
+            org = count_parameters(reference_spec(arch, dims, "org"))
+            cells = []
+            for changes in VARIANTS.values():
+                count = count_parameters(reference_spec(arch, dims, "sat", **changes))
+                cells.append(f"{count:,} ({count / org - 1:+.1%})")
+            lines.append(f"| {arch} | {dims}D | {org:,} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def paper_table() -> list[str]:
     lines = [
         "| model | ORG | SAT | SAT vs ORG | paper (skin, Table 3) |",
@@ -101,6 +120,13 @@ def main() -> None:
         "blocks 4-5-7-10 and bottleneck 12 (`satnet.nets.reference_spec`).",
         "",
         *reference_table(),
+        "",
+        "## k attention maps and per-level skips",
+        "",
+        "The same networks with `--skip-channels K` (satK) and `--skip-levels` (sat-org: SAT at full resolution,",
+        "plain skips below; sat4-org: the same with 4 maps); in brackets the change against org.",
+        "",
+        *variant_table(),
         "",
         "## Skin models against the paper",
         "",
