@@ -165,6 +165,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp's 0600 would hide every output from colleagues
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -177,6 +178,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], Non
             pass
         raise naming_file(exc, path)
     return path
+
+
+def new_file_mode() -> int:
+    """The mode open() gives a new file under the current umask (0o666 & ~umask): 0o644 under the usual 022.
+
+    Read from /proc/self/status where Linux has it; elsewhere by setting the umask and restoring it at once.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def naming_file(exc: BaseException, path: str | os.PathLike) -> BaseException:

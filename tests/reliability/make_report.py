@@ -25,7 +25,7 @@ from tests.reliability.sandbox import build_bases, run_cli  # noqa: E402
 
 DOC = REPO / "docs" / "reliability.md"
 FAULT_MODULES = ("test_kill_plan", "test_kill_train", "test_kill_predict", "test_disk_full", "test_safe_loading",
-                 "test_thin_cases")
+                 "test_thin_cases", "test_file_modes")
 
 
 def _cell(text: str) -> str:
@@ -118,6 +118,9 @@ FOUND_AND_FIXED = """\
   real, smaller difference on every CPU: PyTorch's channels_last group-norm forward sums x and x^2 in plain
   fp32 loops (rstd off by up to 1.4e-3), and satnet's norm backward cancelled in sum(dy x) - mean sum(dy);
   satnet now computes both itself (docs/performance.md), and the check's floor went from 1e-3 to 1e-4.
+- Every output but the masks was written with mode 0600 whatever the umask (the temporary file of each atomic
+  write came from mkstemp): plans, checkpoints, logs, preprocessed cases, pictures were unreadable for the rest
+  of a group. Atomic writes now give the file the mode an ordinary new file gets (0o666 & ~umask).
 - `--spacing` errors now read like argparse's ("argument --spacing: must be ..."); one np.load in the data
   loader now says allow_pickle=False explicitly.
 """
