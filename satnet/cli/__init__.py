@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 from satnet import __version__
@@ -78,10 +80,28 @@ def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
     return restore
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every `finally` runs: worker processes are stopped and
+    no output is left half-written (the default action would end the process on the spot, orphaning them)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _handle_sigterm() -> Callable[[], None]:
+    """Install the SIGTERM handler (main thread only); returns a function restoring the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     restore_logging = _configure_logging(args)
+    restore_sigterm = _handle_sigterm()
     try:
         return int(args.handler(args) or 0)
     except SatnetError as exc:
@@ -96,10 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"satnet {args.command}: error: {exc.strerror or exc}{where}; check that the path exists, "
               f"is writable and the disk has space, then rerun (finished outputs are kept)", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"satnet {args.command}: interrupted; finished outputs are kept, rerun to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"satnet {args.command}: {how}; finished outputs are kept, rerun to continue (train: --resume)",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
+        restore_sigterm()
         restore_logging()
 
 

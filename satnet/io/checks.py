@@ -93,10 +93,42 @@ def check_dataset(raw_dir: str | Path, workers: int = 1) -> RawDataset:
     start = time.perf_counter()
     reports = map_cases(check_case, tasks, workers, desc=f"checking {raw_dir.name}")
     problems += [p for r in reports for p in r.problems]
+    problems += geometry_outliers(reports, ds.file_ending)
     if problems:
         raise DatasetCheckError(str(raw_dir), format_problems(problems))
     logger.info("%s: %d cases passed the checks in %.1f s", raw_dir, len(cases), time.perf_counter() - start)
     return RawDataset(raw_dir, ds, cases, {r.case_id: r.geometry for r in reports})
+
+
+OUTLIER_FACTOR = 10.0  # spacing or physical extent this many times above or below the dataset's median
+MIN_CASES_FOR_OUTLIERS = 3
+
+
+def geometry_outliers(reports: list["CaseReport"], file_ending: str) -> list[Problem]:
+    """Cases whose spacing or physical extent (shape x spacing) differs from the median case's by more than
+    OUTLIER_FACTOR along some axis: a header in metres instead of millimetres (0.001), a scan of another kind
+    (50 mm slices among 1 mm ones). Left in, one such case drives the planner (a batch of 751, a 1x1x1 volume
+    of background) and takes minutes to preprocess; so the check names it against the median."""
+    geometries = {r.case_id: r.geometry for r in reports if r.geometry is not None}
+    if len(geometries) < MIN_CASES_FOR_OUTLIERS:
+        return []
+    spacing = np.array([g.spacing for g in geometries.values()], dtype=float)  # (N, 3) Z, Y, X
+    extent = spacing * np.array([g.shape for g in geometries.values()], dtype=float)
+    median_spacing, median_extent = np.median(spacing, axis=0), np.median(extent, axis=0)
+    fmt = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
+    problems: list[Problem] = []
+    for (case_id, geometry), sp, ex in zip(geometries.items(), spacing, extent):
+        for what, value, median in (("spacing", sp, median_spacing), ("physical size", ex, median_extent)):
+            ratio = value / median
+            off = [axis for axis, r in zip("ZYX", ratio) if r > OUTLIER_FACTOR or r < 1 / OUTLIER_FACTOR]
+            if off:
+                problems.append((f"imagesTr/{case_id}_0000{file_ending}",
+                                 f"{what} {fmt(value)} mm (Z x Y x X) is more than {OUTLIER_FACTOR:g}x away from the "
+                                 f"dataset's median {fmt(median)} mm along {', '.join(off)}: if the header is wrong "
+                                 f"(metres instead of millimetres, a swapped axis), fix the spacing in the image and "
+                                 f"label files; if the scan is of another kind, remove case {case_id}"))
+                break
+    return problems
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ picklable, so the pool works with every start method: 'fork' (Linux default befo
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence, TypeVar
@@ -37,14 +38,38 @@ def map_cases(
     workers = min(workers, len(items))
     # a few chunks per worker: few round trips for many small cases, yet a balanced load
     chunksize = max(1, len(items) // (workers * 4))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            return list(tqdm(pool.map(fn, items, chunksize=chunksize), **bar))
+        results = list(tqdm(pool.map(fn, items, chunksize=chunksize), **bar))
     except BrokenProcessPool:
+        pool.shutdown(wait=True)
         raise SatnetError(
             f"a worker process died{f' ({desc})' if desc else ''}, killed by the system, most often for lack of "
             f"memory; rerun with fewer workers (-j 1 needs the least memory): finished cases are kept"
         ) from None
+    except BaseException:  # Ctrl-C, SIGTERM (satnet.cli turns it into an exception), any error in the parent
+        stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _ignore_interrupts() -> None:
+    """Worker initializer: Ctrl-C reaches the whole process group, but only the parent should handle it
+    (it stops the workers); otherwise every worker prints a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's processes now, without waiting for the cases they are on.
+
+    A worker deep in one large case (minutes of resampling in C code) would otherwise hold up a Ctrl-C
+    until it finished. Outputs are written atomically, so a case cut short leaves no partial file.
+    """
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def default_workers() -> int:

@@ -25,7 +25,7 @@ from tests.reliability.sandbox import build_bases, run_cli  # noqa: E402
 
 DOC = REPO / "docs" / "reliability.md"
 FAULT_MODULES = ("test_kill_plan", "test_kill_train", "test_kill_predict", "test_disk_full", "test_safe_loading",
-                 "test_thin_cases", "test_file_modes")
+                 "test_thin_cases", "test_file_modes", "test_signals")
 
 
 def _cell(text: str) -> str:
@@ -121,6 +121,13 @@ FOUND_AND_FIXED = """\
 - Every output but the masks was written with mode 0600 whatever the umask (the temporary file of each atomic
   write came from mkstemp): plans, checkpoints, logs, preprocessed cases, pictures were unreadable for the rest
   of a group. Atomic writes now give the file the mode an ordinary new file gets (0o666 & ~umask).
+- One case with 50 mm slices among 1-3 mm ones, or with its spacing in metres (0.001), passed the checks: the
+  first took the plan to a batch of 751 and preprocessing to 12 minutes, the second was shrunk to a 1x1x1
+  background volume and trained on. The check now refuses a case whose spacing or physical size is more than
+  10x from the dataset's median along an axis, naming it, its spacing against the median, and the fix.
+- SIGTERM ended `satnet train` on the spot, orphaning its augmentation worker; Ctrl-C during preprocessing
+  waited for the case every worker was on. The CLI now turns SIGTERM into an exception (every `finally` runs,
+  exit code 143), pool workers ignore the terminal's SIGINT and the parent terminates them at once.
 - `--spacing` errors now read like argparse's ("argument --spacing: must be ..."); one np.load in the data
   loader now says allow_pickle=False explicitly.
 """

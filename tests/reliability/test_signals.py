@@ -1,0 +1,93 @@
+"""Ctrl-C and SIGTERM stop every worker promptly and leave nothing half-written.
+
+Before: SIGTERM ended `satnet train` on the spot and left its augmentation worker running as an orphan
+(parent PID 1) for over a minute; Ctrl-C during preprocessing waited for the case each worker was on
+(minutes for a large one)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.training.trainer_work_dir import make_work_dir
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def children(pid: int) -> set[int]:
+    """PIDs whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists()
+            and (Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")}
+
+
+def wait_for(condition, timeout: float, step: float = 0.2) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+
+
+def test_ctrl_c_stops_pool_workers_busy_with_a_long_case():
+    code = "import time; from satnet.io.pool import map_cases; map_cases(time.sleep, [600.0] * 4, workers=2)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: len(children(proc.pid)) >= 2, 30), "the pool never started"
+        workers = children(proc.pid)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        assert time.monotonic() - started < 10
+        assert wait_for(lambda: not alive(workers), 10), f"workers left running: {alive(workers)}"
+        assert proc.returncode != 0
+    finally:
+        proc.kill()
+
+
+def test_sigterm_ends_train_and_its_augmentation_workers(tmp_path):
+    work = make_work_dir(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "satnet.cli", "train", str(work), "3d", "0", "--epochs", "1000",
+                             "--iterations-per-epoch", "20", "--val-iterations", "1", "--workers", "1", "-q"],
+                            env=ENV, stderr=subprocess.PIPE, text=True)
+    fold = work / "results" / "3d" / "fold_0"
+    try:
+        assert wait_for(lambda: (fold / "checkpoint_latest.pt").is_file(), 120), "no epoch finished"
+        workers = children(proc.pid)
+        assert workers, "no augmentation worker found"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 30
+        assert proc.returncode == 143, err
+        assert "terminated (SIGTERM)" in err and "--resume" in err
+        assert wait_for(lambda: not alive(workers), 15), f"workers left running: {alive(workers)}"
+        assert not list(fold.glob(".*.tmp")), "a half-written file was left"
+    finally:
+        proc.kill()
+    resumed = subprocess.run([sys.executable, "-m", "satnet.cli", "train", str(work), "3d", "0", "--resume",
+                              "--iterations-per-epoch", "20", "--val-iterations", "1", "--workers", "0",
+                              "--epochs", "2", "--no-validation", "-q"], env=ENV, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
