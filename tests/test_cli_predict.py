@@ -122,7 +122,7 @@ def test_empty_input_folder_and_wrong_channel_count(raw, tiny_work, tmp_path, ca
     for case in ("case_003", "case_004"):
         shutil.copy(two_channels / f"{case}_0000.nii.gz", two_channels / f"{case}_0001.nii.gz")
     code, _, err = run(capsys, "predict", "-i", two_channels, "-o", tmp_path / "out", "-m", tiny_work)
-    assert code == 1 and "case_003_0001.nii.gz: is channel 1 but channel_names in dataset.json lists 1" in err
+    assert code == 1 and "case_003_0001.nii.gz: is channel 1, but the model takes 1 channel(s)" in err
 
 
 def test_continue_and_part_through_the_cli(raw, tiny_work, tmp_path, capsys):

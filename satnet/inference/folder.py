@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from satnet.contracts import check_writable_folder
-from satnet.errors import InputError
+from satnet.errors import InputError, SatnetError
 from satnet.inference.export import revert_to_original
 from satnet.inference.models import (
     ConfigurationModels,
@@ -44,7 +44,9 @@ from satnet.inference.predictor import (
     resolve_device,
     write_case,
 )
+from satnet.io.checks import scan_problems
 from satnet.io.dataset import RawCase, find_cases_in_folder, read_case
+from satnet.planning.fingerprint import FINGERPRINT_FILE, load_fingerprint
 from satnet.planning.plans import load_plans
 from satnet.preprocessing.case import preprocess_case
 
@@ -121,7 +123,8 @@ def predict_folder(
     models = [load_configuration(work_dir, c, folds, checkpoint, str(device)) for c in configs]
     _check_models_agree(models, num_channels, plans.labels)
     postprocessing = _postprocessing(work_dir, configs)
-    ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1)
+    ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1,
+                         training_reference=_training_reference(work_dir))
 
     def finish(result) -> None:
         write_case(ensemble.export(*result), output_dir, ending, postprocessing, save_probabilities)
@@ -130,6 +133,17 @@ def predict_folder(
                         name=lambda case: case.case_id, desc=f"predict {'+'.join(configs)}")
     report.predicted, report.failed = run.predicted, run.failed
     return report
+
+
+def _training_reference(work_dir: Path) -> tuple[list[float] | None, int | None]:
+    """The training cases' median spacing and slice count (fingerprint.json), to check scans against."""
+    if not (work_dir / FINGERPRINT_FILE).is_file():
+        return None, None
+    try:
+        fingerprint = load_fingerprint(work_dir)
+    except SatnetError:
+        return None, None
+    return fingerprint.median_spacing(), int(np.median(fingerprint.shapes_after_crop()[:, 0]))
 
 
 def _check_models_agree(models: list[ConfigurationModels], num_channels: int, labels: dict[str, int]) -> None:
@@ -156,8 +170,9 @@ class _Ensemble:
     """The three pipeline steps for an ensemble of configurations (usually one)."""
 
     def __init__(self, models: list[ConfigurationModels], settings: InferenceSettings, device: torch.device,
-                 keep_probabilities: bool):
+                 keep_probabilities: bool, training_reference: tuple[list[float] | None, int | None] = (None, None)):
         self.models = models
+        self.training_spacing, self.training_slices = training_reference
         self.settings = settings
         self.device = device
         self.keep_probabilities = keep_probabilities
@@ -170,6 +185,11 @@ class _Ensemble:
     def load(self, case: RawCase, num_channels: int):
         """Read the case and preprocess it for each configuration: (case id, [(data, props)])."""
         image, _, geometry = read_case(case, num_channels)  # (C, Z, Y, X)
+        dims = min(len(m.plan.patch_size) for m in self.models)
+        problems = scan_problems(image, geometry, dims, case.image_files[0], self.training_spacing,
+                                 self.training_slices)
+        if problems:  # the pipeline records the case as skipped and goes on with the others
+            raise InputError(f"{case.image_files[0]}: " + "; it also ".join(problems) + "; this case was skipped")
         labels = self.models[0].plans.labels
         prepared = []
         for m in self.models:

@@ -188,6 +188,32 @@ def _nonfinite_hidden_by_reader(path: Path) -> int:
         return 0  # nibabel cannot parse what SimpleITK read; the values SimpleITK gave are checked
 
 
+def scan_problems(image: np.ndarray, geometry: ImageGeometry, spatial_dims: int, path: Path,
+                  training_spacing: list[float] | None = None, training_slices: int | None = None) -> list[str]:
+    """What makes a scan to predict unusable for a trained model, worded for `satnet predict` (each entry
+    ends with the fix). The dataset check refuses the same in training data: NaN / inf voxels (ten of them
+    moved 442 mask voxels across a volume), an all-zero image, a spacing that is not positive and finite or
+    more than OUTLIER_FACTOR from the training cases' median spacing; and a single slice for a 3D model that
+    was trained on volumes (`training_slices`: the training cases' median slice count; a model trained on
+    single-slice cases takes them)."""
+    problems = _image_value_problems(image, _nonfinite_hidden_by_reader(path))
+    if spatial_dims == 3 and geometry.shape[0] == 1 and (training_slices or 1) > 1:
+        problems.append("is a single 2D slice, but the configuration is 3D: predict it with a 2d configuration "
+                        "(-c 2d), or give the whole volume")
+    spacing = np.asarray(geometry.spacing, dtype=float)
+    if not np.all(np.isfinite(spacing) & (spacing > 0)):
+        problems.append(f"has spacing {list(geometry.spacing)} mm: fix the header (every spacing positive and finite)")
+    elif training_spacing is not None and geometry.shape[0] > 1:
+        ratio = spacing / np.asarray(training_spacing, dtype=float)
+        off = [axis for axis, r in zip("ZYX", ratio) if r > OUTLIER_FACTOR or r < 1 / OUTLIER_FACTOR]
+        if off:
+            fmt = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
+            problems.append(f"has spacing {fmt(spacing)} mm, more than {OUTLIER_FACTOR:g}x from the training cases' "
+                            f"median {fmt(training_spacing)} mm along {', '.join(off)}: if the header is wrong "
+                            f"(metres instead of millimetres), fix it; a scan of another kind needs another model")
+    return [p.replace("fix the file or remove the case", "fix the file") for p in problems]
+
+
 def _image_value_problems(image: np.ndarray, nonfinite_in_file: int = 0) -> list[str]:
     """Problems with an image's values; `nonfinite_in_file` counts NaN / inf the reader may have zeroed."""
     problems = []

@@ -235,7 +235,13 @@ def find_cases_in_folder(folder: str | Path, file_ending: str, num_channels_expe
     errors = _ending_errors(file_ending)
     if errors:
         raise InputError(f"{folder}: {errors[0]}")
-    cases, problems = scan_cases(folder, file_ending, num_channels_expected, None, folder.parent)
+    ignored: list[Path] = []
+    cases, problems = scan_cases(folder, file_ending, num_channels_expected, None, folder.parent, ignored=ignored)
+    if ignored:
+        logger.warning("warning: ignoring %d entr%s of %s that %s no scan: %s", len(ignored),
+                       "y" if len(ignored) == 1 else "ies", folder, "is" if len(ignored) == 1 else "are",
+                       ", ".join(p.name + ("/" if p.is_dir() else "") for p in ignored[:10])
+                       + (" ..." if len(ignored) > 10 else ""))
     if problems:
         raise DatasetCheckError(str(folder), format_problems(problems))
     return cases
@@ -274,18 +280,23 @@ class _Problems:
 
 
 def scan_cases(
-    images_dir: Path, file_ending: str, num_channels: int, labels_dir: Path | None, root: Path
+    images_dir: Path, file_ending: str, num_channels: int, labels_dir: Path | None, root: Path,
+    ignored: list[Path] | None = None,
 ) -> tuple[list[RawCase], list[Problem]]:
     """Pair channel files (and labels when `labels_dir` is given) into cases, collecting problems.
 
     Problem files are named relative to `root`. The cases returned are those with at least
     one channel file and a safe name; they may still have problems of their own.
+    ignored: None for a training dataset (every stray entry is a problem, fixed in dataset.json or the
+    folder); a list for a folder to predict, which collects the entries that are no image file at all
+    (a README.txt, a subfolder) instead, and words the problems for a trained model (it reads the
+    file ending and channels it was trained on; dataset.json is not the user's to change).
     """
     problems = _Problems(root)
     if not images_dir.is_dir():
         problems.add(images_dir, f"folder not found: put the images there as {{case}}_0000{file_ending}")
         return [], problems.items
-    files = _files_with_ending(images_dir, file_ending, problems, f"{{case}}_0000{file_ending}")
+    files = _files_with_ending(images_dir, file_ending, problems, f"{{case}}_0000{file_ending}", ignored)
     channels: dict[str, dict[int, Path]] = {}
     for path in files:
         stem = path.name[: -len(file_ending)]
@@ -297,6 +308,10 @@ def scan_cases(
             case, channel = match["case"], int(match["channel"])
             if channel < num_channels:
                 channels.setdefault(case, {})[channel] = path
+            elif ignored is not None:
+                problems.add(path, f"is channel {channel}, but the model takes {num_channels} channel(s) "
+                                   f"(_0000 to _{num_channels - 1:04d}), the ones it was trained on: move the file out of "
+                                   f"the input folder, or predict with a model trained on {channel + 1} channels")
             else:
                 problems.add(path, f"is channel {channel} but channel_names in dataset.json lists {num_channels} "
                                    f"channel(s): remove the file or add the channel to channel_names")
@@ -314,13 +329,18 @@ def scan_cases(
     return cases, problems.items
 
 
-def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: str) -> list[Path]:
+def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: str,
+                       ignored: list[Path] | None = None) -> list[Path]:
     """The files of `folder` ending in `ending`, adding a problem for each other entry.
 
     Hidden entries (".DS_Store", satnet's own temporary files) are skipped. When no file has
     the ending, one problem names the ending the files do have, instead of one per file.
+    ignored: see scan_cases (a folder to predict: non-image entries go there, not into problems).
     """
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if ignored is not None:
+        ignored += [p for p in entries if p.is_dir() or (not p.name.endswith(ending) and image_ending(p) is None)]
+        entries = [p for p in entries if p not in ignored]
     files = [p for p in entries if not p.is_dir()]
     for p in entries:
         if p.is_dir():
@@ -329,6 +349,11 @@ def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: 
     others = [p for p in files if not p.name.endswith(ending)]
     if not files:
         problems.add(folder, f"is empty: put the files there named {pattern}")
+    elif ignored is not None:  # scans to predict: the model reads the ending it was trained on
+        for p in others:
+            problems.add(p, f"is a {image_ending(p)} file, but the model reads {ending} files (the format it was "
+                            f"trained on): convert it to {ending} (e.g. SimpleITK.WriteImage(SimpleITK.ReadImage(src), "
+                            f"dst)) and name it {{case}}_0000{ending}")
     elif not matching:
         counts = Counter(image_ending(p) or "".join(p.suffixes) or "(no ending)" for p in others)
         found, count = counts.most_common(1)[0]

@@ -131,11 +131,11 @@ def test_find_cases_in_folder(tmp_path, dataset_3d):
     (folder / "notes.txt").write_text("x")
     with pytest.raises(DatasetCheckError) as info:
         find_cases_in_folder(folder, ".nii.gz", 1)
-    assert [p.split(":")[0] for p in info.value.problems] == ["imagesTs/case_000_0001.nii.gz", "imagesTs/notes.txt"]
-    assert "is channel 1 but channel_names in dataset.json lists 1 channel(s)" in info.value.problems[0]
+    assert [p.split(":")[0] for p in info.value.problems] == ["imagesTs/case_000_0001.nii.gz"]  # notes.txt: ignored
+    assert "is channel 1, but the model takes 1 channel(s)" in info.value.problems[0]
     with pytest.raises(InputError, match="not supported"):
         find_cases_in_folder(folder, ".dcm", 1)
-    with pytest.raises(DatasetCheckError, match="imagesTs: holds no file ending in '.png' .* but 4 ending in '.nii.gz'"):
+    with pytest.raises(DatasetCheckError, match="case_000_0000.nii.gz: is a .nii.gz file, but the model reads .png files"):
         find_cases_in_folder(folder, ".png", 1)
     with pytest.raises(DatasetCheckError, match="folder not found"):
         find_cases_in_folder(tmp_path / "absent", ".png", 1)

@@ -260,7 +260,7 @@ CASES: list[BadInput] = [
     BadInput("predict_pickled_class", "checkpoint_final.pt holding a pickled object of a class", ("work",),
              lambda b: pickled_checkpoint(checkpoint(b)), PREDICT, "checkpoint_final.pt", "is corrupt"),
     BadInput("predict_extra_channel", "input case with 2 channel files for a 1-channel model", ("work",),
-             _test_images_extra_channel, PREDICT, "case_003_0001.nii.gz", "remove the file"),
+             _test_images_extra_channel, PREDICT, "case_003_0001.nii.gz", "move the file out of the input folder"),
     BadInput("predict_truncated_inputs", "every input image cut in half", ("work",),
              _truncate_test_images, PREDICT, "case_003", "--continue"),
     BadInput("predict_missing_fold", "predict with -f 3, a fold never trained", ("work",),

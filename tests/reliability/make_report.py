@@ -128,6 +128,12 @@ FOUND_AND_FIXED = """\
 - SIGTERM ended `satnet train` on the spot, orphaning its augmentation worker; Ctrl-C during preprocessing
   waited for the case every worker was on. The CLI now turns SIGTERM into an exception (every `finally` runs,
   exit code 143), pool workers ignore the terminal's SIGINT and the parent terminates them at once.
+- `satnet predict` predicted scans the dataset check would refuse (ten NaN voxels changed 442 mask voxels, exit
+  0); each scan is now checked the same way (NaN/inf, all zero, 4D, a single slice for a model trained on
+  volumes, a spacing 10x from the training median) and skipped with its fix while the others are predicted.
+  A README.txt or a subfolder among the scans is ignored with a warning instead of refusing the run, and folder
+  problems are worded for the trained model (convert an .nrrd scan; move an extra channel file out) instead of
+  pointing at dataset.json (tests/test_predict_scan_checks.py).
 - `--spacing` errors now read like argparse's ("argument --spacing: must be ..."); one np.load in the data
   loader now says allow_pickle=False explicitly.
 """
