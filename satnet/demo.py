@@ -29,10 +29,11 @@ class DemoSettings:
     num_train: int = 20
     num_test: int = 5
     shape: tuple[int, int, int] = (20, 56, 56)  # (Z, Y, X) voxels at 3 x 1 x 1 mm
-    epochs: int = 20
+    epochs: int = 20  # at most: training stops at the time budget first on a slower CPU
     iterations_per_epoch: int = 25
     val_iterations: int = 5
     seed: int = 1
+    time_budget_minutes: float | None = 2.5
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers: int = 0) -> int:
@@ -53,7 +54,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
         ("[2/4] plan-and-preprocess", ["plan-and-preprocess", str(raw), "-o", str(work), "--configs", "3d"]),
         ("[3/4] train fold 0", ["train", str(work), "3d", "0", "--epochs", str(s.epochs), "--iterations-per-epoch",
                                 str(s.iterations_per_epoch), "--val-iterations", str(s.val_iterations),
-                                "--workers", str(workers), "--seed", str(s.seed), "--no-validation"]),
+                                "--workers", str(workers), "--seed", str(s.seed), "--no-validation",
+                                *(["--time-budget", str(s.time_budget_minutes)] if s.time_budget_minutes else [])]),
         ("[4/4] predict the held-out cases", ["predict", "-i", str(raw / "imagesTs"), "-o", str(masks), "-m", str(work),
                                               "-c", "3d", "-f", "0"]),
         ("      evaluate", ["evaluate", str(raw / "labelsTs"), str(masks), "-o", str(out_dir / "summary.json")]),

@@ -11,6 +11,7 @@ library users can catch either.
 from __future__ import annotations
 
 import difflib
+import shlex
 from typing import Iterable
 
 
@@ -40,6 +41,12 @@ class DatasetCheckError(InputError):
         lines = [f"dataset {self.dataset_dir} failed {n} check{'s' if n != 1 else ''}; nothing was written:"]
         lines += [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+
+def command(*parts: object) -> str:
+    """A command line for a hint, each part shell-quoted: `satnet train '/data/my work' 3d 0` pastes into a
+    shell even when a path has spaces. Placeholders (WORK_DIR, INPUT_DIR) are left as they are."""
+    return shlex.join(str(p) for p in parts)
 
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:

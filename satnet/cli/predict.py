@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from satnet.cli.args import choice, existing_dir, fold_arg, fraction, nonnegative_int, positive_int, subcommand
+from satnet.errors import command
 
 
 def part_arg(text: str) -> tuple[int, int]:
@@ -135,7 +136,7 @@ def _run_find_best(args: argparse.Namespace) -> int:
         print(f"  {rank}. {cand['name']}: {dice}")
     for config, folds in result["incomplete"].items():
         print(f"  (not ranked: {config}, folds {', '.join(map(str, folds))} missing: "
-              f"`satnet train {args.work_dir} {config} {folds[0]}`)")
+              f"`{command('satnet', 'train', args.work_dir, config, folds[0])}`)")
     best, post = result["best"], result["postprocessing"]
     after = best["mean_dice_postprocessed"]
     print(f"best: {best['name']}; postprocessing {post['decision']} -> mean Dice "

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from satnet.cli.args import choice, default_work_dir, existing_dir, positive_float, positive_int, subcommand
+from satnet.errors import command
 
 if TYPE_CHECKING:
     from satnet.planning.planner import PlannerOptions
@@ -107,7 +108,7 @@ def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) 
     if preprocess:
         stage.preprocess(dataset, plans, work_dir, list(plans.configurations), workers)
         print(f"preprocessed {len(dataset.cases)} cases into {work_dir / 'preprocessed'}")
-    print(f"next: satnet train {work_dir} {next(iter(reversed(plans.configurations)))} 0")
+    print(f"next: {command('satnet', 'train', work_dir, next(iter(reversed(plans.configurations))), 0)}")
     return 0
 
 
@@ -132,7 +133,10 @@ def _add_plan_and_preprocess(sub) -> argparse.ArgumentParser:
 
 @subcommand
 def _add_plan(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("plan", help="check, fingerprint and plan only (no preprocessing)")
+    p = sub.add_parser("plan", help="check, fingerprint and plan only (no preprocessing)",
+                       description="Check RAW_DATASET_DIR and write fingerprint.json, plans.json and splits.json into "
+                                   "WORK_DIR without preprocessing. Run it again with another --arch or --skip to add "
+                                   "that variant to the same plans.json; then `satnet preprocess`.")
     _planning_arguments(p, with_options=True)
     p.set_defaults(handler=lambda a: _run_plan_and_preprocess(a, preprocess=False), parser_error=p.error)
     return p
@@ -140,7 +144,10 @@ def _add_plan(sub) -> argparse.ArgumentParser:
 
 @subcommand
 def _add_preprocess(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("preprocess", help="preprocess with an existing WORK_DIR/plans.json (resumable)")
+    p = sub.add_parser("preprocess", help="preprocess with an existing WORK_DIR/plans.json (resumable)",
+                       description="Preprocess every case of RAW_DATASET_DIR for the configurations of "
+                                   "WORK_DIR/plans.json (crop, normalise, resample). Cases already done are kept, so "
+                                   "an interrupted run continues where it stopped.")
     _planning_arguments(p, with_options=False)
     p.set_defaults(handler=_run_preprocess)
     return p

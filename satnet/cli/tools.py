@@ -24,13 +24,17 @@ def _add_visualize(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", help="pictures of the SAT gates' attention maps and select weights on one scan",
                        description="Run one trained fold on one scan with gate recording on and write each gate's "
                                    "attention map over the image, bar charts of trelu(W) per gate and gates.json.")
-    p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR")
+    p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
+                   help="the work folder the configuration was trained in")
     p.add_argument("-c", "--config", required=True, metavar="CONFIG", help="configuration, e.g. 3d")
-    p.add_argument("-f", "--fold", type=fold_arg, required=True, metavar="FOLD")
+    p.add_argument("-f", "--fold", type=fold_arg, required=True, metavar="FOLD",
+                   help="the trained fold whose network to show (0-4, or all)")
     p.add_argument("-i", "--input", dest="scan", type=Path, required=True, metavar="SCAN",
                    help="the scan's first channel file, {case}_0000<ending>")
-    p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUT_DIR")
-    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}")
+    p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUT_DIR",
+                   help="folder for the pictures (attention_<gate>.png, select_weights.png) and gates.json")
+    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
+                   help="checkpoint_final.pt (default) or checkpoint_best.pt")
     p.set_defaults(handler=_run_visualize)
     return p
 

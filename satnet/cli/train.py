@@ -28,7 +28,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
     flag("--epochs", positive_int, "epochs to train (default 1000)", "E")
     flag("--iterations-per-epoch", positive_int, "training batches per epoch (default 250)", "I")
-    flag("--val-iterations", positive_int, "validation batches per epoch for the pseudo-Dice (default 50)", "V")
+    flag("--val-iterations", positive_int, "validation batches per epoch for the pseudo-Dice (default: one per five "
+         "training iterations, at most 50, nnU-Net's 50 for 250)", "V")
     flag("--optimizer", OPTIMIZERS, "sgd (nnU-Net: Nesterov, momentum 0.99, poly decay) or adadelta (the SAT "
          "paper: lr 1, rho 0.95, Glorot init, constant lr); default sgd")
     flag("--lr", positive_float, "initial learning rate (default: sgd 0.01, adadelta 1.0)", "X")

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from satnet.contracts import atomic_write_json
-from satnet.errors import InputError, MissingFileError
+from satnet.errors import InputError, MissingFileError, command
 from satnet.evaluation.evaluate import CasePair, build_summary, evaluate_pair
 from satnet.evaluation.metrics import case_metrics
 from satnet.inference.models import FIND_BEST_FILE, RESULTS, ensemble_name, postprocessing_path, results_dir
@@ -112,7 +112,7 @@ def find_best(work_dir: str | Path, workers: int = 1) -> dict[str, Any]:
 
 
 def predict_command(work_dir: Path, configs: Sequence[str]) -> str:
-    return f"satnet predict -i INPUT_DIR -o OUTPUT_DIR -m {work_dir} -c {' '.join(configs)}"
+    return command("satnet", "predict", "-i", "INPUT_DIR", "-o", "OUTPUT_DIR", "-m", work_dir, "-c", *configs)
 
 
 def _survey(work_dir: Path, plans: Plans, splits: Splits) -> tuple[list[str], dict[str, list[int]]]:
@@ -132,14 +132,14 @@ def _survey(work_dir: Path, plans: Plans, splits: Splits) -> tuple[list[str], di
             complete.append(config)
     if not complete:
         lines = [f"{c}: folds {', '.join(map(str, m))} missing; train them with "
-                 + "; ".join(f"`satnet train {work_dir} {c} {k}`" for k in m) for c, m in incomplete.items()]
+                 + "; ".join(f"`{command('satnet', 'train', work_dir, c, k)}`" for k in m) for c, m in incomplete.items()]
         raise MissingFileError(
             f"no configuration has validation outputs for all {len(splits.folds)} folds under {root}:\n"
             + "\n".join(f"  - {line}" for line in lines)
         )
     for config, missing in incomplete.items():
-        logger.warning("warning: %s is left out: folds %s are not trained (`satnet train %s %s %d`)", config,
-                       ", ".join(map(str, missing)), work_dir, config, missing[0])
+        logger.warning("warning: %s is left out: folds %s are not trained (`%s`)", config,
+                       ", ".join(map(str, missing)), command("satnet", "train", work_dir, config, missing[0]))
     return complete, incomplete
 
 

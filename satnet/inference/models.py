@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from satnet.contracts import read_json
-from satnet.errors import ConfigError, InputError, MissingFileError, unknown_name_error
+from satnet.errors import ConfigError, InputError, MissingFileError, command, unknown_name_error
 from satnet.io.checkpoints import load_checkpoint
 from satnet.planning.plans import ConfigurationPlan, Plans, load_plans
 
@@ -77,14 +77,14 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
         if not folds:
             raise MissingFileError(
                 f"configuration {config!r} has no trained fold with checkpoint_{checkpoint}.pt under "
-                f"{results_dir(work_dir, config)}; train one with `satnet train {work_dir} {config} 0` (folds 0..4 "
+                f"{results_dir(work_dir, config)}; train one with `{command('satnet', 'train', work_dir, config, 0)}` (folds 0..4 "
                 f"for the cross-validation ensemble){_other_checkpoints_hint(work_dir, config, checkpoint)}"
             )
         return list(folds)
     missing = [str(f) for f in folds if str(f) not in have]
     if missing:
         lines = [f"fold {f}: {checkpoint_path(work_dir, config, f, checkpoint)} not found; train it with "
-                 f"`satnet train {work_dir} {config} {f}`" + _unfinished_hint(work_dir, config, f) for f in missing]
+                 f"`{command('satnet', 'train', work_dir, config, f)}`" + _unfinished_hint(work_dir, config, f) for f in missing]
         raise MissingFileError(
             f"configuration {config!r} lacks checkpoint_{checkpoint}.pt for {len(missing)} of the requested folds:\n"
             + "\n".join(f"  - {line}" for line in lines)

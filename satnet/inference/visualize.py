@@ -122,7 +122,8 @@ def visualize_scan(
                                   "per_map_mean": [float(m.mean()) for m in maps]}
             entry["attention_png"] = _plot_attention(out_dir / f"attention_{name}.png", background, att_slice.numpy(),
                                                      f"{config} {name} ({gate.skip}"
-                                                     f"{f', mean of {len(maps)} maps' if len(maps) > 1 else ''}) on {case_id}")
+                                                     f"{f', mean of {len(maps)} maps' if len(maps) > 1 else ''}) on {case_id}"
+                                                     + _slice_words(report["slice"], x.ndim))
         report["gates"].append(entry)
     selecting = [e for e in report["gates"] if "trelu_w" in e]
     if selecting:
@@ -146,6 +147,11 @@ def _gray(background: torch.Tensor) -> np.ndarray:
     img = np.moveaxis(img, 0, -1) if img.shape[0] == 3 else img[0]
     lo, hi = np.percentile(img, [0.5, 99.5])
     return np.clip((img - lo) / max(hi - lo, 1e-8), 0, 1)
+
+
+def _slice_words(where: dict, ndim: int) -> str:
+    """', axial slice Z = 12 of the network input (preprocessed, 2 mm)' for a 3D input; '' for 2D."""
+    return "" if ndim != 5 else f"\naxial slice Z = {where['index']} of the {where['of']} (preprocessed grid)"
 
 
 def _plot_attention(path: Path, background: torch.Tensor, attention: np.ndarray, title: str) -> str:

@@ -95,6 +95,17 @@ def per_rank_batch_size(global_batch: int, world_size: int) -> int:
     return max(1, global_batch // world_size)
 
 
+def batch_warning(global_batch: int, world_size: int) -> str | None:
+    """What to say when the ranks cannot share the global batch evenly: the batch actually trained changes."""
+    per_rank = per_rank_batch_size(global_batch, world_size)
+    if per_rank * world_size == global_batch:
+        return None
+    return (f"the batch of {global_batch} does not split over {world_size} ranks: each rank takes {per_rank}, so "
+            f"every step trains on {per_rank * world_size} samples, not {global_batch} (a larger batch, and another "
+            f"run than the plan's); pass --batch-size {max(world_size, global_batch // world_size * world_size)} "
+            f"(a multiple of {world_size}) to say so, or use fewer ranks")
+
+
 def wrap_model(model: nn.Module, ctx: DistributedContext, device: torch.device) -> nn.Module:
     """DDP-wrap `model` when distributed. find_unused_parameters is off: every parameter of satnet's
     networks takes part in each training forward (deep-supervision heads included)."""

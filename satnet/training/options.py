@@ -8,7 +8,7 @@
 |---|---|---|
 | epochs | 1000 | epochs to train (nnU-Net) |
 | iterations_per_epoch | 250 | training batches per epoch (nnU-Net) |
-| val_iterations | 50 | validation batches per epoch, for the online pseudo-Dice (nnU-Net) |
+| val_iterations | iterations_per_epoch / 5, at most 50 (nnU-Net's 50 for 250) | validation batches per epoch, for the online pseudo-Dice; scaled so a short epoch does not spend half its time validating |
 | optimizer | "sgd" | "sgd" (nnU-Net's recipe) or "adadelta" (the SAT paper's) |
 | lr | sgd 0.01, adadelta 1.0 | initial learning rate |
 | momentum | 0.99 | SGD momentum, Nesterov (nnU-Net); unused by Adadelta |
@@ -63,7 +63,7 @@ class TrainOptions(Contract):
 
     epochs: int = 1000
     iterations_per_epoch: int = 250
-    val_iterations: int = 50
+    val_iterations: int | None = None
     optimizer: str = "sgd"
     lr: float | None = None
     momentum: float = 0.99
@@ -140,6 +140,8 @@ def resolve_options(
         raise ConfigError("--precision fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler); "
                           "on the CPU use --precision bf16 or fp32")
     filled = {k: v for k, v in OPTIMIZER_DEFAULTS[options.optimizer].items() if getattr(options, k) is None}
+    if options.val_iterations is None:
+        filled["val_iterations"] = default_val_iterations(options.iterations_per_epoch)
     return options.replace(
         **filled,
         device=device,
@@ -148,6 +150,14 @@ def resolve_options(
         workers=max(1, default_num_workers() // ranks_per_node) if options.workers is None else options.workers,
         seed=secrets.randbelow(2**31) if options.seed is None else options.seed,
     )
+
+
+MAX_VAL_ITERATIONS = 50  # nnU-Net's, for its 250 training iterations per epoch
+
+
+def default_val_iterations(iterations_per_epoch: int) -> int:
+    """Validation batches per epoch: one per five training batches (nnU-Net's 50 per 250), 1 to 50."""
+    return max(1, min(MAX_VAL_ITERATIONS, round(iterations_per_epoch / 5)))
 
 
 def _cuda_precision() -> str:

@@ -82,7 +82,7 @@ def format_epoch(record: EpochRecord, class_names: list[str], total_epochs: int)
         f"dice {dice} (ema {number(record.ema_dice)}), lr {record.lr:.3g}, {record.seconds:.1f} s"
     )
     if record.gates_off:
-        line += ", channels off " + _gates_off(record.gates_off)
+        line += ", skip channels switched off (select weight <= 0): " + _gates_off(record.gates_off)
     return line
 
 
@@ -93,10 +93,10 @@ def _gates_off(gates_off: dict[str, float]) -> str:
     """Each gate's fraction of channels off, or for many gates (a Tiramisu has ~100) a summary;
     training_log.json always has every gate."""
     if len(gates_off) <= MAX_GATES_LISTED:
-        return " ".join(f"{name} {off:.2f}" for name, off in gates_off.items())
+        return ", ".join(f"{name} {off:.0%}" for name, off in gates_off.items())
     values = list(gates_off.values())
     worst = max(gates_off, key=gates_off.get)
-    return f"mean {sum(values) / len(values):.2f} over {len(values)} gates, max {worst} {gates_off[worst]:.2f}"
+    return f"{sum(values) / len(values):.0%} on average over {len(values)} gates, most in {worst} {gates_off[worst]:.0%}"
 
 
 def save_log(log: TrainingLog, fold_dir: Path) -> Path:
@@ -105,6 +105,15 @@ def save_log(log: TrainingLog, fold_dir: Path) -> Path:
 
 def plot_progress(log: TrainingLog, fold_dir: Path) -> Path:
     """Draw losses, pseudo-Dice (per class, mean and EMA) and lr over epochs into progress.png, atomically."""
+    fig = progress_figure(log)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    data = buf.getvalue()
+    return atomic_write(Path(fold_dir) / PLOT_FILE, lambda f: f.write(data))
+
+
+def progress_figure(log: TrainingLog):
+    """The matplotlib Figure of progress.png (three axes sharing the epoch axis)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -119,22 +128,20 @@ def plot_progress(log: TrainingLog, fold_dir: Path) -> Path:
     fig = Figure(figsize=(10, 9))  # fixed margins: constrained layout took half the drawing time
     fig.subplots_adjust(left=0.09, right=0.98, bottom=0.06, top=0.95, hspace=0.12)
     loss_ax, dice_ax, lr_ax = fig.subplots(3, 1, sharex=True)
-    loss_ax.plot(epochs, series([r.train_loss for r in log.epochs]), label="train loss")
-    loss_ax.plot(epochs, series([r.val_loss for r in log.epochs]), label="validation loss")
+    dot = {"marker": "o", "markersize": 3}  # a run of one epoch has one point per line, which a bare line hides
+    loss_ax.plot(epochs, series([r.train_loss for r in log.epochs]), label="train loss", **dot)
+    loss_ax.plot(epochs, series([r.val_loss for r in log.epochs]), label="validation loss", **dot)
     loss_ax.set_ylabel("loss (Dice + CE)")
     for k, name in enumerate(log.class_names):
-        dice_ax.plot(epochs, series([r.pseudo_dice[k] for r in log.epochs]), lw=0.8, alpha=0.6, label=name)
-    dice_ax.plot(epochs, series([r.mean_dice for r in log.epochs]), color="k", lw=1, label="mean")
-    dice_ax.plot(epochs, series([r.ema_dice for r in log.epochs]), color="k", lw=2, ls="--", label="mean (EMA)")
+        dice_ax.plot(epochs, series([r.pseudo_dice[k] for r in log.epochs]), lw=0.8, alpha=0.6, label=name, **dot)
+    dice_ax.plot(epochs, series([r.mean_dice for r in log.epochs]), color="k", lw=1, label="mean", **dot)
+    dice_ax.plot(epochs, series([r.ema_dice for r in log.epochs]), color="k", lw=2, ls="--", label="mean (EMA)", **dot)
     dice_ax.set_ylabel("pseudo-Dice")
-    lr_ax.plot(epochs, [r.lr for r in log.epochs], label="learning rate")
+    lr_ax.plot(epochs, [r.lr for r in log.epochs], label="learning rate", **dot)
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_xlabel("epoch")
     for ax in (loss_ax, dice_ax, lr_ax):
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     fig.suptitle(f"{log.config} fold {log.fold}")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    data = buf.getvalue()
-    return atomic_write(Path(fold_dir) / PLOT_FILE, lambda f: f.write(data))
+    return fig

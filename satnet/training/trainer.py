@@ -250,9 +250,9 @@ def _log_start(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, start_ep
         o.iterations_per_epoch, o.batch_size, ranks, o.optimizer, o.lr, o.lr_schedule, o.init, o.seed,
         len(run.train_cases), len(run.val_cases), run.fold_dir,
     )
-    warning = precision_warning(run.plans.planner, o)
-    if warning:
-        logger.warning(warning)
+    for warning in (precision_warning(run.plans.planner, o), ddp.batch_warning(o.batch_size, ctx.world_size)):
+        if warning:
+            logger.warning("warning: %s", warning)
 
 
 def precision_warning(planner: dict, o: TrainOptions) -> str | None:

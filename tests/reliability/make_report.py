@@ -25,7 +25,8 @@ from tests.reliability.sandbox import build_bases, run_cli  # noqa: E402
 
 DOC = REPO / "docs" / "reliability.md"
 FAULT_MODULES = ("test_kill_plan", "test_kill_train", "test_kill_predict", "test_disk_full", "test_safe_loading",
-                 "test_thin_cases", "test_file_modes", "test_signals")
+                 "test_thin_cases", "test_file_modes", "test_signals",
+                 "test_user_hints")
 
 
 def _cell(text: str) -> str:
@@ -134,6 +135,12 @@ FOUND_AND_FIXED = """\
   A README.txt or a subfolder among the scans is ignored with a warning instead of refusing the run, and folder
   problems are worded for the trained model (convert an .nrrd scan; move an extra channel file out) instead of
   pointing at dataset.json (tests/test_predict_scan_checks.py).
+- Smaller things a new user hit: `next: satnet train ...` and every other command in a hint is shell-quoted
+  (a path with spaces pasted as two arguments); `plan` and `preprocess` have descriptions and every flag of
+  every subcommand has help (a test walks the parser); the epoch line says "skip channels switched off (select
+  weight <= 0): skip0 0%"; progress.png draws markers, so a one-epoch run is not blank; attention pictures say
+  which slice they show; validation batches default to one per five training batches (at most nnU-Net's 50),
+  not 50 for an epoch of 20; torchrun with ranks that do not split the batch warns what batch is trained.
 - `--spacing` errors now read like argparse's ("argument --spacing: must be ..."); one np.load in the data
   loader now says allow_pickle=False explicitly.
 """

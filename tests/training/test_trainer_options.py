@@ -21,6 +21,9 @@ from satnet.training.trainer import learning_rate
 def test_defaults_are_nnunets_recipe():
     o = resolve_options(TrainOptions(seed=1, workers=0), plan_batch_size=2, cuda_available=False)
     assert (o.epochs, o.iterations_per_epoch, o.val_iterations) == (1000, 250, 50)
+    short = resolve_options(TrainOptions(seed=1, workers=0, iterations_per_epoch=20), 2, cuda_available=False)
+    assert short.val_iterations == 4  # one per five, as nnU-Net's 50 per 250: not 50 batches for 20
+    assert resolve_options(TrainOptions(seed=1, workers=0, iterations_per_epoch=2), 2, False).val_iterations == 1
     assert (o.optimizer, o.lr, o.momentum, o.weight_decay, o.lr_schedule, o.poly_exponent, o.grad_clip) == (
         "sgd", 0.01, 0.99, 3e-5, "poly", 0.9, 12.0)
     assert (o.init, o.batch_size, o.device, o.precision) == ("he", 2, "cpu", opts.CPU_DEFAULT_PRECISION)
@@ -107,9 +110,9 @@ def test_precision_layouts():
 def test_epoch_line_lists_few_gates_and_summarises_many():
     from satnet.training.progress import _gates_off
 
-    assert _gates_off({"skip0": 0.0, "skip1": 0.25}) == "skip0 0.00 skip1 0.25"
+    assert _gates_off({"skip0": 0.0, "skip1": 0.25}) == "skip0 0%, skip1 25%"
     many = {f"dense{i}.1": 0.1 for i in range(20)} | {"skip0": 0.5}
-    assert _gates_off(many) == "mean 0.12 over 21 gates, max skip0 0.50"
+    assert _gates_off(many) == "12% on average over 21 gates, most in skip0 50%"
 
 
 def test_fp32_cuda_training_of_a_half_precision_plan_is_warned_about():

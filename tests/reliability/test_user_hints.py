@@ -1,0 +1,53 @@
+"""Small things a new user hit (the trust issue, item 8): hints that paste into a shell, help for every
+subcommand and flag, a progress plot that shows a one-epoch run, pictures that say which slice they show,
+the DDP batch warning."""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from satnet.cli import build_parser, main
+from satnet.errors import command
+from satnet.inference.visualize import _slice_words
+from satnet.synthetic import make_dataset_3d
+from satnet.training.distributed import batch_warning
+from satnet.training.progress import EpochRecord, TrainingLog, progress_figure
+
+
+def test_next_hint_survives_a_path_with_spaces(tmp_path, capsys):
+    raw = make_dataset_3d(tmp_path / "raw data", num_cases=3)
+    work = tmp_path / "my work"
+    assert main(["plan", str(raw), "-o", str(work), "--configs", "3d", "-q"]) == 0
+    hint = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("next: "))
+    assert shlex.split(hint[len("next: "):]) == ["satnet", "train", str(work), "3d", "0"]
+    assert shlex.split(command("satnet", "predict", "-m", "a b")) == ["satnet", "predict", "-m", "a b"]
+
+
+def test_every_subcommand_has_a_description_and_every_flag_help():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        assert sub.description, f"satnet {name} has no description"
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"satnet {name} {'/'.join(action.option_strings) or action.dest} has no help"
+
+
+def test_a_one_epoch_run_draws_points():
+    log = TrainingLog("3d", "0", ["left"])
+    log.append(EpochRecord(epoch=0, train_loss=0.5, val_loss=0.4, pseudo_dice=[0.3], mean_dice=0.3, ema_dice=0.3,
+                           lr=0.01, seconds=1.0))
+    lines = [line for ax in progress_figure(log).axes for line in ax.get_lines()]
+    assert lines and all(line.get_marker() not in (None, "", "None") for line in lines)
+
+
+def test_pictures_say_which_slice_they_show():
+    assert "slice Z = 7 of the patch" in _slice_words({"axis": "Z", "index": 7, "of": "patch"}, 5)
+    assert _slice_words({"axis": "Z", "index": 0, "of": "volume"}, 4) == ""
+
+
+def test_more_ranks_than_the_batch_is_said():
+    assert batch_warning(8, 2) is None
+    message = batch_warning(2, 4)
+    assert "each rank takes 1, so every step trains on 4 samples, not 2" in message and "--batch-size 4" in message
+    assert "trains on 6 samples, not 7" in batch_warning(7, 2)
