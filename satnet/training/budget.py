@@ -5,7 +5,9 @@ epoch's `seconds` in training_log.json), not start-up or the final validation th
 Because the time comes from the log, a resumed run continues with what is left of it.
 
 - Learning rate: the poly schedule over time, lr * (1 - elapsed / budget) ** exponent, set at
-  each epoch start (a constant schedule stays constant).
+  each epoch start (a constant schedule stays constant); when `--epochs` would end the run
+  first (a fast machine), epoch / epochs is further along and is used instead, so the schedule
+  reaches its end at whichever limit comes first.
 - Stopping: before each epoch, the run stops when the time spent, plus half of the recent
   epochs' median length, reaches the budget. It so ends within half an epoch of the budget on
   either side (one epoch when epochs vary), and its last epoch trains at the schedule's end.

@@ -284,8 +284,9 @@ def learning_rate(o: TrainOptions, epoch: int, seconds: list[float] | None = Non
     (satnet.training.budget)."""
     if o.lr_schedule != "poly":
         return o.lr
-    if o.time_budget is not None:
-        return o.lr * (1.0 - time_budget.fraction_spent(seconds or [], o.time_budget)) ** o.poly_exponent
+    if o.time_budget is not None:  # whichever limit is nearer, time or --epochs, sets how far the schedule is
+        spent = max(time_budget.fraction_spent(seconds or [], o.time_budget), epoch / o.epochs)
+        return o.lr * (1.0 - spent) ** o.poly_exponent
     return o.lr * (1.0 - epoch / o.epochs) ** o.poly_exponent
 
 
