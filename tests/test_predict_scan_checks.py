@@ -78,3 +78,22 @@ def test_folder_problems_name_the_fix_for_a_trained_model(trained, tmp_path, cap
     assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(work), "-c", "3d", "-f", "0"]) == 1
     err = capsys.readouterr().err
     assert expected in err and "dataset.json" not in err
+
+
+def test_a_fold_folder_given_as_model_names_the_work_folder(trained, tmp_path, capsys):
+    raw, work = trained
+    fold = work / "results" / "3d" / "fold_0"
+    capsys.readouterr()
+    assert main(["predict", "-i", str(raw / "imagesTr"), "-o", str(tmp_path / "out"), "-m", str(fold)]) == 1
+    assert f"is inside the work folder {work.resolve()}: give that folder" in capsys.readouterr().err
+
+
+def test_an_unfinished_fold_says_so_without_f(trained, tmp_path, capsys):
+    raw, work = trained
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    (copy / "results" / "3d" / "fold_0" / "checkpoint_final.pt").unlink()
+    capsys.readouterr()
+    assert main(["predict", "-i", str(raw / "imagesTr"), "-o", str(tmp_path / "out"), "-m", str(copy), "-c", "3d"]) == 1
+    err = capsys.readouterr().err
+    assert "have only checkpoint_latest.pt: training did not finish" in err and "--resume" in err

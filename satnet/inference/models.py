@@ -75,10 +75,16 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
         numbered = [f for f in have if f != "all"]
         folds = numbered or have
         if not folds:
+            unfinished = trained_folds(work_dir, config, "latest")
+            if unfinished:
+                fix = (f"fold(s) {', '.join(unfinished)} have only checkpoint_latest.pt: training did not finish; "
+                       f"resume it with `{command('satnet', 'train', work_dir, config, unfinished[0], '--resume')}`")
+            else:
+                fix = (f"train one with `{command('satnet', 'train', work_dir, config, 0)}` (folds 0..4 for the "
+                       f"cross-validation ensemble)")
             raise MissingFileError(
                 f"configuration {config!r} has no trained fold with checkpoint_{checkpoint}.pt under "
-                f"{results_dir(work_dir, config)}; train one with `{command('satnet', 'train', work_dir, config, 0)}` (folds 0..4 "
-                f"for the cross-validation ensemble){_other_checkpoints_hint(work_dir, config, checkpoint)}"
+                f"{results_dir(work_dir, config)}; {fix}{_other_checkpoints_hint(work_dir, config, checkpoint)}"
             )
         return list(folds)
     missing = [str(f) for f in folds if str(f) not in have]
@@ -95,7 +101,8 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
 
 def _unfinished_hint(work_dir: Path, config: str, fold: str) -> str:
     if checkpoint_path(work_dir, config, fold, "latest").is_file():
-        return " (checkpoint_latest.pt exists: training did not finish; resume it with --resume)"
+        return (f" (checkpoint_latest.pt exists: training did not finish; resume it with "
+                f"`{command('satnet', 'train', work_dir, config, fold, '--resume')}`)")
     return ""
 
 

@@ -94,6 +94,7 @@ def check_dataset(raw_dir: str | Path, workers: int = 1) -> RawDataset:
     reports = map_cases(check_case, tasks, workers, desc=f"checking {raw_dir.name}")
     problems += [p for r in reports for p in r.problems]
     problems += geometry_outliers(reports, ds.file_ending)
+    problems += channel_problems(reports, tuple(ds.channel_names.values()))
     if problems:
         raise DatasetCheckError(str(raw_dir), format_problems(problems))
     logger.info("%s: %d cases passed the checks in %.1f s", raw_dir, len(cases), time.perf_counter() - start)
@@ -147,6 +148,8 @@ class CaseReport:
     case_id: str
     problems: list[Problem]
     geometry: ImageGeometry | None
+    channels: int | None = None  # channels its files hold, when every file was read and none is missing
+    first_file: str = ""
 
 
 def check_case(task: _CaseTask) -> CaseReport:
@@ -168,16 +171,33 @@ def check_case(task: _CaseTask) -> CaseReport:
             reference = (path, geometry)
         else:
             problems += _grid_problems(path, geometry, reference, rel)
-    expected = len(task.channel_names)
-    if reference and all_read and len(task.case.image_files) == task.channel_files and channels != expected:
-        names = ", ".join(task.channel_names)
-        problems.append((rel(task.case.image_files[0]), (
-            f"case {task.case.case_id}: its {len(task.case.image_files)} image file(s) hold {channels} channel(s) but "
-            f"channel_names in dataset.json lists {expected} ({names}): list one name per channel the files hold (an "
-            f"RGB file holds 3)")))
+    counted = reference is not None and all_read and len(task.case.image_files) == task.channel_files
     if task.case.label_file is not None:
         problems += _label_problems(task.case.label_file, task.label_values, reference, rel)
-    return CaseReport(task.case.case_id, problems, reference[1] if reference else None)
+    return CaseReport(task.case.case_id, problems, reference[1] if reference else None,
+                      channels if counted else None, rel(task.case.image_files[0]) if task.case.image_files else "")
+
+
+def channel_problems(reports: list["CaseReport"], channel_names: tuple[str, ...]) -> list[Problem]:
+    """Cases whose files hold another number of channels than channel_names lists. When most cases agree with
+    channel_names, the odd ones are the files to fix (one grayscale PNG in an RGB set); otherwise dataset.json is."""
+    expected = len(channel_names)
+    counted = [r for r in reports if r.channels is not None]
+    wrong = [r for r in counted if r.channels != expected]
+    problems: list[Problem] = []
+    odd_files = len(wrong) < len(counted) / 2
+    for r in wrong:
+        if odd_files:
+            problems.append((r.first_file, (
+                f"case {r.case_id}: its image file(s) hold {r.channels} channel(s), but the other cases' hold "
+                f"{expected} ({', '.join(channel_names)}): convert this case to the same kind (an RGB file holds 3; "
+                f"e.g. PIL: Image.open(f).convert('RGB').save(f)), or remove it")))
+        else:
+            problems.append((r.first_file, (
+                f"case {r.case_id}: its image file(s) hold {r.channels} channel(s) but channel_names in dataset.json "
+                f"lists {expected} ({', '.join(channel_names)}): list one name per channel the files hold (an RGB "
+                f"file holds 3)")))
+    return problems
 
 
 def _nonfinite_hidden_by_reader(path: Path) -> int:
@@ -254,12 +274,22 @@ def _label_problems(
     else:
         values = np.unique(label)
     undeclared = sorted(set(values.tolist()) - set(declared))
+    # Declaring a value is a fix only where the labels stay 0..K-1 (contiguous, as nnU-Net requires).
+    declarable = [v for v in undeclared if 0 <= v <= len(declared) + len(undeclared) - 1]
+    contiguous = sorted(set(declared) | set(declarable)) == list(range(len(declared) + len(declarable)))
     if undeclared:
         hint = ""
         if undeclared == [255] and declared == (0, 1):
             hint = " (a 0/255 mask: divide it by 255)"
+        if hint:
+            fix = "fix the label"
+        elif declarable == undeclared and contiguous:
+            fix = "fix the label, or declare the values in dataset.json"
+        else:
+            fix = (f"fix the label file (label values are 0..K-1 without gaps, so "
+                   f"{', '.join(map(str, [v for v in undeclared if v not in declarable] or undeclared))} cannot be "
+                   f"declared; e.g. set those voxels to 0, background)")
         problems.append((rel(path), (
             f"holds value(s) {', '.join(map(str, undeclared))} that labels in dataset.json does not declare "
-            f"(declared: {', '.join(map(str, declared))}){hint}: fix the label, or declare the values in "
-            f"dataset.json")))
+            f"(declared: {', '.join(map(str, declared))}){hint}: {fix}")))
     return problems

@@ -252,8 +252,11 @@ def count_case_names(images_dir: Path, file_ending: str) -> int:
     the names are safe (what numTraining should say)."""
     if not images_dir.is_dir():
         return 0
-    stems = (p.name[: -len(file_ending)] for p in images_dir.iterdir()
-             if p.name.endswith(file_ending) and not p.name.startswith("."))  # hidden files are skipped everywhere
+    # Any image file counts, whatever its ending: one case exported as .nii among .nii.gz files is still a
+    # case (its own problem says to convert it), and numTraining must not be "fixed" to leave it out.
+    endings = ((p, file_ending if p.name.endswith(file_ending) else image_ending(p)) for p in images_dir.iterdir()
+               if not p.name.startswith("."))  # hidden files are skipped everywhere
+    stems = (p.name[: -len(ending)] for p, ending in endings if ending)
     return len({m["case"] for m in map(_CHANNEL_FILE.match, stems) if m is not None})
 
 

@@ -178,10 +178,22 @@ def save_plans(plans: Plans, work_dir: str | Path) -> Path:
     return atomic_write_json(Path(work_dir) / PLANS_FILE, plans)
 
 
+def _enclosing_work_dir(folder: Path) -> Path | None:
+    """The nearest folder above `folder` (up to three levels: results/<config>/fold_<k>) holding plans.json."""
+    for parent in list(folder.resolve().parents)[:3]:
+        if (parent / PLANS_FILE).is_file():
+            return parent
+    return None
+
+
 def load_plans(work_dir: str | Path) -> Plans:
     """Read WORK_DIR/plans.json; a missing or invalid file gives an error naming it and the fix."""
     path = Path(work_dir) / PLANS_FILE
     fix = f"run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first"
+    inside = _enclosing_work_dir(Path(work_dir))
+    if inside is not None and not path.is_file():
+        fix = (f"{work_dir} is inside the work folder {inside}: give that folder (the one holding plans.json), and "
+               f"choose a configuration and fold with -c and -f")
     data = read_json(path, "plans file", fix)
     try:
         return Plans.from_dict(data, str(path))

@@ -148,7 +148,8 @@ def test_label_values_and_float_labels(ds3, ds2):
     problems = problems_of(ds3)
     assert problems == [
         "labelsTr/case_000.nii.gz: holds value(s) 3, 7 that labels in dataset.json does not declare (declared: 0, 1, "
-        "2): fix the label, or declare the values in dataset.json",
+        "2): fix the label file (label values are 0..K-1 without gaps, so 7 cannot be declared; e.g. set those "
+        "voxels to 0, background)",
         "labelsTr/case_001.nii.gz: has 7680 non-integer label values (e.g. 0.5); a label holds integer class values: if "
         "it was resampled, redo it with nearest-neighbour interpolation; if it is a probability map, threshold it",
     ]
@@ -156,7 +157,7 @@ def test_label_values_and_float_labels(ds3, ds2):
     Image.fromarray(mask).save(ds2 / "labelsTr" / "img_000.png")
     assert problems_of(ds2) == [
         "labelsTr/img_000.png: holds value(s) 255 that labels in dataset.json does not declare (declared: 0, 1) (a "
-        "0/255 mask: divide it by 255): fix the label, or declare the values in dataset.json"
+        "0/255 mask: divide it by 255): fix the label"
     ]
 
 
@@ -185,7 +186,7 @@ def test_channel_count_must_match_channel_names(ds2):
     problems = problems_of(ds2)
     assert len(problems) == 4
     assert problems[0] == (
-        "imagesTr/img_000_0000.png: case img_000: its 1 image file(s) hold 3 channel(s) but channel_names in "
+        "imagesTr/img_000_0000.png: case img_000: its image file(s) hold 3 channel(s) but channel_names in "
         "dataset.json lists 1 (gray): list one name per channel the files hold (an RGB file holds 3)"
     )
 
@@ -235,3 +236,22 @@ def _subset(source: Path, tmp_path: Path, n: int) -> Path:
 def test_real_datasets(tmp_path, name, channels, classes):
     raw = check_dataset(_subset(shared_dataset(name), tmp_path, 5))
     assert len(raw.cases) == 5 and raw.num_channels == channels and raw.dataset_json.num_classes == classes
+
+
+def test_one_grayscale_image_among_rgb_ones_is_named_as_the_file_to_fix(ds2):
+    gray = ds2 / "imagesTr" / "img_001_0000.png"
+    Image.open(gray).convert("L").save(gray)
+    problems = problems_of(ds2)
+    assert len(problems) == 1
+    assert problems[0].startswith("imagesTr/img_001_0000.png: case img_001: its image file(s) hold 1 channel(s), "
+                                  "but the other cases' hold 3")
+    assert "convert this case to the same kind" in problems[0] and "dataset.json" not in problems[0]
+
+
+def test_one_nii_among_nii_gz_is_its_own_problem_not_num_training(ds3):
+    image = ds3 / "imagesTr" / "case_001_0000.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(image)), str(image.with_name("case_001_0000.nii")))
+    image.unlink()
+    problems = problems_of(ds3)
+    assert any(p.startswith("imagesTr/case_001_0000.nii: does not end in '.nii.gz'") for p in problems)
+    assert not any("numTraining" in p for p in problems), problems

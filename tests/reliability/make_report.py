@@ -141,6 +141,11 @@ FOUND_AND_FIXED = """\
   weight <= 0): skip0 0%"; progress.png draws markers, so a one-epoch run is not blank; attention pictures say
   which slice they show; validation batches default to one per five training batches (at most nnU-Net's 50),
   not 50 for an epoch of 20; torchrun with ranks that do not split the batch warns what batch is trained.
+- Messages that sent users to the wrong fix: `-m` given a fold folder now names the work folder above it;
+  with only checkpoint_latest.pt, "training did not finish" and the `--resume` command appear without `-f`
+  too; a label value that cannot be declared without breaking 0..K-1 (-1, or 5 beside 0..2) is no longer told
+  to be declared; one `.nii` among `.nii.gz` files is reported as itself, not as "set numTraining to 5"; one
+  grayscale PNG among RGB ones is named as the file to convert instead of pointing at channel_names.
 - `--spacing` errors now read like argparse's ("argument --spacing: must be ..."); one np.load in the data
   loader now says allow_pickle=False explicitly.
 """
