@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from satnet.synthetic import make_dataset_3d
 
@@ -37,10 +38,10 @@ class DemoSettings:
     time_budget_minutes: float | None = 2.5
 
 
-def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers: int = 0) -> int:
-    """Run the four steps into `out_dir`; returns the exit code of the first failing step, or 0."""
-    from satnet.cli import main
-
+def run_demo(out_dir: str | Path, main: Callable[[list[str]], int], settings: DemoSettings | None = None,
+             workers: int = 0) -> int:
+    """Run the four steps into `out_dir` through `main` (satnet.cli.main: the real commands, handed in so
+    that this module does not import the CLI that imports it); the exit code of the first failing step, or 0."""
     s = settings or DemoSettings()
     out_dir = Path(out_dir)
     raw = out_dir / "raw" / DATASET_NAME

@@ -40,9 +40,10 @@ def _add_visualize(sub) -> argparse.ArgumentParser:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from satnet.cli import main  # the demo runs the real commands; handed over, so demo.py imports no CLI
     from satnet.demo import run_demo
 
-    return run_demo(args.output_dir, workers=args.workers)
+    return run_demo(args.output_dir, main, workers=args.workers)
 
 
 @subcommand

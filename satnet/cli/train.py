@@ -99,7 +99,7 @@ def _add_train(sub) -> argparse.ArgumentParser:
         "train", help="train one configuration on one cross-validation fold",
         description="Train configuration CONFIG of WORK_DIR/plans.json on fold FOLD of WORK_DIR/splits.json, writing "
                     "checkpoints, training_log.json and progress.png into WORK_DIR/results/CONFIG/fold_FOLD. "
-                    "Defaults follow nnU-Net (docs/training.md). Multi-GPU: torchrun --nproc_per_node=N -m satnet.cli "
+                    "Defaults follow nnU-Net (docs/training.md). Multi-GPU: torchrun --nproc_per_node=N -m satnet "
                     "train ...",
     )
     p.add_argument("work_dir", type=Path, metavar="WORK_DIR", help="the work folder of `satnet plan-and-preprocess`")

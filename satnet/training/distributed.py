@@ -1,6 +1,6 @@
 """Multi-GPU and multi-node training with torchrun and DistributedDataParallel.
 
-`torchrun --nproc_per_node=N -m satnet.cli train WORK_DIR CONFIG FOLD` (or `satnet train` under
+`torchrun --nproc_per_node=N -m satnet train WORK_DIR CONFIG FOLD` (or `satnet train` under
 any launcher that sets RANK, WORLD_SIZE and LOCAL_RANK) starts N processes; each calls
 `init_distributed`, which joins the process group: NCCL on CUDA (rank r uses GPU LOCAL_RANK),
 gloo on the CPU. Without those variables everything here is a no-op for a single process.
@@ -59,7 +59,7 @@ def context_from_environment() -> DistributedContext:
         raise ConfigError(
             f"distributed training needs RANK, WORLD_SIZE and LOCAL_RANK as integers (set by torchrun), found "
             f"{', '.join(f'{v}={os.environ.get(v)!r}' for v in ENV_VARIABLES)}; launch with "
-            f"`torchrun --nproc_per_node=N -m satnet.cli train ...`"
+            f"`torchrun --nproc_per_node=N -m satnet train ...`"
         ) from None
     if not 0 <= values["RANK"] < values["WORLD_SIZE"]:
         raise ConfigError(f"RANK={values['RANK']} must be in [0, WORLD_SIZE={values['WORLD_SIZE']})")

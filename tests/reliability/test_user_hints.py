@@ -51,3 +51,11 @@ def test_more_ranks_than_the_batch_is_said():
     message = batch_warning(2, 4)
     assert "each rank takes 1, so every step trains on 4 samples, not 2" in message and "--batch-size 4" in message
     assert "trains on 6 samples, not 7" in batch_warning(7, 2)
+
+
+def test_python_dash_m_satnet_is_the_satnet_command():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "satnet", "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("satnet "), result.stderr
