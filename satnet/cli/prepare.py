@@ -53,7 +53,8 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
         p.add_argument("--arch", type=choice("unet", "vnet", "tiramisu"), default="unet", metavar="{unet,vnet,tiramisu}",
                        help="network family (default unet)")
         p.add_argument("--skip", type=choice("sat", "st", "at", "org"), default=None, metavar="{sat,st,at,org}",
-                       help="skip connection mode (default sat)")
+                       help="skip connection mode (default sat; plan-and-preprocess prints why, docs/results.md has "
+                            "the evidence)")
         p.add_argument("--skip-channels", type=positive_int, default=None, metavar="K",
                        help="attention maps each at/sat skip transfers (default 1, the SAT paper's single map; "
                             "K <= the channels of the shallowest level)")
@@ -80,7 +81,7 @@ def _resolve_common(args: argparse.Namespace):
 
 
 def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions":
-    from satnet.planning.planner import CONFIG_NAMES, PlannerOptions
+    from satnet.planning.planner import CONFIG_NAMES, DEFAULT_SKIP, PlannerOptions
 
     try:
         spacing = spacing_arg(args.spacing)
@@ -89,7 +90,7 @@ def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions"
     if args.skip_levels and (args.skip or args.skip_channels):
         parser_error("argument --skip-levels: gives every level's skip; drop --skip and --skip-channels, or write "
                      "them into it (e.g. --skip-levels sat:4)")
-    skip, channels = args.skip or "sat", args.skip_channels or 1
+    skip, channels = args.skip or DEFAULT_SKIP, args.skip_channels or 1
     if channels > 1 and skip not in ("at", "sat"):
         parser_error(f"argument --skip-channels: {channels} maps apply to at and sat skips; --skip {skip} transfers "
                      f"every channel: use --skip sat (or at), or drop --skip-channels")
@@ -105,6 +106,9 @@ def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) 
     options = _planner_options(args, args.parser_error)
     dataset, plans = stage.plan(args.raw_dir, work_dir, options, workers)
     print(stage.summary(plans))
+    from satnet.planning.planner import skip_choice_line
+
+    print(skip_choice_line(options, explicit=bool(args.skip or args.skip_channels or args.skip_levels)))
     if preprocess:
         stage.preprocess(dataset, plans, work_dir, list(plans.configurations), workers)
         print(f"preprocessed {len(dataset.cases)} cases into {work_dir / 'preprocessed'}")

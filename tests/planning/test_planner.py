@@ -146,3 +146,13 @@ def test_batch_search_brackets_when_batch_2_overstates_the_per_sample_cost():
     # cap: 5% of the dataset's voxels in 8^3 patches is far above what 8 GiB allows
     batch = _grow_batch(fp, None, [8, 8, 8], fake(None, None, 2), 8 * GIB, fake, [1.0, 1.0, 1.0])
     assert batch == 100  # (8 - 3) / 0.05; the first guess from batch 2 alone would be 2 * 7 / 4.1 = 3
+
+
+def test_plan_says_which_skip_it_chose_and_why():
+    from satnet.planning.planner import DEFAULT_SKIP, PlannerOptions, skip_choice_line
+
+    default = skip_choice_line(PlannerOptions(), explicit=False)
+    assert default.startswith(f"skip: {DEFAULT_SKIP}, ") and "docs/results.md" in default and "--skip org" in default
+    assert skip_choice_line(PlannerOptions(skip="sat", skip_channels=4), explicit=True) == "skip: sat with 4 maps (as asked)"
+    assert skip_choice_line(PlannerOptions(skip_levels=["sat:4", "org"]), explicit=True) == (
+        "skip: per level sat:4,org (--skip-levels)")
