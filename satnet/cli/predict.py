@@ -42,7 +42,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         report = predict_folder(
             args.input_dir, args.output_dir, args.work_dir, configs=args.configs, folds=args.folds,
             checkpoint=args.checkpoint, settings=settings, save_probabilities=args.save_probabilities,
-            resume=args.resume, part=Part(*args.part),
+            resume=args.resume, part=Part(*args.part), backend=args.backend,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -56,6 +56,36 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_export(args: argparse.Namespace) -> int:
+    from satnet.inference.exported import export_configuration
+
+    export_configuration(args.work_dir, args.config, args.output_dir, folds=args.folds, checkpoint=args.checkpoint,
+                         fmt=args.format)
+    print(f"next: {command('satnet', 'predict', '-i', 'INPUT_DIR', '-o', 'OUTPUT_DIR', '-m', args.output_dir)}")
+    return 0
+
+
+@subcommand
+def _add_export(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("export", help="write a self-contained model folder (ONNX) that predicts without the work folder",
+                       description="Export the trained folds of one configuration as ONNX networks (dynamic batch and "
+                                   "spatial size) with satnet_model.json, which holds everything prediction needs "
+                                   "(plan, labels, channels, postprocessing; docs/formats.md). `satnet predict -m "
+                                   "OUT_DIR` then runs them with ONNX Runtime.")
+    p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
+                   help="the work folder the configuration was trained in")
+    p.add_argument("-c", "--config", required=True, metavar="CONFIG", help="the configuration to export, e.g. 3d")
+    p.add_argument("-f", "--folds", nargs="+", type=fold_arg, default=None, metavar="FOLD",
+                   help="folds to export (default: every fold with the checkpoint)")
+    p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUT_DIR",
+                   help="folder for the exported model (outside the work folder)")
+    p.add_argument("--format", type=choice("onnx"), default="onnx", metavar="{onnx}", help="network format (onnx)")
+    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
+                   help="which checkpoint of each fold (default final)")
+    p.set_defaults(handler=_run_export)
+    return p
+
+
 @subcommand
 def _add_predict(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment a folder of images with the trained models",
@@ -67,7 +97,11 @@ def _add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUTPUT_DIR",
                    help="folder for the masks (created if needed)")
     p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
-                   help="the work folder the models were trained in")
+                   help="the work folder the models were trained in, or a folder made by `satnet export`")
+    p.add_argument("--backend", type=choice("auto", "torch", "onnxruntime"), default="auto",
+                   metavar="{auto,torch,onnxruntime}",
+                   help="torch runs a work folder's checkpoints, onnxruntime an exported folder (pip install -e "
+                        "\".[onnx]\"); auto (default): the one that fits -m, named in the log")
     p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, metavar="CONFIG",
                    help="configuration(s); two are ensembled (default: the one `satnet find-best` recommends, else "
                         "3d if planned, else the first)")

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from satnet.contracts import check_writable_folder
-from satnet.errors import InputError, SatnetError
+from satnet.errors import ConfigError, InputError
 from satnet.inference.export import revert_to_original
+from satnet.inference.exported import is_exported_folder, load_exported, onnxruntime_available, training_reference
 from satnet.inference.models import (
     ConfigurationModels,
     check_configuration,
@@ -46,7 +47,6 @@ from satnet.inference.predictor import (
 )
 from satnet.io.checks import scan_problems
 from satnet.io.dataset import RawCase, find_cases_in_folder, read_case
-from satnet.planning.fingerprint import FINGERPRINT_FILE, load_fingerprint
 from satnet.planning.plans import load_plans
 from satnet.preprocessing.case import preprocess_case
 
@@ -91,12 +91,16 @@ def predict_folder(
     save_probabilities: bool = False,
     resume: bool = False,
     part: Part = Part(),
+    backend: str = "auto",
 ) -> PredictionReport:
     """Predict every case of `input_dir` into `output_dir`; see the module docstring.
 
     configs: None -> find-best's recommendation, else "3d" if planned, else the first planned.
     folds: None -> every fold with the checkpoint (per configuration).
     resume: skip cases whose outputs exist (`output_complete`).
+    work_dir may also be a folder of `satnet export` (satnet.inference.exported), predicted by ONNX Runtime;
+    backend: "torch" (a work folder's checkpoints), "onnxruntime" (an exported folder) or "auto" (the one that
+    fits `work_dir`), named in the log.
     Raises a SatnetError before predicting anything when the folder, the configuration or a
     checkpoint is wrong; a case that cannot be read is recorded in the report's `failed`.
     """
@@ -104,10 +108,25 @@ def predict_folder(
     settings = settings or InferenceSettings()
     _check_folders(input_dir, output_dir)
     check_writable_folder(output_dir, "output folder", "choose another with -o")  # created by the first write
-    plans = load_plans(work_dir)
-    configs = list(configs) if configs else default_configurations(work_dir, plans)
-    for config in configs:
-        check_configuration(work_dir, config)
+    exported = is_exported_folder(work_dir)
+    backend = _resolve_backend(backend, exported, work_dir)
+    if exported:
+        loaded, export_info = load_exported(work_dir)
+        plans = loaded.plans
+        if configs and list(configs) != [export_info.config]:
+            raise ConfigError(f"{work_dir} holds configuration {export_info.config!r} only, not {' '.join(configs)}; "
+                              f"leave out -c, or export that configuration too")
+        if folds and [str(f) for f in folds] != loaded.folds:
+            loaded.networks = [n for f, n in zip(loaded.folds, loaded.networks) if f in {str(x) for x in folds}]
+            loaded.folds = [f for f in loaded.folds if f in {str(x) for x in folds}]
+            if not loaded.folds:
+                raise ConfigError(f"{work_dir} holds folds {', '.join(export_info.folds)}, not {' '.join(map(str, folds))}")
+        configs = [export_info.config]
+    else:
+        plans = load_plans(work_dir)
+        configs = list(configs) if configs else default_configurations(work_dir, plans)
+        for config in configs:
+            check_configuration(work_dir, config)
     ending, num_channels = plans.file_ending, len(plans.channel_names)
     cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
     remove_unfinished_outputs(output_dir, [c.case_id for c in cases], ending)  # this part's cases only
@@ -119,12 +138,19 @@ def predict_folder(
         logger.info("%d case(s) already predicted in %s; %d to go", len(report.skipped), output_dir, len(cases))
     if not cases:
         return report
-    device = resolve_device(settings.device)
-    models = [load_configuration(work_dir, c, folds, checkpoint, str(device)) for c in configs]
+    device = resolve_device(settings.device) if not exported else torch.device("cpu")
+    logger.info("backend: %s", backend)
+    if exported:
+        models = [loaded]
+        postprocessing = (PostprocessingDecision.from_dict(export_info.postprocessing, f"{work_dir}: postprocessing")
+                          if export_info.postprocessing else None)
+    else:
+        models = [load_configuration(work_dir, c, folds, checkpoint, str(device)) for c in configs]
+        postprocessing = _postprocessing(work_dir, configs)
     _check_models_agree(models, num_channels, plans.labels)
-    postprocessing = _postprocessing(work_dir, configs)
     ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1,
-                         training_reference=_training_reference(work_dir))
+                         training_reference=((export_info.training_spacing, export_info.training_slices) if exported
+                                             else training_reference(work_dir)))
 
     def finish(result) -> None:
         write_case(ensemble.export(*result), output_dir, ending, postprocessing, save_probabilities)
@@ -135,15 +161,24 @@ def predict_folder(
     return report
 
 
-def _training_reference(work_dir: Path) -> tuple[list[float] | None, int | None]:
-    """The training cases' median spacing and slice count (fingerprint.json), to check scans against."""
-    if not (work_dir / FINGERPRINT_FILE).is_file():
-        return None, None
-    try:
-        fingerprint = load_fingerprint(work_dir)
-    except SatnetError:
-        return None, None
-    return fingerprint.median_spacing(), int(np.median(fingerprint.shapes_after_crop()[:, 0]))
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def _resolve_backend(backend: str, exported: bool, work_dir: Path) -> str:
+    """torch for a work folder's checkpoints, onnxruntime for an exported folder; a mismatch says what to do."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    fitting = "onnxruntime" if exported else "torch"
+    if backend in ("auto", fitting):
+        if fitting == "onnxruntime" and not onnxruntime_available():
+            raise ConfigError(f"{work_dir} is an exported model, which ONNX Runtime predicts: pip install -e "
+                              f"\".[onnx]\" (or pip install onnxruntime)")
+        return fitting
+    if exported:
+        raise ConfigError(f"{work_dir} is an exported model (ONNX networks, no checkpoints): predict it with "
+                          f"--backend onnxruntime (the default), or give -m the work folder for --backend torch")
+    raise ConfigError(f"--backend onnxruntime predicts an exported folder: make one with `satnet export -m {work_dir} "
+                      f"-c CONFIG -o EXPORT_DIR`, then give -m EXPORT_DIR")
 
 
 def _check_models_agree(models: list[ConfigurationModels], num_channels: int, labels: dict[str, int]) -> None:
@@ -177,8 +212,9 @@ class _Ensemble:
         self.device = device
         self.keep_probabilities = keep_probabilities
         dtype = autocast_dtype(settings.precision, device)
-        self.predictors = [
-            [NetworkPredictor(n, dtype, settings.channels_last, len(m.plan.patch_size)) for n in m.networks]
+        self.predictors = [  # torch networks get satnet's predictor; exported ones are predictors already
+            [NetworkPredictor(n, dtype, settings.channels_last, len(m.plan.patch_size))
+             if isinstance(n, torch.nn.Module) else n for n in m.networks]
             for m in models
         ]
 

@@ -49,7 +49,14 @@ def _onednn_wanted(x: torch.Tensor, weight: torch.Tensor) -> bool:
     and which would not cast the inputs of a direct oneDNN call)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not x.is_mkldnn and not torch.is_autocast_enabled("cpu")
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and not _exporting())
+
+
+def _exporting() -> bool:
+    """Inside torch.onnx.export or a TorchScript trace: `aten::mkldnn_convolution` has no ONNX symbolic (the
+    export failed on it), so F.conv2d / F.conv3d, which export as Conv, take every convolution there."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
 class _OneDNNConv:

@@ -38,6 +38,7 @@ PREFIX: dict[str, list[str]] = {
     "train": ["{dir}", "3d", "0"],
     "predict": ["-i", "{dir}", "-o", "{dir}/out", "-m", "{dir}"],
     "evaluate": ["{dir}", "{dir}"], "find-best": ["{dir}"],
+    "export": ["-m", "{dir}", "-c", "3d", "-o", "{dir}/out"],
     "visualize": ["-m", "{dir}", "-c", "3d", "-f", "0", "-i", "{dir}/scan_0000.nii.gz", "-o", "{dir}/out"],
     "demo": [],
 }

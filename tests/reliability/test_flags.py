@@ -13,7 +13,7 @@ CASES = flag_cases()
 
 def test_every_subcommand_has_checked_flags():
     assert {c.subcommand for c in CASES} == {"plan-and-preprocess", "plan", "preprocess", "train", "predict",
-                                             "evaluate", "find-best", "visualize", "demo"}
+                                             "evaluate", "find-best", "visualize", "demo", "export"}
     assert len({(c.subcommand, c.flag) for c in CASES}) >= 40
 
 

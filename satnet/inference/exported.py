@@ -1,0 +1,176 @@
+"""`satnet export`: a self-contained model folder, and predicting from it with ONNX Runtime.
+
+    OUT_DIR/
+        satnet_model.json      everything prediction needs (EXPORT_FORMAT_VERSION; docs/formats.md)
+        fold_<k>.onnx          one network per fold: input "image" (B, C, *spatial), output "logits"
+                               (B, K, *spatial); batch and spatial sizes are dynamic (each spatial size a
+                               multiple of the network's total stride, as the sliding window's tiles are)
+
+satnet_model.json holds the configuration's plan as it was trained (spacing, normalisation, patch size,
+resampling, network spec), the dataset's labels, channel names and file ending, the postprocessing that
+find-best decided (or null), the sliding-window settings (step, mirroring axes), and the satnet version. A
+folder so made predicts without the work folder: `satnet predict -m OUT_DIR` (backend onnxruntime).
+
+The networks are traced with satnet's CPU fast paths switched off (`satnet.nets.layers` sends every
+convolution to F.conv*d during export; the norm exports as group norm), so the ONNX graph is the plain
+function; its logits were within 2e-6 of torch's (relative to the logit range) for every architecture.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from satnet import __version__
+from satnet.contracts import Contract, atomic_write_json, new_file_mode, read_json
+from satnet.errors import ConfigError, InputError, MissingFileError, SatnetError
+from satnet.inference.models import ConfigurationModels, load_configuration, postprocessing_path
+from satnet.planning.fingerprint import FINGERPRINT_FILE, load_fingerprint
+from satnet.planning.plans import Plans
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FILE = "satnet_model.json"
+EXPORT_FORMAT_VERSION = 1
+FORMATS = ("onnx",)
+OPSET = 17
+INPUT, OUTPUT = "image", "logits"
+
+
+@dataclass
+class ExportedModel(Contract):
+    """satnet_model.json: see the module docstring and docs/formats.md."""
+
+    FORMAT_VERSION = EXPORT_FORMAT_VERSION
+
+    config: str
+    folds: list[str]
+    files: list[str]
+    format: str
+    plans: dict
+    postprocessing: dict | None = None
+    step: float = 0.5
+    mirror_axes: list[int] = field(default_factory=list)
+    training_spacing: list[float] | None = None  # median spacing and slice count of the training cases, which
+    training_slices: int | None = None  # predict checks each scan against (satnet.io.checks.scan_problems)
+    satnet_version: str = ""
+    format_version: int = EXPORT_FORMAT_VERSION
+
+
+def training_reference(work_dir: Path) -> tuple[list[float] | None, int | None]:
+    """The training cases' median spacing and slice count (fingerprint.json), to check scans against."""
+    if not (work_dir / FINGERPRINT_FILE).is_file():
+        return None, None
+    try:
+        fingerprint = load_fingerprint(work_dir)
+    except SatnetError:
+        return None, None
+    return fingerprint.median_spacing(), int(np.median(fingerprint.shapes_after_crop()[:, 0]))
+
+
+def is_exported_folder(folder: str | Path) -> bool:
+    return (Path(folder) / EXPORT_FILE).is_file()
+
+
+def export_configuration(work_dir: str | Path, config: str, out_dir: str | Path, folds: Sequence[str] | None = None,
+                         checkpoint: str = "final", fmt: str = "onnx") -> ExportedModel:
+    """Write the folds of `config` and satnet_model.json into `out_dir` (each file atomically)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    if out_dir.resolve() == work_dir.resolve() or work_dir.resolve() in out_dir.resolve().parents:
+        raise InputError(f"export into a folder outside the work folder {work_dir}, not {out_dir}: the exported "
+                         f"model is meant to travel without it; choose another -o")
+    models = load_configuration(work_dir, config, folds, checkpoint, "cpu")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for fold, network in zip(models.folds, models.networks):
+        name = f"fold_{fold}.onnx"
+        _export_onnx(network, models.plan.network.in_channels, models.plan.patch_size, out_dir / name)
+        files.append(name)
+    post = postprocessing_path(work_dir, [config])
+    spacing, slices = training_reference(work_dir)
+    exported = ExportedModel(
+        config=config, folds=list(models.folds), files=files, format=fmt, plans=models.plans.to_dict(),
+        postprocessing=read_json(post, "postprocessing decision", "rerun `satnet find-best`") if post.is_file() else None,
+        mirror_axes=list(range(len(models.plan.patch_size))), satnet_version=__version__,
+        training_spacing=spacing, training_slices=slices,
+    )
+    atomic_write_json(out_dir / EXPORT_FILE, exported)
+    logger.info("exported %s folds %s to %s", config, ", ".join(models.folds), out_dir)
+    return exported
+
+
+def _export_onnx(network: torch.nn.Module, in_channels: int, patch: Sequence[int], path: Path) -> None:
+    network = network.eval().to(memory_format=torch.contiguous_format)
+    example = torch.zeros(1, in_channels, *patch)
+    axes = {0: "batch", **{i + 2: f"size{i}" for i in range(len(patch))}}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # the tracer warns about shape checks it bakes in (group norm's batch check); the graph is checked
+            # against torch on other batch and spatial sizes (tests/inference/test_exported.py)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(network, (example,), tmp, input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_axes={INPUT: axes, OUTPUT: axes}, opset_version=OPSET, dynamo=False)
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_exported(folder: str | Path, threads: int | None = None) -> tuple[ConfigurationModels, ExportedModel]:
+    """The exported folds as ONNX Runtime predictors (tiles -> logits), with the plan they were trained with."""
+    folder = Path(folder)
+    exported = ExportedModel.from_dict(read_json(folder / EXPORT_FILE, "exported model",
+                                                 f"export it again with `satnet export`"), str(folder / EXPORT_FILE))
+    plans = Plans.from_dict(exported.plans, f"{folder / EXPORT_FILE}: plans")
+    plan = plans.configuration(exported.config)
+    missing = [f for f in exported.files if not (folder / f).is_file()]
+    if missing:
+        raise MissingFileError(f"{folder} lacks {', '.join(missing)} that {EXPORT_FILE} lists; copy the whole "
+                               f"exported folder, or export it again")
+    predictors = [OnnxRuntimePredictor(folder / f, threads) for f in exported.files]
+    return ConfigurationModels(exported.config, plan, plans, list(exported.folds), predictors), exported
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxRuntimePredictor:
+    """An exported fold as the sliding window's predictor: tiles (B, C, *patch) torch -> logits torch, on the CPU."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("--backend onnxruntime needs ONNX Runtime: pip install -e \".[onnx]\" (or "
+                              "pip install onnxruntime)") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a damaged file
+            raise InputError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); the file is "
+                             f"damaged: copy or export it again") from None
+        self.path = path
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(tiles.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
