@@ -93,7 +93,7 @@ def export_configuration(work_dir: str | Path, config: str, out_dir: str | Path,
     files = []
     for fold, network in zip(models.folds, models.networks):
         name = f"fold_{fold}.onnx"
-        _export_onnx(network, models.plan.network.in_channels, models.plan.patch_size, out_dir / name)
+        export_onnx(network, models.plan.network.in_channels, models.plan.patch_size, out_dir / name)
         files.append(name)
     post = postprocessing_path(work_dir, [config])
     spacing, slices = training_reference(work_dir)
@@ -108,7 +108,7 @@ def export_configuration(work_dir: str | Path, config: str, out_dir: str | Path,
     return exported
 
 
-def _export_onnx(network: torch.nn.Module, in_channels: int, patch: Sequence[int], path: Path) -> None:
+def export_onnx(network: torch.nn.Module, in_channels: int, patch: Sequence[int], path: Path) -> None:
     network = network.eval().to(memory_format=torch.contiguous_format)
     example = torch.zeros(1, in_channels, *patch)
     axes = {0: "batch", **{i + 2: f"size{i}" for i in range(len(patch))}}
