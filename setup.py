@@ -25,6 +25,7 @@ setup(
         "matplotlib>=3.6",
         "pillow>=9.0",
     ],
-    extras_require={"test": ["pytest>=7"], "onnx": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2"]},
+    extras_require={"test": ["pytest>=7"], "onnx": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
+                    "openvino": ["onnx>=1.16,<2", "openvino>=2024.0,<2027"]},
     entry_points={"console_scripts": ["satnet = satnet.cli:main"]},
 )

@@ -1,5 +1,6 @@
 """The network call of prediction on each backend: torch (satnet's CPU layers, channels_last) against ONNX Runtime
-on the same exported weights, interleaved, medians of `--repeats` calls after warm-up (docs/performance.md).
+and OpenVINO (fp32) on the same exported weights, interleaved, medians of `--repeats` calls after warm-up
+(docs/performance.md).
 
 Two 3D U-Nets of random weights, SAT and ORG skips: satnet's Hippocampus 2 mm plan (32-64-128, tiles 20x28x20) and
 nnU-Net's Hippocampus 1 mm shape (32-256, tiles 40x56x40); a batch of `--batch` tiles per call, as the sliding
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf_common import machine, machine_line, publish  # noqa: E402
 
-from satnet.inference.exported import OnnxRuntimePredictor, export_onnx  # noqa: E402
+from satnet.inference.exported import OnnxRuntimePredictor, OpenVinoPredictor, export_onnx  # noqa: E402
 from satnet.inference.predictor import NetworkPredictor  # noqa: E402
 from satnet.nets import NetworkSpec, build_network  # noqa: E402
 
@@ -53,30 +54,38 @@ def main() -> None:
                 path = Path(tmp) / f"{skip}{len(features)}.onnx"
                 export_onnx(network, 1, patch, path)
                 torch_predictor = NetworkPredictor(network, None, None, 3)
-                ort_predictor = OnnxRuntimePredictor(path, args.threads)
+                predictors = {"torch": torch_predictor, "onnxruntime": OnnxRuntimePredictor(path, args.threads),
+                              "openvino": OpenVinoPredictor(path, args.threads)}
                 tiles = torch.randn(args.batch, 1, *patch)
-                times = {"torch": [], "onnxruntime": []}
+                times = {key: [] for key in predictors}
                 with torch.no_grad():
-                    expected, got = torch_predictor(tiles), ort_predictor(tiles)
+                    outputs = {key: p(tiles) for key, p in predictors.items()}
                     for _ in range(2):  # warm-up
-                        torch_predictor(tiles), ort_predictor(tiles)
+                        for p in predictors.values():
+                            p(tiles)
                     for _ in range(args.repeats):
-                        for key, predictor in (("torch", torch_predictor), ("onnxruntime", ort_predictor)):
+                        for key, predictor in predictors.items():
                             start = time.perf_counter()
                             predictor(tiles)
                             times[key].append(time.perf_counter() - start)
-                error = float((got - expected).abs().max() / (expected.max() - expected.min()))
-                t, o = statistics.median(times["torch"]), statistics.median(times["onnxruntime"])
-                rows.append({"network": name, "skip": skip, "patch": patch, "batch": args.batch, "torch_s": t,
-                             "onnxruntime_s": o, "onnxruntime_over_torch": o / t, "max_rel_logit_error": error})
+                expected = outputs["torch"]
+                span = float(expected.max() - expected.min())
+                row = {"network": name, "skip": skip, "patch": patch, "batch": args.batch}
+                for key in predictors:
+                    row[f"{key}_s"] = statistics.median(times[key])
+                    row[f"{key}_error"] = float((outputs[key] - expected).abs().max()) / span
+                rows.append(row)
     record = {"machine": machine(), "repeats": args.repeats, "rows": rows}
     lines = [machine_line(record), "",
              f"Network call on a batch of {args.batch} tiles, medians of {args.repeats} interleaved calls; random weights.",
-             "", "| network | skip | tiles | torch s | ONNX Runtime s | ORT / torch | max logit error |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| network | skip | tiles | torch s | ONNX Runtime s (/ torch) | OpenVINO s (/ torch) | max logit error "
+             "ORT / OV |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['network']} | {r['skip']} | {'x'.join(map(str, r['patch']))} | {r['torch_s']:.3f} | "
-                     f"{r['onnxruntime_s']:.3f} | **{r['onnxruntime_over_torch']:.2f}x** | {r['max_rel_logit_error']:.1e} |")
+        t = r["torch_s"]
+        lines.append(f"| {r['network']} | {r['skip']} | {'x'.join(map(str, r['patch']))} | {t:.3f} | "
+                     f"{r['onnxruntime_s']:.3f} (**{r['onnxruntime_s'] / t:.2f}x**) | "
+                     f"{r['openvino_s']:.3f} (**{r['openvino_s'] / t:.2f}x**) | "
+                     f"{r['onnxruntime_error']:.1e} / {r['openvino_error']:.1e} |")
     publish("backends", record, "\n".join(lines), write=not args.no_write)
 
 

@@ -98,10 +98,11 @@ def _add_predict(sub) -> argparse.ArgumentParser:
                    help="folder for the masks (created if needed)")
     p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
                    help="the work folder the models were trained in, or a folder made by `satnet export`")
-    p.add_argument("--backend", type=choice("auto", "torch", "onnxruntime"), default="auto",
-                   metavar="{auto,torch,onnxruntime}",
-                   help="torch runs a work folder's checkpoints, onnxruntime an exported folder (pip install -e "
-                        "\".[onnx]\"); auto (default): the one that fits -m, named in the log")
+    p.add_argument("--backend", type=choice("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   metavar="{auto,torch,onnxruntime,openvino}",
+                   help="torch runs a work folder's checkpoints; openvino or onnxruntime an exported folder (pip "
+                        "install -e \".[openvino]\" or \".[onnx]\"); auto (default): torch, or for an exported folder "
+                        "openvino when installed, else onnxruntime; the log names it")
     p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, metavar="CONFIG",
                    help="configuration(s); two are ensembled (default: the one `satnet find-best` recommends, else "
                         "3d if planned, else the first)")

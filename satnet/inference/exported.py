@@ -129,8 +129,13 @@ def export_onnx(network: torch.nn.Module, in_channels: int, patch: Sequence[int]
         raise
 
 
-def load_exported(folder: str | Path, threads: int | None = None) -> tuple[ConfigurationModels, ExportedModel]:
-    """The exported folds as ONNX Runtime predictors (tiles -> logits), with the plan they were trained with."""
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def load_exported(folder: str | Path, threads: int | None = None,
+                  runtime: str = "onnxruntime") -> tuple[ConfigurationModels, ExportedModel]:
+    """The exported folds as predictors (tiles -> logits) of `runtime` ("onnxruntime" or "openvino"), with the
+    plan they were trained with."""
     folder = Path(folder)
     exported = ExportedModel.from_dict(read_json(folder / EXPORT_FILE, "exported model",
                                                  f"export it again with `satnet export`"), str(folder / EXPORT_FILE))
@@ -140,8 +145,41 @@ def load_exported(folder: str | Path, threads: int | None = None) -> tuple[Confi
     if missing:
         raise MissingFileError(f"{folder} lacks {', '.join(missing)} that {EXPORT_FILE} lists; copy the whole "
                                f"exported folder, or export it again")
-    predictors = [OnnxRuntimePredictor(folder / f, threads) for f in exported.files]
+    kind = OnnxRuntimePredictor if runtime == "onnxruntime" else OpenVinoPredictor
+    predictors = [kind(folder / f, threads) for f in exported.files]
     return ConfigurationModels(exported.config, plan, plans, list(exported.folds), predictors), exported
+
+
+class OpenVinoPredictor:
+    """An exported fold on OpenVINO's CPU runtime: tiles (B, C, *patch) torch -> logits torch. Its precision is
+    pinned to fp32 (OpenVINO would infer in bf16 on CPUs that have it, and the masks must match torch's)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ConfigError("--backend openvino needs OpenVINO: pip install -e \".[openvino]\" (or pip install "
+                              "openvino)") from None
+        core = ov.Core()
+        try:
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+                "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"})
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for a damaged file
+            raise InputError(f"{path}: OpenVINO cannot load it ({str(exc).splitlines()[0][:200]}); the file is "
+                             f"damaged: copy or export it again") from None
+        self.path = path
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(tiles.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(np.asarray(self.compiled(array)[self.compiled.output(0)]))
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def onnxruntime_available() -> bool:

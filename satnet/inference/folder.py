@@ -23,7 +23,13 @@ import torch
 from satnet.contracts import check_writable_folder
 from satnet.errors import ConfigError, InputError
 from satnet.inference.export import revert_to_original
-from satnet.inference.exported import is_exported_folder, load_exported, onnxruntime_available, training_reference
+from satnet.inference.exported import (
+    is_exported_folder,
+    load_exported,
+    onnxruntime_available,
+    openvino_available,
+    training_reference,
+)
 from satnet.inference.models import (
     ConfigurationModels,
     check_configuration,
@@ -98,9 +104,9 @@ def predict_folder(
     configs: None -> find-best's recommendation, else "3d" if planned, else the first planned.
     folds: None -> every fold with the checkpoint (per configuration).
     resume: skip cases whose outputs exist (`output_complete`).
-    work_dir may also be a folder of `satnet export` (satnet.inference.exported), predicted by ONNX Runtime;
-    backend: "torch" (a work folder's checkpoints), "onnxruntime" (an exported folder) or "auto" (the one that
-    fits `work_dir`), named in the log.
+    work_dir may also be a folder of `satnet export` (satnet.inference.exported), predicted by OpenVINO or ONNX
+    Runtime; backend: "torch" (a work folder's checkpoints), "openvino" or "onnxruntime" (an exported folder),
+    or "auto" (torch, or for an exported folder openvino when installed, else onnxruntime), named in the log.
     Raises a SatnetError before predicting anything when the folder, the configuration or a
     checkpoint is wrong; a case that cannot be read is recorded in the report's `failed`.
     """
@@ -111,7 +117,7 @@ def predict_folder(
     exported = is_exported_folder(work_dir)
     backend = _resolve_backend(backend, exported, work_dir)
     if exported:
-        loaded, export_info = load_exported(work_dir)
+        loaded, export_info = load_exported(work_dir, runtime=backend)
         plans = loaded.plans
         if configs and list(configs) != [export_info.config]:
             raise ConfigError(f"{work_dir} holds configuration {export_info.config!r} only, not {' '.join(configs)}; "
@@ -161,24 +167,29 @@ def predict_folder(
     return report
 
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 def _resolve_backend(backend: str, exported: bool, work_dir: Path) -> str:
-    """torch for a work folder's checkpoints, onnxruntime for an exported folder; a mismatch says what to do."""
+    """torch for a work folder's checkpoints; for an exported folder openvino when installed (0.86-0.90x torch's
+    time on nnU-Net-sized 3D U-Nets, docs/predict.md), else onnxruntime. A mismatch says what to do."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    fitting = "onnxruntime" if exported else "torch"
-    if backend in ("auto", fitting):
-        if fitting == "onnxruntime" and not onnxruntime_available():
-            raise ConfigError(f"{work_dir} is an exported model, which ONNX Runtime predicts: pip install -e "
-                              f"\".[onnx]\" (or pip install onnxruntime)")
-        return fitting
-    if exported:
+    if not exported:
+        if backend in ("auto", "torch"):
+            return "torch"
+        raise ConfigError(f"--backend {backend} predicts an exported folder: make one with `satnet export -m {work_dir} "
+                          f"-c CONFIG -o EXPORT_DIR`, then give -m EXPORT_DIR")
+    if backend == "torch":
         raise ConfigError(f"{work_dir} is an exported model (ONNX networks, no checkpoints): predict it with "
-                          f"--backend onnxruntime (the default), or give -m the work folder for --backend torch")
-    raise ConfigError(f"--backend onnxruntime predicts an exported folder: make one with `satnet export -m {work_dir} "
-                      f"-c CONFIG -o EXPORT_DIR`, then give -m EXPORT_DIR")
+                          f"--backend openvino or onnxruntime (auto picks one), or give -m the work folder for torch")
+    if backend == "auto":
+        backend = "openvino" if openvino_available() else "onnxruntime"
+    if not (openvino_available() if backend == "openvino" else onnxruntime_available()):
+        extra = "openvino" if backend == "openvino" else "onnx"
+        raise ConfigError(f"{work_dir} is an exported model, which needs a runtime: pip install -e \".[{extra}]\" "
+                          f"(or pip install {backend}), or pick the other with --backend")
+    return backend
 
 
 def _check_models_agree(models: list[ConfigurationModels], num_channels: int, labels: dict[str, int]) -> None:

@@ -11,11 +11,20 @@ import torch
 from satnet.cli import main
 from satnet.synthetic import make_dataset_2d_rgb, make_dataset_3d
 
-pytest.importorskip("onnxruntime", reason="the onnx extra: pip install -e \".[onnx]\"")
+pytest.importorskip("onnx", reason="the onnx extra: pip install -e \".[onnx]\"")
 
-from satnet.inference.exported import EXPORT_FILE, OnnxRuntimePredictor  # noqa: E402
+from satnet.inference.exported import (  # noqa: E402
+    EXPORT_FILE,
+    OnnxRuntimePredictor,
+    OpenVinoPredictor,
+    onnxruntime_available,
+    openvino_available,
+)
 from satnet.inference.models import load_configuration  # noqa: E402
 
+RUNTIMES = [pytest.param("onnxruntime", marks=pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")),
+            pytest.param("openvino", marks=pytest.mark.skipif(not openvino_available(), reason="no openvino"))]
+PREDICTORS = {"onnxruntime": OnnxRuntimePredictor, "openvino": OpenVinoPredictor}
 CASES = {  # name: (dataset maker, plan flags, configuration)
     "3d_sat": (make_dataset_3d, ["--configs", "3d"], "3d"),
     "2d_org": (make_dataset_2d_rgb, ["--configs", "2d", "--skip", "org"], "2d_org"),
@@ -38,12 +47,13 @@ def _read(path):
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
-def test_exported_logits_match_torch(trained, tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_exported_logits_match_torch(trained, tmp_path, runtime):
     raw, work, config = trained
     assert main(["export", "-m", str(work), "-c", config, "-o", str(tmp_path / "model"), "-q"]) == 0
     network = load_configuration(work, config).networks[0]
     plan = load_configuration(work, config).plan
-    session = OnnxRuntimePredictor(tmp_path / "model" / "fold_0.onnx")
+    session = PREDICTORS[runtime](tmp_path / "model" / "fold_0.onnx")
     torch.manual_seed(0)
     tiles = torch.randn(3, plan.network.in_channels, *[2 * p for p in plan.patch_size])  # another size and batch
     with torch.no_grad():
@@ -54,7 +64,8 @@ def test_exported_logits_match_torch(trained, tmp_path):
     assert float((got - expected).abs().max()) <= 1e-4 * span
 
 
-def test_exported_folder_predicts_the_torch_masks_without_the_work_folder(trained, tmp_path, capsys):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_exported_folder_predicts_the_torch_masks_without_the_work_folder(trained, tmp_path, capsys, runtime):
     raw, work, config = trained
     model, scans = tmp_path / "model", raw / "imagesTr"
     assert main(["export", "-m", str(work), "-c", config, "-o", str(model), "-q"]) == 0
@@ -63,8 +74,9 @@ def test_exported_folder_predicts_the_torch_masks_without_the_work_folder(traine
     shutil.move(str(work), str(moved))  # the exported folder must not need it
     try:
         capsys.readouterr()
-        assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "onnx"), "-m", str(model)]) == 0
-        assert "backend: onnxruntime" in capsys.readouterr().err
+        assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "onnx"), "-m", str(model), "--backend",
+                     runtime]) == 0
+        assert f"backend: {runtime}" in capsys.readouterr().err
     finally:
         shutil.move(str(moved), str(work))
     masks = sorted(p.name for p in (tmp_path / "torch").glob("*") if not p.name.startswith("."))
@@ -73,7 +85,8 @@ def test_exported_folder_predicts_the_torch_masks_without_the_work_folder(traine
         assert np.array_equal(_read(tmp_path / "torch" / name), _read(tmp_path / "onnx" / name)), name
 
 
-def test_wrong_backend_and_a_broken_model_file_are_clear_errors(trained, tmp_path, capsys):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_wrong_backend_and_a_broken_model_file_are_clear_errors(trained, tmp_path, capsys, runtime):
     raw, work, config = trained
     model = tmp_path / "model"
     assert main(["export", "-m", str(work), "-c", config, "-o", str(model), "-q"]) == 0
@@ -81,12 +94,13 @@ def test_wrong_backend_and_a_broken_model_file_are_clear_errors(trained, tmp_pat
     capsys.readouterr()
     assert main([*common, "-m", str(model), "--backend", "torch"]) == 1
     assert "is an exported model" in capsys.readouterr().err
-    assert main([*common, "-m", str(work), "--backend", "onnxruntime"]) == 1
+    assert main([*common, "-m", str(work), "--backend", runtime]) == 1
     assert "satnet export -m" in capsys.readouterr().err
     onnx = model / "fold_0.onnx"
     onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
-    assert main([*common, "-m", str(model)]) == 1
-    assert f"{onnx}: ONNX Runtime cannot load it" in capsys.readouterr().err
+    assert main([*common, "-m", str(model), "--backend", runtime]) == 1
+    name = "ONNX Runtime" if runtime == "onnxruntime" else "OpenVINO"
+    assert f"{onnx}: {name} cannot load it" in capsys.readouterr().err
     (model / EXPORT_FILE).write_text("{")
     assert main([*common, "-m", str(model)]) == 1
     assert str(model / EXPORT_FILE) in capsys.readouterr().err
