@@ -128,7 +128,7 @@ def test_empty_input_folder_and_wrong_channel_count(raw, tiny_work, tmp_path, ca
 def test_continue_and_part_through_the_cli(raw, tiny_work, tmp_path, capsys):
     common = ["predict", "-i", raw / "imagesTs", "-o", tmp_path, "-m", tiny_work, "--no-tta", "--threads", "1"]
     code, out, _ = run(capsys, *common, "--part", "1/2")
-    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["case_004.nii.gz"]
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["case_004.nii.gz", "predict_summary_part1of2.json"]
     before = (tmp_path / "case_004.nii.gz").stat().st_mtime_ns
     code, out, _ = run(capsys, *common, "--continue")
     assert code == 0 and "predicted 1 case(s)" in out and "(1 already there, skipped)" in out

@@ -2,6 +2,7 @@
 ignores entries that are no scan, and words folder problems for the model (not for dataset.json)."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -57,7 +58,12 @@ def test_bad_scans_are_skipped_with_their_fix_and_the_rest_predicted(trained, tm
     capsys.readouterr()
     assert main(["predict", "-i", str(scans), "-o", str(out), "-m", str(work), "-c", "3d", "-f", "0"]) != 0
     err = capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz", "predict_summary.json"]
+    summary = json.loads((out / "predict_summary.json").read_text())
+    assert summary["backend"] == "torch" and summary["configurations"] == ["3d"]
+    status = {c["case"]: c for c in summary["cases"]}
+    assert status["good"]["status"] == "predicted" and status["good"]["seconds"] > 0 and status["good"]["peak_rss_mb"] > 0
+    assert status["nan"]["status"] == "failed" and "NaN" in status["nan"]["reason"]
     assert "ignoring 2 entries" in err and "README.txt" in err and "originals/" in err
     assert "nan_0000.nii.gz: has 10 NaN or infinite voxel(s): replace them" in err
     assert "metres_0000.nii.gz: has spacing 0.003x0.001x0.001 mm" in err and "metres instead of millimetres" in err

@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from satnet.contracts import check_writable_folder
+from satnet import __version__
+from satnet.contracts import atomic_write_json, check_writable_folder
 from satnet.errors import ConfigError, InputError
 from satnet.inference.export import revert_to_original
 from satnet.inference.exported import (
@@ -164,7 +165,33 @@ def predict_folder(
     run = run_pipelined(cases, lambda case: ensemble.load(case, num_channels), ensemble.predict, finish,
                         name=lambda case: case.case_id, desc=f"predict {'+'.join(configs)}")
     report.predicted, report.failed = run.predicted, run.failed
+    report.seconds, report.peak_rss_mb = run.seconds, run.peak_rss_mb
+    if report.predicted:  # a run that wrote no mask leaves the output folder as it was
+        _write_summary(output_dir, part, report, backend, configs, [m.folds for m in models], settings, work_dir)
     return report
+
+
+SUMMARY_FILE = "predict_summary.json"
+
+
+def summary_path(output_dir: Path, part: Part) -> Path:
+    """OUTPUT_DIR/predict_summary.json; predict_summary_part<I>of<N>.json for one of several --part processes."""
+    name = SUMMARY_FILE if part.count == 1 else f"predict_summary_part{part.index}of{part.count}.json"
+    return output_dir / name
+
+
+def _write_summary(output_dir: Path, part: Part, report: PredictionReport, backend: str, configs: list[str],
+                   folds: list[list[str]], settings: InferenceSettings, model: Path) -> None:
+    """What this run predicted: per case the seconds and the process's peak memory, the backend and settings."""
+    cases = [{"case": c, "status": "predicted", "seconds": report.seconds.get(c),
+              "peak_rss_mb": report.peak_rss_mb.get(c)} for c in report.predicted]
+    cases += [{"case": c, "status": "failed", "reason": reason} for c, reason in sorted(report.failed.items())]
+    cases += [{"case": c, "status": "skipped (already predicted)"} for c in report.skipped]
+    atomic_write_json(summary_path(output_dir, part), {
+        "format_version": 1, "satnet_version": __version__, "model": str(model), "backend": backend,
+        "configurations": configs, "folds": folds, "step": settings.step, "mirror": settings.mirror,
+        "precision": settings.precision, "threads": torch.get_num_threads(), "cases": cases,
+    })
 
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")

@@ -33,6 +33,8 @@ class PredictionReport:
     predicted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # case id -> wall seconds from its start to its mask
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # case id -> the process's peak RSS when it ended
 
     @property
     def ok(self) -> bool:
@@ -95,7 +97,16 @@ def _collect(report: PredictionReport, job: _Job, future: Future) -> None:
         _fail(report, job.name, exc)
         return
     report.predicted.append(job.name)
-    logger.info("%s: done in %.1f s", job.name, time.perf_counter() - job.started)
+    report.seconds[job.name] = round(time.perf_counter() - job.started, 3)
+    report.peak_rss_mb[job.name] = round(peak_rss_mb(), 1)
+    logger.info("%s: done in %.1f s", job.name, report.seconds[job.name])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _fail(report: PredictionReport, name: str, exc: SatnetError) -> None:

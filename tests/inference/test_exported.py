@@ -79,8 +79,8 @@ def test_exported_folder_predicts_the_torch_masks_without_the_work_folder(traine
         assert f"backend: {runtime}" in capsys.readouterr().err
     finally:
         shutil.move(str(moved), str(work))
-    masks = sorted(p.name for p in (tmp_path / "torch").glob("*") if not p.name.startswith("."))
-    assert masks and masks == sorted(p.name for p in (tmp_path / "onnx").glob("*") if not p.name.startswith("."))
+    masks = sorted(p.name for p in (tmp_path / "torch").glob("*.nii.gz"))
+    assert masks and masks == sorted(p.name for p in (tmp_path / "onnx").glob("*.nii.gz"))
     for name in masks:
         assert np.array_equal(_read(tmp_path / "torch" / name), _read(tmp_path / "onnx" / name)), name
 

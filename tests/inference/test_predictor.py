@@ -119,7 +119,8 @@ def test_continue_keeps_existing_outputs_and_predicts_the_rest(raw, work, tmp_pa
 def test_part_predicts_every_nth_case(raw, work, tmp_path, part, expected):
     report = predict_folder(raw / "imagesTs", tmp_path, work, settings=NO_TTA, part=Part(*part))
     assert report.predicted == expected
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{c}.nii.gz" for c in expected]
+    summary = f"predict_summary_part{part[0]}of{part[1]}.json"  # one per part: the processes share the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{c}.nii.gz" for c in expected] + [summary])
 
 
 def test_a_corrupt_case_is_reported_and_the_others_are_predicted(raw, work, tmp_path):
