@@ -21,6 +21,7 @@ from satnet.inference.exported import (  # noqa: E402
     openvino_available,
 )
 from satnet.inference.models import load_configuration  # noqa: E402
+from satnet.inference.predictor import load_probabilities  # noqa: E402
 
 RUNTIMES = [pytest.param("onnxruntime", marks=pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")),
             pytest.param("openvino", marks=pytest.mark.skipif(not openvino_available(), reason="no openvino"))]
@@ -39,7 +40,7 @@ def trained(request, tmp_path_factory):
     work = root / "work"
     assert main(["plan-and-preprocess", str(raw), "-o", str(work), "-j", "1", "-q", *flags]) == 0
     assert main(["train", str(work), config, "0", "--epochs", "1", "--iterations-per-epoch", "2", "--workers", "0",
-                 "--no-validation", "-q"]) == 0
+                 "--seed", "0", "--no-validation", "-q"]) == 0
     return raw, work, config
 
 
@@ -69,7 +70,8 @@ def test_exported_folder_predicts_the_torch_masks_without_the_work_folder(traine
     raw, work, config = trained
     model, scans = tmp_path / "model", raw / "imagesTr"
     assert main(["export", "-m", str(work), "-c", config, "-o", str(model), "-q"]) == 0
-    assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "torch"), "-m", str(work), "-c", config, "-q"]) == 0
+    assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "torch"), "-m", str(work), "-c", config, "-q",
+                 "--save-probabilities"]) == 0
     moved = tmp_path / "elsewhere"
     shutil.move(str(work), str(moved))  # the exported folder must not need it
     try:
@@ -79,10 +81,17 @@ def test_exported_folder_predicts_the_torch_masks_without_the_work_folder(traine
         assert f"backend: {runtime}" in capsys.readouterr().err
     finally:
         shutil.move(str(moved), str(work))
-    masks = sorted(p.name for p in (tmp_path / "torch").glob("*.nii.gz"))
-    assert masks and masks == sorted(p.name for p in (tmp_path / "onnx").glob("*.nii.gz"))
+    ending = ".nii.gz" if config.startswith("3d") else ".png"
+    masks = sorted(p.name for p in (tmp_path / "torch").glob(f"*{ending}"))
+    assert masks and masks == sorted(p.name for p in (tmp_path / "onnx").glob(f"*{ending}"))
     for name in masks:
-        assert np.array_equal(_read(tmp_path / "torch" / name), _read(tmp_path / "onnx" / name)), name
+        ours, theirs = _read(tmp_path / "torch" / name), _read(tmp_path / "onnx" / name)
+        # Identical but where two classes tie within round-off: a barely trained model has such voxels, and
+        # which side of a tie fp32 round-off lands on differs between kernels (and CPUs).
+        probs = np.sort(load_probabilities(tmp_path / "torch" / name.replace(ending, ".npz")), axis=0)
+        margin = (probs[-1] - probs[-2]).reshape(ours.shape)
+        differ = ours != theirs
+        assert differ.mean() <= 1e-3 and (margin[differ] < 5e-3).all(), (name, differ.sum(), margin[differ].max())
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
