@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -30,6 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from perf_common import cpu_model  # noqa: E402
 RUNS = ROOT / "benchmarks" / "results" / "study_runs.jsonl"
 # The budget of every run of a dataset (5x the iterations of docs/results.md's tables 5 and 6), and how its work
 # folder was made (`satnet plan ... --skip org` etc. add the other variants to the same plans.json).
@@ -62,16 +64,6 @@ def seed_dir(root: Path, dataset: str, seed: int) -> Path:
 
 def work_folder(root: Path, dataset: str) -> Path:
     return root / BUDGETS[dataset].get("folder", dataset)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def done_jobs(path: Path = RUNS) -> set[tuple[str, str, int, int, int]]:

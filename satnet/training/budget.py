@@ -1,4 +1,4 @@
-"""Training for a wall-clock budget (`satnet train --time-budget MINUTES`).
+"""The learning-rate schedule, and training for a wall-clock budget (`satnet train --time-budget MINUTES`).
 
 The budget counts the wall time of the epochs (training and their validation batches, each
 epoch's `seconds` in training_log.json), not start-up or the final validation that follows.
@@ -15,7 +15,10 @@ Because the time comes from the log, a resumed run continues with what is left o
 from __future__ import annotations
 
 import statistics
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from satnet.training.options import TrainOptions
 
 RECENT_EPOCHS = 3  # epochs whose median length predicts the next one's
 
@@ -38,3 +41,16 @@ def describe(seconds: Sequence[float], iterations_per_epoch: int, budget_minutes
     epochs = len(seconds)
     return (f"{epochs} epochs ({epochs * iterations_per_epoch:,} iterations) in {sum(seconds) / 60:.1f} of "
             f"{budget_minutes:g} minutes")
+
+
+def learning_rate(o: "TrainOptions", epoch: int, seconds: list[float] | None = None) -> float:
+    """The learning rate of `epoch` (0-based): poly lr * (1 - epoch / epochs) ** exponent, or constant.
+
+    With a time budget the poly schedule runs over time (module docstring): `seconds` are the completed
+    epochs' wall times."""
+    if o.lr_schedule != "poly":
+        return o.lr
+    if o.time_budget is not None:  # whichever limit is nearer, time or --epochs, sets how far the schedule is
+        spent = max(fraction_spent(seconds or [], o.time_budget), epoch / o.epochs)
+        return o.lr * (1.0 - spent) ** o.poly_exponent
+    return o.lr * (1.0 - epoch / o.epochs) ** o.poly_exponent

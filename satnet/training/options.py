@@ -196,3 +196,13 @@ def merge_for_resume(stored: TrainOptions, current: TrainOptions, given: Mapping
     changes = {k: v for k, v in given.items() if k in RESUME_MAY_CHANGE and v is not None}
     changes.update({k: getattr(current, k) for k in MACHINE_FIELDS})
     return stored.replace(**changes)
+
+
+def precision_warning(planner: dict, o: TrainOptions) -> str | None:
+    """What to say when a CUDA run trains in fp32 a plan sized for bf16/fp16 (about half the activations)."""
+    planned = planner.get("precision", "fp32")  # plans made before the flag existed were sized for fp32
+    if o.device != "cuda" or o.precision != "fp32" or planned == "fp32":
+        return None
+    return (f"the plan was sized for {planned} training within {planner.get('gpu_memory_gb', 0):g} GiB; fp32 needs "
+            f"about twice its activation memory and may run out of GPU memory: train with --precision {planned}, "
+            f"or re-plan with `satnet plan ... --precision fp32`")

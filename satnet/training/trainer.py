@@ -57,7 +57,7 @@ from satnet.training.loop import (
 )
 from satnet.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
 from satnet.training.metrics import ExponentialMovingAverage, mean_ignoring_nan
-from satnet.training.options import TrainOptions, given_fields, merge_for_resume, resolve_options
+from satnet.training.options import TrainOptions, given_fields, merge_for_resume, precision_warning, resolve_options
 from satnet.training.progress import EpochRecord, TrainingLog, finite_or_none, format_epoch, plot_progress, save_log
 
 logger = logging.getLogger(__name__)
@@ -255,16 +255,6 @@ def _log_start(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, start_ep
             logger.warning("warning: %s", warning)
 
 
-def precision_warning(planner: dict, o: TrainOptions) -> str | None:
-    """What to say when a CUDA run trains in fp32 a plan sized for bf16/fp16 (about half the activations)."""
-    planned = planner.get("precision", "fp32")  # plans made before the flag existed were sized for fp32
-    if o.device != "cuda" or o.precision != "fp32" or planned == "fp32":
-        return None
-    return (f"the plan was sized for {planned} training within {planner.get('gpu_memory_gb', 0):g} GiB; fp32 needs "
-            f"about twice its activation memory and may run out of GPU memory: train with --precision {planned}, "
-            f"or re-plan with `satnet plan ... --precision fp32`")
-
-
 # ---------------------------------------------------------------------------------------------
 # Model, optimiser and their state
 
@@ -275,19 +265,6 @@ def make_optimizer(parameters, o: TrainOptions) -> torch.optim.Optimizer:
         return torch.optim.SGD(parameters, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0,
                                weight_decay=o.weight_decay)
     return torch.optim.Adadelta(parameters, lr=o.lr, rho=o.rho, eps=o.eps, weight_decay=o.weight_decay)
-
-
-def learning_rate(o: TrainOptions, epoch: int, seconds: list[float] | None = None) -> float:
-    """The learning rate of `epoch` (0-based): poly lr * (1 - epoch / epochs) ** exponent, or constant.
-
-    With a time budget the poly schedule runs over time: `seconds` are the completed epochs' wall times
-    (satnet.training.budget)."""
-    if o.lr_schedule != "poly":
-        return o.lr
-    if o.time_budget is not None:  # whichever limit is nearer, time or --epochs, sets how far the schedule is
-        spent = max(time_budget.fraction_spent(seconds or [], o.time_budget), epoch / o.epochs)
-        return o.lr * (1.0 - spent) ** o.poly_exponent
-    return o.lr * (1.0 - epoch / o.epochs) ** o.poly_exponent
 
 
 def _epoch_seconds(state: _State) -> list[float]:
@@ -326,7 +303,7 @@ def _checkpoint(run: _Run, o: TrainOptions, state: _State) -> dict[str, Any]:
         "state_dict": portable_state_dict(state.network), "epoch": state.epoch,
         "optimizer": state.optimizer.state_dict(),
         "scheduler": {"schedule": o.lr_schedule,
-                      "next_lr": learning_rate(o, min(state.epoch, o.epochs - 1), _epoch_seconds(state))},
+                      "next_lr": time_budget.learning_rate(o, min(state.epoch, o.epochs - 1), _epoch_seconds(state))},
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "rng": capture_rng(), "train_options": o.to_dict(), "best_ema_dice": state.best_ema,
         "log": state.log.to_dict(),
@@ -365,7 +342,7 @@ def _train_epochs(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state
             if o.time_budget is not None and _out_of_time(o, ctx, state, device_of(state.network)):
                 break
             started = time.perf_counter()
-            lr = learning_rate(o, epoch, _epoch_seconds(state))
+            lr = time_budget.learning_rate(o, epoch, _epoch_seconds(state))
             for group in state.optimizer.param_groups:
                 group["lr"] = lr
             pipelines.start_epoch(epoch)

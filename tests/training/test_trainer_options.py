@@ -15,7 +15,7 @@ from satnet.training.checkpointing import capture_rng, restore_rng
 from satnet.training.distributed import per_rank_batch_size
 from satnet.training.loop import make_precision
 from satnet.training.options import TrainOptions, given_fields, merge_for_resume, resolve_options
-from satnet.training.trainer import learning_rate
+from satnet.training.budget import learning_rate
 
 
 def test_defaults_are_nnunets_recipe():
@@ -116,7 +116,7 @@ def test_epoch_line_lists_few_gates_and_summarises_many():
 
 
 def test_fp32_cuda_training_of_a_half_precision_plan_is_warned_about():
-    from satnet.training.trainer import precision_warning
+    from satnet.training.options import precision_warning
 
     cuda_fp32 = TrainOptions(device="cuda", precision="fp32")
     message = precision_warning({"precision": "fp16", "gpu_memory_gb": 24.0}, cuda_fp32)
