@@ -40,7 +40,7 @@ def test_prediction_keeps_only_complete_masks(setup, tmp_path, monkeypatch):  # 
     assert_disk_full_error(result, "predict", str(out / "case_002.nii.gz"))
     assert [p.name for p in out.iterdir()] == ["case_001.nii.gz"] and read_label(out / "case_001.nii.gz")
     monkeypatch.undo()
-    assert run_cli(predict(images, out, work, "--continue")).code == 0 and len(list(out.iterdir())) == 4
+    assert run_cli(predict(images, out, work, "--continue")).code == 0 and len(list(out.glob("*.nii.gz"))) == 4
 
 
 def test_a_checkpoint_write_keeps_the_previous_checkpoint(bases, tmp_path, monkeypatch):  # noqa: F811
