@@ -17,6 +17,7 @@ function; its logits were within 2e-6 of torch's (relative to the logit range) f
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import tempfile
@@ -164,30 +165,31 @@ class OpenVinoPredictor:
         try:
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
                 "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"})
-        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for a damaged file
-            raise InputError(f"{path}: OpenVINO cannot load it ({str(exc).splitlines()[0][:200]}); the file is "
-                             f"damaged: copy or export it again") from None
+        except Exception as exc:
+            raise _damaged(path, "OpenVINO", exc) from None
         self.path = path
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(tiles.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(np.asarray(self.compiled(array)[self.compiled.output(0)]))
+        return torch.from_numpy(np.asarray(self.compiled(_tiles_array(tiles))[self.compiled.output(0)]))
 
 
 def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("openvino") is not None
 
 
 def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _tiles_array(tiles: torch.Tensor) -> np.ndarray:
+    """What both runtimes take: a contiguous float32 numpy array on the CPU."""
+    return np.ascontiguousarray(tiles.detach().to("cpu", torch.float32).numpy())
+
+
+def _damaged(path: Path, runtime: str, exc: Exception) -> InputError:
+    """The error for a model file a runtime cannot load (each raises exception types of its own)."""
+    return InputError(f"{path}: {runtime} cannot load it ({str(exc).splitlines()[0][:200]}); the file is damaged: "
+                      f"copy or export it again")
 
 
 class OnnxRuntimePredictor:
@@ -204,11 +206,9 @@ class OnnxRuntimePredictor:
         options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for a damaged file
-            raise InputError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); the file is "
-                             f"damaged: copy or export it again") from None
+        except Exception as exc:
+            raise _damaged(path, "ONNX Runtime", exc) from None
         self.path = path
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(tiles.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: _tiles_array(tiles)})[0])
