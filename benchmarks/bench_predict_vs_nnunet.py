@@ -2,6 +2,7 @@
 
     python benchmarks/bench_predict_vs_nnunet.py WORK_DIR                    # 10 cases x 2 rounds, ~20 min
     python benchmarks/bench_predict_vs_nnunet.py WORK_DIR --cases 40 --rounds 1
+    python benchmarks/bench_predict_vs_nnunet.py WORK_DIR --cases 40 --rounds 1 --backends torch openvino onnxruntime
     python benchmarks/bench_predict_vs_nnunet.py WORK_DIR --stages-only      # in-process breakdown, ~3 min
 
 WORK_DIR is satnet's Hippocampus work folder with a trained `3d_org` fold (nnU-Net's 3d_fullres
@@ -11,7 +12,8 @@ compared first), so both tools predict with one network and the Dice difference 
 their preprocessing, sliding window and export. The fold's first `--cases` validation cases
 (sorted) are linked into one input folder.
 
-Each round runs, for each TTA mode, `satnet predict` (a fresh process) and `nnUNetv2_predict`
+Each round runs, for each TTA mode, `satnet predict` (a fresh process per `--backends` entry: torch on the
+checkpoint, ONNX Runtime / OpenVINO on a `satnet export` of it) and `nnUNetv2_predict`
 (benchmarks/peers: -npp 3 -nps 3, nnU-Net's defaults) on those cases. Reported per run: wall
 seconds per case (start-up included), steady seconds per case (between the first and the last
 case finished: throughput without start-up), the Dice of each tool (satnet's evaluator for both,
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,22 +67,38 @@ def steady_s_per_case(times: list[float]) -> float | None:
     return (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
 
 
-def run_satnet(site, args, inputs: Path, out: Path, tta: bool, num_cases: int) -> dict:
+def run_satnet(site, args, inputs: Path, out: Path, tta: bool, num_cases: int, backend: str = "torch",
+               exported: Path | None = None) -> dict:
+    """One `satnet predict` process over the input folder: the work folder's checkpoint on torch, or the exported
+    folder on ONNX Runtime / OpenVINO."""
     from measure import run_measured
 
-    command = [sys.executable, "-m", "satnet.cli", "predict", "-i", inputs, "-o", out, "-m", args.work_dir,
-               "-c", args.config, "-f", str(args.fold), "--checkpoint", args.checkpoint]
-    command += ([] if tta else ["--no-tta"]) + (["--threads", str(args.threads)] if args.threads else [])
+    command = [sys.executable, "-m", "satnet.cli", "predict", "-i", inputs, "-o", out]
+    if backend == "torch":
+        command += ["-m", args.work_dir, "-c", args.config, "-f", str(args.fold), "--checkpoint", args.checkpoint]
+    else:
+        command += ["-m", exported]
+    command += ["--backend", backend] + ([] if tta else ["--no-tta"])
+    command += ["--threads", str(args.threads)] if args.threads else []
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    log = site.runs / "logs" / f"satnet_predict_{'tta' if tta else 'notta'}_{time.strftime('%Y%m%d-%H%M%S')}.log"
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    log = site.runs / "logs" / f"satnet_predict_{backend}_{'tta' if tta else 'notta'}_{stamp}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     result = run_measured(command, env=env, log_path=log)
     if result.returncode != 0:
         raise RuntimeError(f"satnet predict failed ({result.returncode}); see {log}")
     done = result.times(": done in ")
-    return {"wall_s": result.wall_s, "s_per_case": result.wall_s / num_cases, "steady_s_per_case": steady_s_per_case(done),
-            "first_case_done_s": done[0] if done else None, "peak_tree_pss_mib": result.peak_tree_pss_mib,
-            "log": str(log), "prediction_dir": str(out)}
+    return {"backend": backend, "wall_s": result.wall_s, "s_per_case": result.wall_s / num_cases,
+            "steady_s_per_case": steady_s_per_case(done), "first_case_done_s": done[0] if done else None,
+            "peak_tree_pss_mib": result.peak_tree_pss_mib, "log": str(log), "prediction_dir": str(out)}
+
+
+def export_model(args, folder: Path) -> Path:
+    """`satnet export` of the fold's checkpoint into `folder` (replaced), for the ONNX backends."""
+    command = [sys.executable, "-m", "satnet.cli", "export", "-m", str(args.work_dir), "-c", args.config,
+               "-f", str(args.fold), "--checkpoint", args.checkpoint, "-o", str(folder), "-q"]
+    subprocess.run(command, check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return folder
 
 
 def run_nnunet(site, args, tta: bool, checkpoint_name: str) -> dict:
@@ -152,19 +171,29 @@ def run(args) -> dict:
         cases, name, inputs = prepare(args, site)
         record.update(cases=cases, port_max_logit_difference=args.port_max_logit_difference)
         ending = site.dataset_json(args.dataset)["file_ending"]
+        exported = None
+        if any(b != "torch" for b in args.backends):
+            exported = export_model(args, inputs.parent / "satnet_export")
         for r in range(args.rounds):
             for tta in args.tta:
-                out = inputs.parent / f"satnet_{'tta' if tta else 'notta'}"
-                print(f"round {r + 1}, TTA {'on' if tta else 'off'}: satnet", flush=True)
-                ours = run_satnet(site, args, inputs, out, tta, len(cases))
-                loads.append(load_average())
+                mode = 'tta' if tta else 'notta'
+                ours = {}
+                for backend in args.backends:
+                    print(f"round {r + 1}, TTA {'on' if tta else 'off'}: satnet ({backend})", flush=True)
+                    ours[backend] = run_satnet(site, args, inputs, inputs.parent / f"satnet_{backend}_{mode}", tta,
+                                               len(cases), backend, exported)
+                    loads.append(load_average())
                 print(f"round {r + 1}, TTA {'on' if tta else 'off'}: nnU-Net", flush=True)
                 theirs = run_nnunet(site, args, tta, name)
                 loads.append(load_average())
-                ours.update(dice(site, args.dataset, ours["prediction_dir"], cases))
                 theirs.update(dice(site, args.dataset, theirs["prediction_dir"], cases))
-                record["rounds"].append({"round": r, "tta": tta, "satnet": ours, "nnunet": theirs,
-                                         "voxel_agreement": agreement(ours["prediction_dir"], theirs["prediction_dir"],
+                reference = ours[args.backends[0]]["prediction_dir"]
+                for result in ours.values():
+                    result.update(dice(site, args.dataset, result["prediction_dir"], cases))
+                    result["agreement_with_first_backend"] = agreement(reference, result["prediction_dir"], cases, ending)
+                first = ours[args.backends[0]]
+                record["rounds"].append({"round": r, "tta": tta, "satnet": first, "backends": ours, "nnunet": theirs,
+                                         "voxel_agreement": agreement(first["prediction_dir"], theirs["prediction_dir"],
                                                                       cases, ending)})
                 print(predict_table(record), flush=True)
     if args.stages or args.stages_only:
@@ -175,28 +204,34 @@ def run(args) -> dict:
 
 
 def predict_table(record: dict) -> str:
-    lines = ["| TTA | tool | wall s / case | steady s / case | mean Dice | Dice per label | satnet speed-up "
-             "(wall, steady) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| TTA | tool | wall s / case | steady s / case | peak memory MiB | mean Dice | Dice per label | "
+             "speed-up over nnU-Net (wall, steady) | masks = first backend's |", "|---|---|---|---|---|---|---|---|---|"]
     for tta in (True, False):
         rounds = [r for r in record["rounds"] if r["tta"] == tta]
         if not rounds:
             continue
-        for tool in ("satnet", "nnunet"):
-            runs = [r[tool] for r in rounds]
+        backends = list(rounds[0].get("backends") or {"torch": rounds[0]["satnet"]})
+        tools = [("satnet", b) for b in backends] + [("nnunet", None)]
+        for tool, backend in tools:
+            runs = [(r.get("backends") or {"torch": r["satnet"]})[backend] if backend else r["nnunet"] for r in rounds]
             labels = runs[0]["dice_per_label"]
             per_label = ", ".join(f"{k}: {labels[k]:.4f}" for k in sorted(labels))
-            speed = ""
-            if tool == "satnet":
-                wall = median([r["nnunet"]["wall_s"] / r["satnet"]["wall_s"] for r in rounds])
-                steady = [r["nnunet"]["steady_s_per_case"] / r["satnet"]["steady_s_per_case"] for r in rounds
-                          if r["nnunet"]["steady_s_per_case"] and r["satnet"]["steady_s_per_case"]]
+            speed = same = ""
+            if backend:
+                wall = median([r["nnunet"]["wall_s"] / x["wall_s"] for r, x in zip(rounds, runs)])
+                steady = [r["nnunet"]["steady_s_per_case"] / x["steady_s_per_case"] for r, x in zip(rounds, runs)
+                          if r["nnunet"]["steady_s_per_case"] and x["steady_s_per_case"]]
                 speed = f"**{fmt(wall)}x**, {fmt(median(steady))}x"
-            lines.append(f"| {'on' if tta else 'off'} | {'satnet' if tool == 'satnet' else 'nnU-Net v2'} | "
-                         f"{fmt(median([x['s_per_case'] for x in runs]))} | "
+                agree = [x.get("agreement_with_first_backend") for x in runs]
+                same = "" if None in agree else f"{min(agree):.6f}"
+            name = f"satnet, {backend}" if backend else "nnU-Net v2"
+            lines.append(f"| {'on' if tta else 'off'} | {name} | {fmt(median([x['s_per_case'] for x in runs]))} | "
                          f"{fmt(median([x['steady_s_per_case'] for x in runs if x['steady_s_per_case']]))} | "
-                         f"{runs[0]['mean_dice']:.4f} | {per_label} | {speed} |")
+                         f"{fmt(median([x['peak_tree_pss_mib'] for x in runs if x.get('peak_tree_pss_mib')]), 0)} | "
+                         f"{runs[0]['mean_dice']:.4f} | {per_label} | {speed} | {same} |")
         agree = statistics.median(r["voxel_agreement"] for r in rounds)
-        lines.append(f"| {'on' if tta else 'off'} | masks agree on | {agree:.5f} of the voxels | | | | |")
+        lines.append(f"| {'on' if tta else 'off'} | masks of satnet ({backends[0]}) and nnU-Net agree on | "
+                     f"{agree:.5f} of the voxels | | | | | | |")
     return "\n".join(lines)
 
 
@@ -223,6 +258,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     parser.add_argument("--tta", nargs="+", choices=("on", "off"), default=["on", "off"])
     parser.add_argument("--threads", type=int, help="satnet predict --threads (default: satnet's)")
+    parser.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime", "openvino"), default=["torch"],
+                        help="satnet predict --backend values, each a run (default torch); the others predict from "
+                             "a `satnet export` of the same checkpoint, and their masks are compared with the first's")
     parser.add_argument("--dataset", type=int, default=4, help="nnU-Net dataset id (default 4)")
     parser.add_argument("--nnunet-config", default="3d_fullres")
     parser.add_argument("--stages", action="store_true", help="also time satnet's stages and GFLOP/s in-process")
