@@ -110,6 +110,14 @@ def test_wrong_backend_and_a_broken_model_file_are_clear_errors(trained, tmp_pat
     assert main([*common, "-m", str(model), "--backend", runtime]) == 1
     name = "ONNX Runtime" if runtime == "onnxruntime" else "OpenVINO"
     assert f"{onnx}: {name} cannot load it" in capsys.readouterr().err
+    onnx.unlink()  # satnet_model.json lists a fold file that is not there
+    assert main([*common, "-m", str(model), "--backend", runtime]) == 1
+    err = capsys.readouterr().err
+    assert "lacks fold_0.onnx" in err and "export it again" in err
     (model / EXPORT_FILE).write_text("{")
     assert main([*common, "-m", str(model)]) == 1
     assert str(model / EXPORT_FILE) in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "-m", str(model), "--backend", "tensorrt"])
+    assert exit_info.value.code == 2 and "--backend" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # no error wrote anything
