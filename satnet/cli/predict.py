@@ -71,7 +71,7 @@ def _add_export(sub) -> argparse.ArgumentParser:
                        description="Export the trained folds of one configuration as ONNX networks (dynamic batch and "
                                    "spatial size) with satnet_model.json, which holds everything prediction needs "
                                    "(plan, labels, channels, postprocessing; docs/formats.md). `satnet predict -m "
-                                   "OUT_DIR` then runs them with ONNX Runtime.")
+                                   "OUT_DIR` then runs them with OpenVINO or ONNX Runtime.")
     p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
                    help="the work folder the configuration was trained in")
     p.add_argument("-c", "--config", required=True, metavar="CONFIG", help="the configuration to export, e.g. 3d")
@@ -79,7 +79,9 @@ def _add_export(sub) -> argparse.ArgumentParser:
                    help="folds to export (default: every fold with the checkpoint)")
     p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUT_DIR",
                    help="folder for the exported model (outside the work folder)")
-    p.add_argument("--format", type=choice("onnx"), default="onnx", metavar="{onnx}", help="network format (onnx)")
+    p.add_argument("--format", type=choice("onnx", "openvino"), default="onnx", metavar="{onnx,openvino}",
+                   help="network format: onnx (default; runs on ONNX Runtime and OpenVINO) or openvino (OpenVINO IR, "
+                        "fp32; runs on OpenVINO only, without the onnx package)")
     p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
                    help="which checkpoint of each fold (default final)")
     p.set_defaults(handler=_run_export)

@@ -5,6 +5,8 @@
         fold_<k>.onnx          one network per fold: input "image" (B, C, *spatial), output "logits"
                                (B, K, *spatial); batch and spatial sizes are dynamic (each spatial size a
                                multiple of the network's total stride, as the sliding window's tiles are)
+        fold_<k>.xml, .bin     instead, with `--format openvino`: the same network as OpenVINO IR (fp32
+                               weights), which only the OpenVINO backend reads; it loads without the onnx package
 
 satnet_model.json holds the configuration's plan as it was trained (spacing, normalisation, patch size,
 resampling, network spec), the dataset's labels, channel names and file ending, the postprocessing that
@@ -40,7 +42,8 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FILE = "satnet_model.json"
 EXPORT_FORMAT_VERSION = 1
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "openvino")
+SUFFIX = {"onnx": ".onnx", "openvino": ".xml"}
 OPSET = 17
 INPUT, OUTPUT = "image", "logits"
 
@@ -93,8 +96,11 @@ def export_configuration(work_dir: str | Path, config: str, out_dir: str | Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for fold, network in zip(models.folds, models.networks):
-        name = f"fold_{fold}.onnx"
-        export_onnx(network, models.plan.network.in_channels, models.plan.patch_size, out_dir / name)
+        name = f"fold_{fold}{SUFFIX[fmt]}"
+        if fmt == "onnx":
+            export_onnx(network, models.plan.network.in_channels, models.plan.patch_size, out_dir / name)
+        else:
+            export_openvino(network, models.plan.network.in_channels, models.plan.patch_size, out_dir / name)
         files.append(name)
     post = postprocessing_path(work_dir, [config])
     spacing, slices = training_reference(work_dir)
@@ -130,6 +136,24 @@ def export_onnx(network: torch.nn.Module, in_channels: int, patch: Sequence[int]
         raise
 
 
+def export_openvino(network: torch.nn.Module, in_channels: int, patch: Sequence[int], path: Path) -> None:
+    """OpenVINO IR (`path` .xml and its .bin) converted from the ONNX graph of `export_onnx`, weights kept fp32."""
+    ov = _import_openvino("satnet export --format openvino")
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export.") as tmp:
+        onnx_path = Path(tmp) / "network.onnx"
+        export_onnx(network, in_channels, patch, onnx_path)
+        xml = Path(tmp) / path.name
+        ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+        for part in (xml.with_suffix(".bin"), xml):  # the .xml names a complete pair only once both are there
+            os.chmod(part, new_file_mode())
+            os.replace(part, path.parent / part.name)
+
+
+def model_files(exported: ExportedModel) -> list[str]:
+    """Every file the folder must hold: the fold networks, and for OpenVINO IR each one's weights (.bin)."""
+    return [n for f in exported.files for n in ((f, f[: -len(".xml")] + ".bin") if f.endswith(".xml") else (f,))]
+
+
 RUNTIMES = ("onnxruntime", "openvino")
 
 
@@ -142,7 +166,10 @@ def load_exported(folder: str | Path, threads: int | None = None,
                                                  f"export it again with `satnet export`"), str(folder / EXPORT_FILE))
     plans = Plans.from_dict(exported.plans, f"{folder / EXPORT_FILE}: plans")
     plan = plans.configuration(exported.config)
-    missing = [f for f in exported.files if not (folder / f).is_file()]
+    if exported.format == "openvino" and runtime != "openvino":
+        raise ConfigError(f"{folder} holds OpenVINO IR (`satnet export --format openvino`), which only --backend "
+                          f"openvino reads: install it (pip install -e \".[openvino]\") or export with --format onnx")
+    missing = [f for f in model_files(exported) if not (folder / f).is_file()]
     if missing:
         raise MissingFileError(f"{folder} lacks {', '.join(missing)} that {EXPORT_FILE} lists; copy the whole "
                                f"exported folder, or export it again")
@@ -156,11 +183,7 @@ class OpenVinoPredictor:
     pinned to fp32 (OpenVINO would infer in bf16 on CPUs that have it, and the masks must match torch's)."""
 
     def __init__(self, path: Path, threads: int | None = None):
-        try:
-            import openvino as ov
-        except ImportError:
-            raise ConfigError("--backend openvino needs OpenVINO: pip install -e \".[openvino]\" (or pip install "
-                              "openvino)") from None
+        ov = _import_openvino("--backend openvino")
         core = ov.Core()
         try:
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
@@ -171,6 +194,14 @@ class OpenVinoPredictor:
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.compiled(_tiles_array(tiles))[self.compiled.output(0)]))
+
+
+def _import_openvino(needed_by: str):
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ConfigError(f"{needed_by} needs OpenVINO: pip install -e \".[openvino]\" (or pip install openvino)") from None
+    return ov
 
 
 def openvino_available() -> bool:

@@ -121,3 +121,27 @@ def test_wrong_backend_and_a_broken_model_file_are_clear_errors(trained, tmp_pat
         main([*common, "-m", str(model), "--backend", "tensorrt"])
     assert exit_info.value.code == 2 and "--backend" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # no error wrote anything
+
+
+@pytest.mark.skipif(not openvino_available(), reason="no openvino")
+def test_openvino_ir_export_predicts_the_onnx_masks_and_refuses_onnxruntime(trained, tmp_path, capsys):
+    raw, work, config = trained
+    scans = raw / "imagesTr"
+    assert main(["export", "-m", str(work), "-c", config, "-o", str(tmp_path / "onnx"), "-q"]) == 0
+    assert main(["export", "-m", str(work), "-c", config, "-o", str(tmp_path / "ir"), "--format", "openvino", "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ir").iterdir()) == ["fold_0.bin", "fold_0.xml", EXPORT_FILE]
+    for model in ("onnx", "ir"):
+        assert main(["predict", "-i", str(scans), "-o", str(tmp_path / f"out_{model}"), "-m", str(tmp_path / model),
+                     "--backend", "openvino", "-q"]) == 0
+    ending = ".nii.gz" if config.startswith("3d") else ".png"
+    masks = sorted(p.name for p in (tmp_path / "out_onnx").glob(f"*{ending}"))
+    assert masks and masks == sorted(p.name for p in (tmp_path / "out_ir").glob(f"*{ending}"))
+    for name in masks:  # one runtime, one graph: identical
+        assert (_read(tmp_path / "out_onnx" / name) == _read(tmp_path / "out_ir" / name)).all()
+    capsys.readouterr()
+    assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "x"), "-m", str(tmp_path / "ir"),
+                 "--backend", "onnxruntime", "-q"]) == 1
+    assert "holds OpenVINO IR" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    (tmp_path / "ir" / "fold_0.bin").unlink()
+    assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "x"), "-m", str(tmp_path / "ir"), "-q"]) == 1
+    assert "lacks fold_0.bin" in capsys.readouterr().err
