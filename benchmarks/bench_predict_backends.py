@@ -1,8 +1,11 @@
-"""Whole-case `satnet predict` on each backend (torch, ONNX Runtime, OpenVINO), TTA on and off, one process per
-run: wall seconds, seconds per case, peak memory of the process tree, and whether the masks equal torch's.
+"""Whole-case `satnet predict` on each backend (torch, ONNX Runtime, OpenVINO) and TTA mode, one process per
+run: wall seconds, seconds per case, peak memory of the process tree, whether the masks equal torch's, and (with
+--raw) the Dice against the raw labels.
 
     PYTHONPATH=. python benchmarks/bench_predict_backends.py WORK_DIR -c 2d_org --raw ../shared/data/Dataset017_ISIC2017 \\
         --val-cases 40 --label isic_2d
+    PYTHONPATH=. python benchmarks/bench_predict_backends.py WORK_DIR -c 3d_org --raw ../shared/data/Dataset004_Hippocampus \
+        --backends torch --tta all axes opposite off --label hip_tta      # the Dice and time of each --mirrors
     PYTHONPATH=. python benchmarks/bench_predict_backends.py WORK_DIR -c 3d_org --synthetic-ct 256 --label ct_256
 
 The torch runs predict from the work folder's checkpoint; the other backends from a `satnet export` of the same
@@ -71,14 +74,18 @@ def synthetic_ct(size: int, folder: Path, seed: int = 0) -> list[str]:
     return ["ct"]
 
 
-def predict(work: Path, args, exported: Path, backend: str, tta: bool, inputs: Path, out: Path, logs: Path) -> dict:
+TTA_MODES = ("all", "axes", "opposite", "off")  # `satnet predict --mirrors all|axes|opposite`, or --no-tta
+
+
+def predict(work: Path, args, exported: Path, backend: str, tta: str, inputs: Path, out: Path, logs: Path) -> dict:
     command = [sys.executable, "-m", "satnet.cli", "predict", "-i", inputs, "-o", out, "--backend", backend]
     if backend == "torch":
         command += ["-m", work, "-c", args.config, "-f", str(args.fold), "--checkpoint", args.checkpoint]
     else:
         command += ["-m", exported]
-    command += ([] if tta else ["--no-tta"]) + (["--threads", str(args.threads)] if args.threads else [])
-    log = logs / f"{backend}_{'tta' if tta else 'notta'}.log"
+    command += (["--no-tta"] if tta == "off" else ["--mirrors", tta])
+    command += ["--threads", str(args.threads)] if args.threads else []
+    log = logs / f"{backend}_{tta}.log"
     result = run_measured(command, env=dict(os.environ, PYTHONPATH=str(REPO)), log_path=log)
     if result.returncode != 0:
         raise SystemExit(f"satnet predict ({backend}) failed with {result.returncode}; see {log}:\n"
@@ -102,17 +109,29 @@ def agreement(a_dir: str, b_dir: str) -> tuple[float, int, int]:
     return (same / total if total else float("nan")), identical, len(files)
 
 
+def dice(raw: Path, prediction_dir: str, cases: list[str]) -> dict[str, float]:
+    from satnet.evaluation.evaluate import evaluate_folders
+
+    summary = evaluate_folders(raw / "labelsTr", prediction_dir, case_ids=cases)
+    return {summary.get("label_names", {}).get(k, k): v["dice"]["mean"] for k, v in summary["per_class"].items()}
+
+
 def table(record: dict) -> str:
-    lines = ["| TTA | backend | wall s (all cases) | median s / case | speed-up over torch (wall) | peak memory MiB | "
-             "masks equal to torch's (voxels; cases) |", "|---|---|---|---|---|---|---|"]
-    for tta in (True, False):
+    with_dice = any(r.get("dice") for r in record["runs"])
+    lines = ["| TTA | backend | wall s (all cases) | median s / case | speed-up over torch, all mirrors (wall) | "
+             "peak memory MiB | masks equal to torch's (voxels; cases) |" + (" Dice |" if with_dice else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if with_dice else "")]
+    base = next((r for r in record["runs"] if r["backend"] == "torch" and r["tta"] == "all"), None)
+    for tta in TTA_MODES:
         runs = [r for r in record["runs"] if r["tta"] == tta]
-        torch_run = next((r for r in runs if r["backend"] == "torch"), None)
         for r in runs:
-            speed = f"{torch_run['wall_s'] / r['wall_s']:.2f}x" if torch_run else "n/a"
+            speed = f"{base['wall_s'] / r['wall_s']:.2f}x" if base else "n/a"
             agree = "" if r["backend"] == "torch" else f"{r['agreement'][0]:.6f}; {r['agreement'][1]} of {r['agreement'][2]}"
-            lines.append(f"| {'on' if tta else 'off'} | {r['backend']} | {fmt(r['wall_s'], 1)} | "
-                         f"{fmt(r['median_case_s'], 2)} | {speed} | {fmt(r['peak_tree_pss_mib'], 0)} | {agree} |")
+            cells = [tta, r["backend"], fmt(r["wall_s"], 1), fmt(r["median_case_s"], 2), speed,
+                     fmt(r["peak_tree_pss_mib"], 0), agree]
+            if with_dice:
+                cells.append(", ".join(f"{k} {v:.4f}" for k, v in r.get("dice", {}).items()))
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -128,7 +147,8 @@ def main() -> None:
     source.add_argument("--synthetic-ct", type=int, metavar="N", help="one N^3 CT-like volume at 1 mm")
     parser.add_argument("--val-cases", type=int, default=40)
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument("--tta", nargs="+", choices=("on", "off"), default=["on", "off"])
+    parser.add_argument("--tta", nargs="+", choices=TTA_MODES, default=["all", "off"],
+                        help="TTA modes: a `--mirrors` set or off (--no-tta); default all off")
     parser.add_argument("--threads", type=int, help="satnet predict --threads (default: satnet's)")
     parser.add_argument("--label", required=True, help="names the docs section and the results file")
     parser.add_argument("--no-write", action="store_true")
@@ -153,16 +173,18 @@ def main() -> None:
                 raise SystemExit(f"satnet export failed ({done.returncode}); its message is above")
         logs = REPO / "benchmarks" / "results" / "logs" / f"predict_backends_{args.label}_{time.strftime('%Y%m%d-%H%M%S')}"
         logs.mkdir(parents=True, exist_ok=True)
-        for tta in (t == "on" for t in args.tta):
+        for tta in args.tta:
             runs = []
             for backend in args.backends:
-                print(f"TTA {'on' if tta else 'off'}: {backend}", flush=True)
+                print(f"TTA {tta}: {backend}", flush=True)
                 runs.append(predict(args.work_dir, args, exported, backend, tta, tmp / "input",
                                     tmp / f"out_{backend}_{tta}", logs))
                 loads.append(load_average())
             reference = next((r for r in runs if r["backend"] == "torch"), runs[0])
             for r in runs:
                 r["agreement"] = agreement(reference["prediction_dir"], r["prediction_dir"])
+                if args.raw:
+                    r["dice"] = dice(args.raw, r["prediction_dir"], record["cases"])
             for r in runs:
                 del r["prediction_dir"]
             record["runs"] += runs

@@ -190,6 +190,7 @@ def _write_summary(output_dir: Path, part: Part, report: PredictionReport, backe
     atomic_write_json(summary_path(output_dir, part), {
         "format_version": 1, "satnet_version": __version__, "model": str(model), "backend": backend,
         "configurations": configs, "folds": folds, "step": settings.step, "mirror": settings.mirror,
+        "mirrors": settings.mirrors,
         "precision": settings.precision, "threads": torch.get_num_threads(), "cases": cases,
     })
 

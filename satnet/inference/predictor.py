@@ -31,7 +31,7 @@ from satnet.errors import ConfigError, InputError
 from satnet.inference.export import probabilities_to_segmentation, revert_to_original
 from satnet.inference.pipeline import PredictionReport, run_pipelined
 from satnet.inference.postprocessing import PostprocessingDecision, apply_postprocessing
-from satnet.inference.sliding_window import sliding_window_predict
+from satnet.inference.sliding_window import MIRROR_SETS, sliding_window_predict
 from satnet.io.cases import CaseProperties, check_case_id, load_case
 from satnet.io.geometry import ImageGeometry
 from satnet.io.images import write_segmentation
@@ -50,6 +50,8 @@ class InferenceSettings:
 
     - step: tile distance as a fraction of the patch, in (0, 1]; 0.5 as nnU-Net.
     - mirror: mirroring TTA over every axis of the patch (8 predictions per tile in 3D, 4 in 2D).
+    - mirrors: which flips TTA predicts (satnet.inference.sliding_window.MIRROR_SETS): "all" (default),
+      "axes" (4 in 3D) or "opposite" (2); docs/predict.md gives each one's Dice and time.
     - precision: "fp32", or "bf16" autocast where the device computes bf16 natively (else fp32
       with a warning). fp32 is the default until the Dice difference is measured.
     - device: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or "cuda:<n>".
@@ -62,6 +64,7 @@ class InferenceSettings:
 
     step: float = 0.5
     mirror: bool = True
+    mirrors: str = "all"
     precision: str = "fp32"
     device: str = "auto"
     tile_batch_size: int = 4
@@ -72,6 +75,8 @@ class InferenceSettings:
             raise ConfigError(f"step must be a fraction of the patch in (0, 1], not {self.step!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.mirrors not in MIRROR_SETS:
+            raise ConfigError(f"mirrors must be one of {', '.join(MIRROR_SETS)}, not {self.mirrors!r}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -165,7 +170,8 @@ def predict_probabilities(
     num_classes = plan.network.num_classes
     total = None
     for predictor in predictors:
-        kwargs = dict(step=settings.step, mirror_axes=mirror, tile_batch_size=settings.tile_batch_size, device=device)
+        kwargs = dict(step=settings.step, mirror_axes=mirror, tile_batch_size=settings.tile_batch_size, device=device,
+                      mirror_set=settings.mirrors)
         try:
             logits = sliding_window_predict(predictor, data, plan.patch_size, num_classes, **kwargs)
         except torch.cuda.OutOfMemoryError:  # the case's logits do not fit beside the network: keep them on the CPU

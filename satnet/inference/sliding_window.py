@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps a batch of tiles (B, C, *patch) to logits (B, num_outputs, *patch)."""
 
+MIRROR_SETS = ("all", "axes", "opposite")
+"""Which flips test-time augmentation predicts: all (every subset of the mirror axes: 8 in 3D, 4 in 2D), axes
+(none and each axis alone: 4 in 3D, 3 in 2D), opposite (none and all axes at once: 2)."""
+
 
 def tile_starts(size: int, patch: int, step: float) -> list[int]:
     """Start indices of the tiles along one axis of `size` >= `patch` voxels (nnU-Net's rule).
@@ -83,6 +87,7 @@ def sliding_window_predict(
     device: torch.device | str | None = None,
     output_device: torch.device | str | None = None,
     progress: bool = False,
+    mirror_set: str = "all",
 ) -> torch.Tensor:
     """Predict a whole case tile by tile; return the weighted mean logits, (num_outputs, Z, Y, X) float32.
 
@@ -107,6 +112,8 @@ def sliding_window_predict(
         output_device: where the padded image, the accumulators and the result live. Default:
             `device`. Use the CPU for cases whose logits do not fit on the GPU.
         progress: show a tqdm bar over tiles.
+        mirror_set: which subsets of `mirror_axes` are predicted (MIRROR_SETS): "all" (default), "axes" (the
+            plain tiles and each axis flipped alone) or "opposite" (the plain tiles and all axes flipped at once).
 
     Raises:
         InputError: the image is not (C, Z, Y, X) with non-empty axes.
@@ -114,6 +121,8 @@ def sliding_window_predict(
             or a predictor whose output shape does not match (B, num_outputs, *patch).
     """
     patch, mirror = _check_arguments(image, patch_size, num_outputs, step, mirror_axes, tile_batch_size)
+    if mirror_set not in MIRROR_SETS:
+        raise ConfigError(f"mirror_set must be one of {', '.join(MIRROR_SETS)}, not {mirror_set!r}")
     image = torch.as_tensor(image)
     device = torch.device(device) if device is not None else image.device
     output_device = torch.device(output_device) if output_device is not None else device
@@ -134,7 +143,7 @@ def sliding_window_predict(
             tiles = torch.stack([padded[w] for w in windows]).to(device)  # (B, C, pz, py, px)
             if len(patch) == 2:
                 tiles = tiles[:, :, 0]  # (B, C, py, px)
-            predicted = _predict_mirrored(predictor, tiles, mirror, num_outputs, tile_batch_size)
+            predicted = _predict_mirrored(predictor, tiles, mirror, num_outputs, tile_batch_size, mirror_set)
             predicted = predicted.to(output_device).reshape(len(batch), num_outputs, *patch3)
             for tile_logits, w in zip(predicted, windows):
                 logits[w].addcmul_(tile_logits, weight_map)  # in place: logits += tile * weights
@@ -198,10 +207,21 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
+def mirror_subsets(mirror_axes: tuple[int, ...], mirror_set: str = "all") -> list[tuple[int, ...]]:
+    """The subsets of `mirror_axes` flipped for test-time augmentation, the plain tiles (()) first."""
+    if mirror_set == "axes":
+        return [()] + [(a,) for a in mirror_axes]
+    if mirror_set == "opposite":
+        return [()] + ([tuple(mirror_axes)] if mirror_axes else [])
+    return [s for r in range(len(mirror_axes) + 1) for s in itertools.combinations(mirror_axes, r)]
+
+
 def _predict_mirrored(
-    predictor: Predictor, tiles: torch.Tensor, mirror_axes: tuple[int, ...], num_outputs: int, max_batch: int
+    predictor: Predictor, tiles: torch.Tensor, mirror_axes: tuple[int, ...], num_outputs: int, max_batch: int,
+    mirror_set: str = "all",
 ) -> torch.Tensor:
-    """Mean logits over every subset of `mirror_axes` (the empty subset is the plain prediction).
+    """Mean logits over the subsets of `mirror_axes` that `mirror_set` names (the empty subset is the plain
+    prediction).
 
     tiles: (B, C, *patch). Each subset flips the tiles along those axes, predicts, and flips the
     logits back, so all terms are in the original orientation before they are averaged. Mirrored
@@ -209,7 +229,7 @@ def _predict_mirrored(
     a 3D convolution on one small tile runs up to 6x slower per voxel than on two (PyTorch picks
     a slower CPU kernel for batch-1 inputs of small spatial size).
     """
-    subsets = [s for r in range(len(mirror_axes) + 1) for s in itertools.combinations(mirror_axes, r)]
+    subsets = mirror_subsets(mirror_axes, mirror_set)
     per_call = max(1, max_batch // tiles.shape[0])
     total = None
     for group in _chunks(subsets, per_call):

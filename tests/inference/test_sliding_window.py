@@ -8,7 +8,7 @@ import torch
 
 from satnet.errors import ConfigError, InputError
 from satnet.inference.gaussian import cached_importance_map, gaussian_importance_map, uniform_importance_map
-from satnet.inference.sliding_window import sliding_window_predict, tile_grid, tile_starts
+from satnet.inference.sliding_window import mirror_subsets, sliding_window_predict, tile_grid, tile_starts
 
 
 def plus_one(x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +113,31 @@ def test_mirroring_calls_every_subset():
     recorder = Recorder(num_outputs=1)
     sliding_window_predict(recorder, torch.zeros(1, 1, 8, 8), (8, 8), 1, mirror_axes=(0, 1), tile_batch_size=3)
     assert [s[0] for s in recorder.shapes] == [3, 1]  # 4 subsets of one tile
+
+
+@pytest.mark.parametrize("mirror_set, subsets", [
+    ("all", [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]),
+    ("axes", [(), (0,), (1,), (2,)]),
+    ("opposite", [(), (0, 1, 2)]),
+])
+def test_cheaper_mirror_sets_predict_fewer_copies(mirror_set, subsets):
+    assert mirror_subsets((0, 1, 2), mirror_set) == subsets
+    recorder = Recorder(num_outputs=1)
+    sliding_window_predict(recorder, torch.zeros(1, 8, 8, 8), (8, 8, 8), 1, mirror_axes=(0, 1, 2), tile_batch_size=1,
+                           mirror_set=mirror_set)
+    assert len(recorder.shapes) == len(subsets)
+    image = random_image((1, 9, 13, 17))  # every set still undoes its flips: x + 1 comes back
+    out = sliding_window_predict(plus_one, image, (6, 8, 10), 1, mirror_axes=(0, 1, 2), mirror_set=mirror_set)
+    torch.testing.assert_close(out, image + 1, rtol=1e-5, atol=1e-5)
+    # a ramp 0..9 along X is averaged with its flip 9..0 in the share of the subsets that flip X
+    flipped = sum(2 in s for s in subsets) / len(subsets)  # all and opposite: 1/2 (fully symmetric), axes: 1/4
+    i = torch.arange(10, dtype=torch.float32)
+    image = random_image((1, 6, 8, 10))  # one tile, so the ramp is a function of X alone
+    expected = image + (1 - flipped) * i + flipped * (9 - i)
+    out = sliding_window_predict(ramp(2), image, (6, 8, 10), 1, mirror_axes=(0, 1, 2), mirror_set=mirror_set)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="mirror_set must be one of all, axes, opposite"):
+        sliding_window_predict(plus_one, image, (6, 8, 10), 1, mirror_axes=(0, 1, 2), mirror_set="some")
 
 
 def test_stacked_mirrors_match_one_by_one():
