@@ -171,7 +171,7 @@ def main() -> None:
                                    "-q"], env=dict(os.environ, PYTHONPATH=str(REPO)))
             if done.returncode:
                 raise SystemExit(f"satnet export failed ({done.returncode}); its message is above")
-        logs = REPO / "benchmarks" / "results" / "logs" / f"predict_backends_{args.label}_{time.strftime('%Y%m%d-%H%M%S')}"
+        logs = REPO / "bench_out" / f"predict_backends_{args.label}_{time.strftime('%Y%m%d-%H%M%S')}"
         logs.mkdir(parents=True, exist_ok=True)
         for tta in args.tta:
             runs = []
