@@ -57,6 +57,16 @@ def synthetic_case_3d(
     return image, label
 
 
+def hounsfield_like(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A `synthetic_case_3d` image as a CT-like one in HU, (Z, Y, X) float32: air about -1000 outside the body,
+    soft tissue about 40, label 1 about 100 (a contrast-enhanced organ), label 2 about 1200 (bone-like),
+    clipped to [-1024, 1500] like a scanner's range."""
+    body = image != 0
+    hu = np.where(body, image - 60.0, rng.normal(-1000.0, 15.0, size=image.shape))
+    hu[label == 2] += 1200.0
+    return np.clip(hu, -1024.0, 1500.0).astype(np.float32)
+
+
 def _write_nifti(array_zyx: np.ndarray, path: Path, spacing_zyx, origin_xyz, direction_xyz) -> None:
     import SimpleITK as sitk
 
@@ -88,11 +98,13 @@ def make_dataset_3d(
     seed: int = 0,
     num_test: int = 0,
     channel_name: str = "MRI",
+    hounsfield: bool = False,
 ) -> Path:
     """Write a 3D dataset in nnU-Net raw layout under `root` and return `root`.
 
     Cases are `case_000`, `case_001`, ...; with `num_test` > 0, further cases go to
-    imagesTs/ and labelsTs/. Shapes and spacing are (Z, Y, X).
+    imagesTs/ and labelsTs/. Shapes and spacing are (Z, Y, X). hounsfield: CT-like intensities
+    (`hounsfield_like`); pass channel_name="CT" too for CT normalisation.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -106,6 +118,8 @@ def make_dataset_3d(
         for i in range(count):
             case = f"case_{offset + i:03d}"
             image, label = synthetic_case_3d(shape, rng, num_labels, spacing)
+            if hounsfield:
+                image = hounsfield_like(image, label, rng)
             _write_nifti(image, root / f"images{split}" / f"{case}_0000.nii.gz", spacing, origin, direction)
             _write_nifti(label, root / f"labels{split}" / f"{case}.nii.gz", spacing, origin, direction)
     labels = {"background": 0, **{f"object{k + 1}": k + 1 for k in range(num_labels)}}

@@ -50,7 +50,8 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
     if with_options:
         p.add_argument("--gpu-memory-gb", type=positive_float, default=8.0,
                        help="GPU memory PyTorch may allocate during training, GiB (default 8)")
-        p.add_argument("--arch", type=choice("unet", "vnet", "tiramisu"), default="unet", metavar="{unet,vnet,tiramisu}",
+        p.add_argument("--arch", type=choice("unet", "vnet", "tiramisu", "di2in"), default="unet",
+                       metavar="{unet,vnet,tiramisu,di2in}",
                        help="network family (default unet)")
         p.add_argument("--skip", type=choice("sat", "st", "at", "org"), default=None, metavar="{sat,st,at,org}",
                        help="skip connection mode (default sat; plan-and-preprocess prints why, docs/results.md has "

@@ -12,13 +12,16 @@ from torch import nn
 
 from satnet.errors import unknown_name_error
 from satnet.nets.blocks import SegmentationNetwork
+from satnet.nets.di2in import DI2IN
 from satnet.nets.gate import iter_gates
 from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
 from satnet.nets.tiramisu import Tiramisu, tiramisu_widths
 from satnet.nets.unet import UNet
 from satnet.nets.vnet import VNet
 
-NETWORKS: dict[str, Callable[[NetworkSpec], SegmentationNetwork]] = {"unet": UNet, "vnet": VNet, "tiramisu": Tiramisu}
+NETWORKS: dict[str, Callable[[NetworkSpec], SegmentationNetwork]] = {
+    "unet": UNet, "vnet": VNet, "tiramisu": Tiramisu, "di2in": DI2IN,
+}
 INIT_SCHEMES = ("he", "glorot")
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from satnet.contracts import Contract
 from satnet.errors import ConfigError, unknown_name_error
 
-ARCH_NAMES = ("unet", "vnet", "tiramisu")
+ARCH_NAMES = ("unet", "vnet", "tiramisu", "di2in")
 SKIP_MODES = ("org", "st", "at", "sat")
 ATTEND_MODES = ("at", "sat")  # modes that transfer attention maps: the only ones with a channel count k
 SELECT_MODES = ("st", "sat")  # modes with a learned select weight W
@@ -74,16 +74,17 @@ class NetworkSpec(Contract):
     """Architecture, sizes and skip mode of one segmentation network.
 
     Fields
-    - arch: "unet" | "vnet" | "tiramisu".
+    - arch: "unet" | "vnet" | "tiramisu" | "di2in".
     - spatial_dims: 2 or 3.
     - in_channels: image channels fed to the net.
     - num_classes: output channels, background included (labels 0..num_classes-1).
-    - features: channels per encoder stage, shallow to deep (unet, vnet). For tiramisu,
+    - features: channels per encoder stage, shallow to deep (unet, vnet, di2in; di2in's decoder
+      stages have half these widths). For tiramisu,
       features[0] is the width of the first convolution and the rest follow from
       growth_rate and convs_per_stage; the list still has one entry per stage.
     - kernel_sizes: per stage, one kernel size per axis (e.g. [1, 3, 3] for a coarse Z axis).
     - strides: per stage, the downsampling stride per axis into that stage; stage 0 is all 1.
-    - convs_per_stage: convolutions per encoder stage (unet), residual convs per stage
+    - convs_per_stage: convolutions per encoder stage (unet, di2in), residual convs per stage
       (vnet), or layers per dense block (tiramisu; the last entry is the bottleneck block).
       None means the architecture's default (see docs/architecture.md).
     - growth_rate: channels added per dense layer (tiramisu only).

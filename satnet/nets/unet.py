@@ -20,12 +20,14 @@ from satnet.nets.spec import NetworkSpec
 DEFAULT_CONVS = (2,)  # nnU-Net: two convs per stage
 
 
-def conv_stack(spec: NetworkSpec, stage: int, in_channels: int, num_convs: int, stride: list[int]) -> nn.Sequential:
-    """num_convs conv-norm-LeakyReLU at features[stage]; the first has `stride`."""
-    out = spec.features[stage]
+def conv_stack(spec: NetworkSpec, stage: int, in_channels: int, num_convs: int, stride: list[int],
+               act: str = "lrelu", out: int | None = None) -> nn.Sequential:
+    """num_convs conv-norm-act at `out` channels (default features[stage]); the first has `stride`."""
+    out = spec.features[stage] if out is None else out
     kernel = spec.kernel_sizes[stage]
     return nn.Sequential(*(
-        ConvNormAct(spec.spatial_dims, in_channels if j == 0 else out, out, kernel, stride if j == 0 else 1, spec.norm)
+        ConvNormAct(spec.spatial_dims, in_channels if j == 0 else out, out, kernel, stride if j == 0 else 1, spec.norm,
+                    act)
         for j in range(num_convs)
     ))
 
@@ -33,11 +35,11 @@ def conv_stack(spec: NetworkSpec, stage: int, in_channels: int, num_convs: int, 
 class PlainEncoder(nn.Module):
     """Returns the output of every stage, shallow to deep (the last one is the bottleneck)."""
 
-    def __init__(self, spec: NetworkSpec, convs: list[int]):
+    def __init__(self, spec: NetworkSpec, convs: list[int], act: str = "lrelu"):
         super().__init__()
         channels = [spec.in_channels] + spec.features[:-1]
         self.stages = nn.ModuleList(
-            conv_stack(spec, i, channels[i], convs[i], spec.strides[i]) for i in range(spec.num_stages)
+            conv_stack(spec, i, channels[i], convs[i], spec.strides[i], act) for i in range(spec.num_stages)
         )
 
     def forward(self, x: torch.Tensor, gates: Sequence[nn.Module] | None = None) -> list[torch.Tensor]:

@@ -46,7 +46,7 @@ def test_spec_json_round_trip_and_build_from_dict(arch):
 
 def test_unknown_arch_or_skip_lists_the_valid_names():
     data = tiny_spec("unet", 2).to_dict()
-    expected = r'unknown arch "unets" \(did you mean "unet"\?\); valid arch names: tiramisu, unet, vnet'
+    expected = r'unknown arch "unets" \(did you mean "unet"\?\); valid arch names: di2in, tiramisu, unet, vnet'
     with pytest.raises(ConfigError, match=expected):
         build_network({**data, "arch": "unets"})
     with pytest.raises(ConfigError, match=r'unknown skip "sta".*valid skip names: at, org, sat, st'):
