@@ -68,7 +68,7 @@ def steady_s_per_case(times: list[float]) -> float | None:
 
 
 def run_satnet(site, args, inputs: Path, out: Path, tta: bool, num_cases: int, backend: str = "torch",
-               exported: Path | None = None) -> dict:
+               exported: Path | None = None, mirrors: str = "all") -> dict:
     """One `satnet predict` process over the input folder: the work folder's checkpoint on torch, or the exported
     folder on ONNX Runtime / OpenVINO."""
     from measure import run_measured
@@ -78,11 +78,11 @@ def run_satnet(site, args, inputs: Path, out: Path, tta: bool, num_cases: int, b
         command += ["-m", args.work_dir, "-c", args.config, "-f", str(args.fold), "--checkpoint", args.checkpoint]
     else:
         command += ["-m", exported]
-    command += ["--backend", backend] + ([] if tta else ["--no-tta"])
+    command += ["--backend", backend] + (["--mirrors", mirrors] if tta else ["--no-tta"])
     command += ["--threads", str(args.threads)] if args.threads else []
     env = dict(os.environ, PYTHONPATH=str(REPO))
     stamp = time.strftime('%Y%m%d-%H%M%S')
-    log = site.runs / "logs" / f"satnet_predict_{backend}_{'tta' if tta else 'notta'}_{stamp}.log"
+    log = site.runs / "logs" / f"satnet_predict_{backend}_{'tta-' + mirrors if tta else 'notta'}_{stamp}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     result = run_measured(command, env=env, log_path=log)
     if result.returncode != 0:
@@ -183,6 +183,11 @@ def run(args) -> dict:
                     ours[backend] = run_satnet(site, args, inputs, inputs.parent / f"satnet_{backend}_{mode}", tta,
                                                len(cases), backend, exported)
                     loads.append(load_average())
+                for mirrors in args.mirrors if tta else ():
+                    print(f"round {r + 1}, TTA {mirrors}: satnet (torch)", flush=True)
+                    ours[f"torch, --mirrors {mirrors}"] = run_satnet(site, args, inputs, inputs.parent / f"satnet_{mirrors}",
+                                                                     tta, len(cases), "torch", None, mirrors)
+                    loads.append(load_average())
                 print(f"round {r + 1}, TTA {'on' if tta else 'off'}: nnU-Net", flush=True)
                 theirs = run_nnunet(site, args, tta, name)
                 loads.append(load_average())
@@ -261,6 +266,8 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime", "openvino"), default=["torch"],
                         help="satnet predict --backend values, each a run (default torch); the others predict from "
                              "a `satnet export` of the same checkpoint, and their masks are compared with the first's")
+    parser.add_argument("--mirrors", nargs="*", choices=("axes", "opposite"), default=[],
+                        help="with TTA on, also satnet (torch) with these cheaper `--mirrors` sets (their masks differ)")
     parser.add_argument("--dataset", type=int, default=4, help="nnU-Net dataset id (default 4)")
     parser.add_argument("--nnunet-config", default="3d_fullres")
     parser.add_argument("--stages", action="store_true", help="also time satnet's stages and GFLOP/s in-process")
