@@ -48,6 +48,10 @@ BUDGETS["hip_pilot"] = {**BUDGETS["hip"], "epochs": 20, "folder": "hip", "prefix
 BUDGETS["isic_pilot"] = {**BUDGETS["isic"], "epochs": 15, "folder": "isic", "prefix": "pilot_seed_"}
 # The SAT paper's recipe (Adadelta: lr 1, rho 0.95, constant lr, Glorot init; `satnet train --optimizer adadelta`
 # implies the rest) at the full ISIC budget, in the same work folder (its runs in isic/adadelta_seed_<s>).
+# DI2IN (issue 19) at the Hippocampus budget, in a work folder of its own (the same data, splits and spacing;
+# plans.json holds the DI2IN configurations `3d` (SAT) and `3d_org`).
+BUDGETS["hip_di2in"] = {**BUDGETS["hip"], "made_by": "satnet plan-and-preprocess ../shared/data/Dataset004_Hippocampus "
+                        "-o STUDY_ROOT/hip_di2in --configs 3d --arch di2in, then satnet plan ... --arch di2in --skip org"}
 BUDGETS["isic_adadelta"] = {**BUDGETS["isic"], "folder": "isic", "prefix": "adadelta_seed_",
                             "train_flags": ["--optimizer", "adadelta"]}
 SHARED = ("plans.json", "splits.json", "fingerprint.json", "preprocessed", "gt_segmentations")
