@@ -11,14 +11,9 @@ import pytest
 
 from tests.reliability.breakers import Unavailable
 from tests.reliability.corpus import CASES, BadInput, case_by_name
-from tests.reliability.sandbox import build_bases, make_sandbox
+from tests.reliability.sandbox import make_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def bases(tmp_path_factory) -> dict[str, Path]:
-    return build_bases(tmp_path_factory.mktemp("corpus_bases"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
