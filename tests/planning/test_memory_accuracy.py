@@ -23,7 +23,7 @@ CASES = [  # dims, patch, batch, skip, precision
 ]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.mark.parametrize("dims, patch, batch, skip, precision", CASES)

@@ -31,6 +31,7 @@ def spec_for(arch: str, skip: str, dims: int, **changes) -> NetworkSpec:
                        **extra, **changes)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("arch, skip, dims, size", list(itertools.product(ARCH_NAMES, SKIP_MODES, (2, 3), range(3))))
 def test_estimate_matches_real_cpu_run(arch, skip, dims, size):
@@ -48,6 +49,7 @@ def test_estimate_matches_real_cpu_run(arch, skip, dims, size):
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("arch, dims, changes", list(itertools.product(
     ARCH_NAMES, (2, 3), [dict(skip_channels=4), dict(skip_levels=["sat:2", "org"])])))
+@pytest.mark.slow
 def test_estimate_matches_real_cpu_run_for_k_map_and_per_level_skips(arch, dims, changes):
     spec = spec_for(arch, "sat", dims, **changes)
     patch = SIZES[dims][1]

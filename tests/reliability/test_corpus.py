@@ -25,6 +25,7 @@ def test_bad_input_fails_with_one_clear_message_and_writes_nothing(case: BadInpu
     assert case.failures(result) == [], result.stderr
 
 
+@pytest.mark.slow
 def test_the_satnet_process_shows_a_traceback_only_with_debug(bases, tmp_path):
     case = case_by_name("truncated_image")
     box = make_sandbox(tmp_path, bases, case.uses)

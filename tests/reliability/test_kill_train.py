@@ -26,6 +26,7 @@ def train_argv(work_dir, *extra: str) -> list[str]:
     return ["train", str(work_dir), "3d", "0", "--device", "cpu", "--no-validation", "-q", *flags, *extra]
 
 
+@pytest.mark.slow
 def test_killed_in_checkpoint_and_log_writes_resumes_to_identical_weights(uninterrupted, tmp_path):
     work_dir = make_work_dir(tmp_path)
     fold_dir = fold_dir_of(work_dir, "3d", 0)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from satnet.io.checkpoints import load_checkpoint
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 OPTIONS = dict(epochs=1, iterations_per_epoch=2, val_iterations=1, workers=0, seed=0, device="cpu")
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_end_with_identical_weights_and_write_one_set_of_outputs(tmp_path):
     work_dir = make_work_dir(tmp_path)
     out = tmp_path / "ranks"

@@ -11,7 +11,7 @@ from satnet.training.options import TrainOptions
 from satnet.training.trainer import fold_dir_of, train
 from tests.training.trainer_work_dir import make_work_dir
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 BUDGET_MINUTES = 0.08  # 4.8 s: several epochs of one iteration each on the tiny work folder
 

@@ -44,6 +44,7 @@ def test_resume_after_an_interruption_mid_epoch_ends_with_identical_weights(unin
     assert_same_run(load_checkpoint(result.checkpoint_final), uninterrupted)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_identical_weights(uninterrupted, tmp_path):
     work_dir = make_work_dir(tmp_path)
     latest = fold_dir_of(work_dir, "3d", 0) / "checkpoint_latest.pt"

@@ -203,6 +203,7 @@ def test_close_while_a_worker_is_mid_batch_raises_nothing_in_the_background(case
     assert errors == []
 
 
+@pytest.mark.slow
 def test_workers_start_after_parallel_torch_work_and_the_interpreter_exits_with_them_running(cases_3d):
     folder, ids = cases_3d
     script = textwrap.dedent(f"""
