@@ -9,7 +9,7 @@ Two settings shaped like the shared datasets:
 Cases are synthetic (satnet.synthetic for 3D, a disc on noise for 2D), written with save_case
 into a temporary folder. Each run first takes one batch (worker start-up, page cache), then
 counts batches for a fixed time. Run: `python benchmarks/bench_dataloader.py [--seconds 10]`;
-it prints markdown tables and writes them to docs/dataloader_benchmark.md. About 2.5 minutes.
+it prints markdown tables and writes them to docs/benchmarks/dataloader.md. About 2.5 minutes.
 A second table compares the time per batch for three read sizes (the cost of the exact read).
 """
 from __future__ import annotations
@@ -138,7 +138,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per setting (default 10)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "dataloader_benchmark.md")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "dataloader.md")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []

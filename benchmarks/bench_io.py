@@ -5,7 +5,7 @@ Run by hand from the repository root after `pip install -e .` (needs ../shared/d
     python benchmarks/bench_io.py [--cases 50] [--workers 1 2]
 
 Per-file times are the median of `--repeats` passes over `--cases` cases, measured side by
-side in one run (the machine is shared, so compare ratios). Writes docs/io_benchmark.md.
+side in one run (the machine is shared, so compare ratios). Writes docs/benchmarks/io.md.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from satnet.io.checks import check_dataset
 from satnet.io.images import read_image, read_label
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-OUT = Path(__file__).resolve().parents[1] / "docs" / "io_benchmark.md"
+OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "io.md"
 
 
 def per_file_ms(fn, files, repeats: int) -> float:

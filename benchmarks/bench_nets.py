@@ -1,4 +1,4 @@
-"""Every network family x skip mode: parameters, memory and CPU time; writes docs/nets_benchmark.md.
+"""Every network family x skip mode: parameters, memory and CPU time; writes docs/benchmarks/nets.md.
 
 3D at 96^3 with batch 2 and 2D at 256^2 with batch 12 (the issue's sizes), reference networks
 of `satnet.nets.reference_spec` (5 stages, features 32..320; tiramisu FC-DenseNet-like) with
@@ -150,7 +150,7 @@ def main() -> None:
         rows = sorted(old + rows, key=lambda r: order.get((r["arch"], r["dims"], r["skip"]), len(order)))
     results.parent.mkdir(exist_ok=True)
     results.write_text(json.dumps(rows, indent=1) + "\n")
-    (ROOT / "docs" / "nets_benchmark.md").write_text(markdown(rows, args) + "\n")
+    (ROOT / "docs" / "benchmarks" / "nets.md").write_text(markdown(rows, args) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Parameter counts of every network x skip mode x dimension, and a comparison with the SAT paper's Table 3.
 
     python benchmarks/bench_params.py                      # print the tables (markdown)
-    python benchmarks/bench_params.py --write docs/params.md
+    python benchmarks/bench_params.py --write docs/benchmarks/params.md
 
 Counts are exact (networks are built on the meta device, no memory, a few seconds). The paper
 (Taghanaki et al., "Select, Attend, and Transfer", Table 3) reports for skin (ISIC 2017) a U-Net
@@ -161,7 +161,7 @@ def main() -> None:
     text = "\n".join([
         "# Parameter counts",
         "",
-        "Written by `python benchmarks/bench_params.py --write docs/params.md`; see docs/architecture.md.",
+        "Written by `python benchmarks/bench_params.py --write docs/benchmarks/params.md`; see docs/architecture.md.",
         "",
         "## Every network at the reference size",
         "",

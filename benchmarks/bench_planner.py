@@ -1,9 +1,9 @@
-"""ORG and SAT plans side by side under several GPU memory budgets; writes docs/planner_budgets.md.
+"""ORG and SAT plans side by side under several GPU memory budgets; writes docs/benchmarks/planner_budgets.md.
 
 Fingerprints: the synthetic large-CT dataset (300 cases of about 200x512x512 at 2.5x0.8x0.8 mm,
 `satnet.planning.fingerprint.synthetic_fingerprint`) and, when ../shared/data is present, the
 real Hippocampus dataset (fingerprinted here). Also plots patch volume against budget to
-docs/planner_budgets.png.
+docs/benchmarks/planner_budgets.png.
 
     PYTHONPATH=. python benchmarks/bench_planner.py [--budgets 4 8 24 40] [--arch unet] [--precision fp16]
 """
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--precision", default="fp16", choices=["fp16", "bf16", "fp32"],
                         help="training precision the plans are sized for (default fp16, the planner's)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "planner_budgets.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "planner_budgets.md")
     args = parser.parse_args()
     lines = [
         "# Planner under memory budgets: ORG vs SAT",

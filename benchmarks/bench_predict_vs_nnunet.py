@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmarks.perf_common import (  # noqa: E402
-    REPO, fmt, import_peers, load_average, machine, machine_line, median, save_results, write_doc_section,
+    REPO, fmt, import_peers, load_average, machine, machine_line, median, results_line, save_results,
+    write_doc_section,
 )
 from predict_stages import time_stages  # noqa: E402
 from satnet.evaluation.evaluate import evaluate_folders  # noqa: E402
@@ -288,9 +289,10 @@ def main() -> None:
         text += stages_table(record["stages"]) + "\n"
     print(text)
     if not args.no_write:
-        print("results:", save_results("predict_vs_nnunet", record))
+        path = save_results("predict_vs_nnunet", record)
+        print("results:", path)
         section = "bench_predict_vs_nnunet" if record["rounds"] else "bench_predict_stages"
-        write_doc_section(section, text)
+        write_doc_section(section, text.rstrip() + "\n\n" + results_line(path))
 
 
 if __name__ == "__main__":

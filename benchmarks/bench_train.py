@@ -5,7 +5,7 @@
 
 One training iteration is satnet.training.loop.train_step: forward, Dice + CE with deep
 supervision, backward, gradient clipping and an SGD step, on a random batch already in memory
-(data loading is docs/dataloader_benchmark.md's subject). Two plans of nnU-Net's sizes for the
+(data loading is docs/benchmarks/dataloader.md's subject). Two plans of nnU-Net's sizes for the
 workspace's datasets, with SAT skips:
 
 - Hippocampus 3D: patch 40x56x40, U-Net 32-64-128-256 (4 stages, stride 2);

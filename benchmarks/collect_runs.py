@@ -19,9 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _repo_relative(path: Path) -> str:
+    """An absolute path as a path relative to the repository (docs hold no machine's absolute paths)."""
+    return os.path.relpath(path, ROOT) if path.is_absolute() else str(path)
 
 
 def collect(work_dir: Path, config: str, fold: str, batch_size: int | None, runs: dict) -> dict:
@@ -182,7 +188,7 @@ def main() -> None:
             runs[rec["config"]] = rec
     out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     command = "PYTHONPATH=. python benchmarks/collect_runs.py " + " ".join(
-        [str(args.work_dir), *args.configs, "--runs", str(args.runs), "--name", args.name]
+        [_repo_relative(args.work_dir), *args.configs, "--runs", _repo_relative(args.runs), "--name", args.name]
         + (["--batch-size", str(args.batch_size)] if args.batch_size else []) + (["--merge"] if args.merge else []))
     rows = [{**collect(args.work_dir, c, args.fold, args.batch_size, runs), "collected_by": command}
             for c in args.configs]

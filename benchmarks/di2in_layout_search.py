@@ -7,7 +7,7 @@
    W (C) and 1x1 attention conv (C + 1). Lists every set of 1-4 (C, D) pairs from WIDTHS that sums to it.
 2. With the skips of the only doubling solution (C = 16-32-64-128, D = C / 2), counts whole networks over
    the choices the papers leave open and lists those within 100 parameters of both totals.
-The layout found is built and counted for real in benchmarks/bench_params.py (docs/params.md) and
+The layout found is built and counted for real in benchmarks/bench_params.py (docs/benchmarks/params.md) and
 tests/nets/test_di2in.py; docs/architecture.md explains it.
 """
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """What the side-by-side benchmarks against nnU-Net share: the machine record, results files, docs tables.
 
 - `machine()`: the fields every result starts with (date, CPU, cores, torch, threads, load average).
-- `save_results(name, record)`: benchmarks/results/<name>_<timestamp>.json and <name>_latest.json.
-- `publish(name, record, text)`: prints the table, then save_results and write_doc_section.
+- `save_results(name, record)`: benchmarks/results/<name>_<timestamp>.json (no `_latest` copy: the doc
+  section names the file it shows).
+- `publish(name, record, text)`: prints the table, then save_results and write_doc_section, the section
+  ending with `results_line` (the results file's name).
 - `write_doc_section(name, markdown)`: replaces the section between `<!-- name -->` and
   `<!-- /name -->` in docs/performance.md (appended when absent), so each benchmark rewrites only
   its own table.
@@ -65,7 +67,12 @@ def machine() -> dict:
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpu": cpu_model(), "isa": cpu_isa(),
             "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "load_avg_1min": load_average(),
-            "command": "python " + " ".join([_script_path(), *sys.argv[1:]])}
+            "command": "python " + " ".join([_script_path(), *map(repo_relative, sys.argv[1:])])}
+
+
+def repo_relative(arg: str) -> str:
+    """An absolute path as a path relative to the repository (docs hold no machine's absolute paths)."""
+    return os.path.relpath(arg, REPO) if os.path.isabs(arg) else arg
 
 
 def _script_path() -> str:
@@ -74,13 +81,16 @@ def _script_path() -> str:
 
 
 def save_results(name: str, record: dict) -> Path:
-    """Write `record` to benchmarks/results/<name>_<YYYYmmdd-HHMMSS>.json and <name>_latest.json."""
+    """Write `record` to benchmarks/results/<name>_<YYYYmmdd-HHMMSS>.json and return its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=2) + "\n"
     path = RESULTS / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(text)
-    (RESULTS / f"{name}_latest.json").write_text(text)
+    path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def results_line(path: Path) -> str:
+    """The line under a doc section that names the results file it was made from."""
+    return f"Results: benchmarks/results/{path.name}."
 
 
 def write_doc_section(name: str, markdown: str) -> None:
@@ -101,8 +111,9 @@ def publish(name: str, record: dict, text: str, write: bool = True) -> None:
     `<!-- bench_<name> -->` section of docs/performance.md."""
     print(text)
     if write:
-        print("results:", save_results(name, record))
-        write_doc_section(f"bench_{name}", text)
+        path = save_results(name, record)
+        print("results:", path)
+        write_doc_section(f"bench_{name}", text.rstrip() + "\n\n" + results_line(path))
 
 
 def median(values: Sequence[float]) -> float | None:

@@ -2,7 +2,8 @@
 
     python -m pytest -q benchmarks/test_perf_benchmarks.py
 
-Not part of the project's suite (tests/ is satnet's; the benchmarks are run by hand).
+Part of the project's suite (pytest.ini's testpaths), so CI runs them; the benchmarks themselves are
+run by hand.
 """
 from __future__ import annotations
 

@@ -1,14 +1,21 @@
 """Helpers shared by tests in several folders (imported by name: `from satnet_testing import ...`).
 
 They live here rather than in conftest.py because several test folders have a conftest.py of
-their own, and `from conftest import` would then pick whichever was imported first.
+their own, and `from conftest import` would then pick whichever was imported first. Fixtures
+live in the conftest.py files (tests/conftest.py for all folders), never imported by name.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import pytest
+import torch
 
+from satnet.io.cases import CaseProperties, save_case
+from satnet.io.geometry import ImageGeometry
 from satnet.nets.spec import NetworkSpec
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, ResamplingPlan
 
@@ -36,3 +43,38 @@ def build_plan(
         normalization=norms, network=net, estimated_memory=MemoryEstimate(0, 0, 0, 0, 0),
         memory_budget_bytes=0, resampling=ResamplingPlan(**resampling),
     )
+
+
+def write_case(
+    folder: Path, case_id: str, image: np.ndarray, seg: np.ndarray, max_locations: int = 50, seed: int = 0
+) -> None:
+    """Save image (C, Z, Y, X) and seg (1, Z, Y, X) with up to `max_locations` sampled voxels per label."""
+    rng = np.random.default_rng(seed)
+    locations = {}
+    for label in np.unique(seg):
+        if label > 0:
+            where = np.argwhere(seg[0] == label)
+            pick = rng.choice(len(where), size=min(max_locations, len(where)), replace=False)
+            locations[str(int(label))] = where[pick].tolist()
+    shape = list(image.shape[1:])
+    props = CaseProperties(
+        case_id=case_id,
+        geometry=ImageGeometry(shape=shape, spacing=[1.0] * 3, origin=[0.0] * 3, direction=[1, 0, 0, 0, 1, 0, 0, 0, 1]),
+        crop_bbox=[[0, s] for s in shape],
+        shape_after_crop=shape,
+        shape_after_resampling=shape,
+        spacing_after_resampling=[1.0] * 3,
+        class_locations=locations,
+    )
+    save_case(folder, props, image, seg)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """PyTorch runs on `n` threads inside the block (the fixture `one_torch_thread` does this for a test)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

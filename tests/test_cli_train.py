@@ -11,7 +11,8 @@ import torch
 from satnet.cli import main
 from satnet.io.checkpoints import load_checkpoint
 from satnet.planning.plans import load_plans, save_plans
-from tests.training.trainer_work_dir import one_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY_FLAGS = ["--epochs", "2", "--iterations-per-epoch", "2", "--val-iterations", "1", "--workers", "0", "--seed", "0"]
 

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from satnet.cli import main
 from satnet.demo import DemoSettings, run_demo
 
 
+@pytest.mark.slow
 def test_demo_runs_every_step_end_to_end(tmp_path):
     # the real demo trains 20 epochs x 25 iterations (about 3 minutes); this checks the flow at a tiny size
     settings = DemoSettings(num_train=5, num_test=2, shape=(8, 24, 24), epochs=1, iterations_per_epoch=2,

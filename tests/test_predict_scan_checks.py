@@ -11,7 +11,8 @@ import SimpleITK as sitk
 
 from satnet.cli import main
 from satnet.synthetic import make_dataset_3d
-from tests.inference.fakes import one_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,6 @@ def _with_nan(a: np.ndarray) -> np.ndarray:
     return a
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_bad_scans_are_skipped_with_their_fix_and_the_rest_predicted(trained, tmp_path, capsys):
     raw, work = trained
     scans, out = tmp_path / "scans", tmp_path / "masks"

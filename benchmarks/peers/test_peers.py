@@ -2,8 +2,9 @@
 
     python -m pytest -q benchmarks/peers
 
-Not part of the project's suite (tests/ is satnet's; these scripts are run by hand). The one
-test that asks nnU-Net itself for its default split skips when the nnU-Net venv is absent.
+Part of the project's suite (pytest.ini's testpaths), so CI runs them; the scripts themselves are
+run by hand. The one test that asks nnU-Net itself for its default split skips when the nnU-Net
+venv is absent.
 """
 from __future__ import annotations
 

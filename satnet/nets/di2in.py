@@ -12,7 +12,7 @@ With n = spec.num_stages, f = spec.features and d_i = max(1, f_i // 2) (`di2in_d
   multi-level deep supervision), else at full resolution; softmax over the classes in the loss.
 At the paper's widths (f = 16-32-64-128-128, 1 input channel, one sigmoid output, no deep-supervision
 heads) this is 2,353,089 parameters with plain skips and 2,063,053 with SAT gates, the SAT paper's counts;
-docs/architecture.md explains the layout and docs/params.md the counts.
+docs/architecture.md explains the layout and docs/benchmarks/params.md the counts.
 """
 from __future__ import annotations
 

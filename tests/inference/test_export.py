@@ -45,9 +45,10 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("spacing", [(3.0, 1.0, 1.0), (5.0, 0.8, 0.8)])  # (5, .8, .8): separate-z both ways
-def test_label_round_trip_through_2mm(spacing, make_plan):
+def test_label_round_trip_through_2mm(spacing, preprocessing_plan):
     image, label, geometry = anisotropic_case(spacing)
-    data, seg, props = preprocess_case(image, geometry, label, make_plan([2.0, 2.0, 2.0], [MRI]), "c0", [0, 1, 2])
+    plan = preprocessing_plan([2.0, 2.0, 2.0], [MRI])
+    data, seg, props = preprocess_case(image, geometry, label, plan, "c0", [0, 1, 2])
     assert props.crop_bbox != [[0, s] for s in geometry.shape]  # the crop did something to undo
     back = probabilities_to_segmentation(one_hot(seg, 3), props)
     assert back.shape == label.shape and back.dtype == np.uint8
@@ -59,9 +60,9 @@ def test_label_round_trip_through_2mm(spacing, make_plan):
     np.testing.assert_array_equal(np.argmax(probs, axis=0), back)
 
 
-def test_round_trip_is_exact_without_resampling_and_crop_box_restored(make_plan):
+def test_round_trip_is_exact_without_resampling_and_crop_box_restored(preprocessing_plan):
     image, label, geometry = anisotropic_case((3.0, 1.0, 1.0))
-    plan = make_plan([3.0, 1.0, 1.0], [MRI])
+    plan = preprocessing_plan([3.0, 1.0, 1.0], [MRI])
     data, seg, props = preprocess_case(image, geometry, label, plan, "c1", [0, 1, 2])
     np.testing.assert_array_equal(probabilities_to_segmentation(one_hot(seg, 3), props), label)
     everything = np.zeros((3, *data.shape[1:]), dtype=np.float32)
@@ -74,21 +75,22 @@ def test_round_trip_is_exact_without_resampling_and_crop_box_restored(make_plan)
     assert np.all(probs[0][~inside] == 1.0) and np.all(probs[1:][:, ~inside] == 0.0)
 
 
-def test_upsampled_round_trip_is_nearly_exact(make_plan):
+def test_upsampled_round_trip_is_nearly_exact(preprocessing_plan):
     image, label, geometry = anisotropic_case((2.0, 2.0, 2.0))
-    data, seg, props = preprocess_case(image, geometry, label, make_plan([1.0, 1.0, 1.0], [MRI]), "c2", [0, 1, 2])
+    plan = preprocessing_plan([1.0, 1.0, 1.0], [MRI])
+    data, seg, props = preprocess_case(image, geometry, label, plan, "c2", [0, 1, 2])
     back = probabilities_to_segmentation(one_hot(seg, 3), props)
     for k in (1, 2):
         assert dice(back == k, label == k) > 0.99
 
 
-def test_2d_natural_image_round_trip(make_plan):
+def test_2d_natural_image_round_trip(preprocessing_plan):
     yy, xx = np.mgrid[:96, :128]
     disc = ((yy - 40) ** 2 + (xx - 70) ** 2 <= 25**2)[None]  # (1, Y, X)
     rgb = np.stack([np.where(disc, 80.0, 200.0), np.where(disc, 50.0, 160.0), np.where(disc, 40.0, 140.0)])
     geometry = ImageGeometry([1, 96, 128], [999.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], 2)
     norms = [ChannelNormalization(channel=c, scheme="rgb") for c in "RGB"]
-    plan = make_plan([999.0, 1.5, 1.5], norms, spatial_dims=2, num_classes=2)
+    plan = preprocessing_plan([999.0, 1.5, 1.5], norms, spatial_dims=2, num_classes=2)
     data, seg, props = preprocess_case(rgb.astype(np.float32), geometry, disc.astype(np.uint8), plan, "img", [0, 1])
     assert seg.shape == (1, 1, 64, 85)
     back = probabilities_to_segmentation(one_hot(seg, 2), props)
@@ -96,8 +98,8 @@ def test_2d_natural_image_round_trip(make_plan):
     assert dice(back == 1, disc) > 0.98
 
 
-def test_probabilities_of_the_wrong_shape_are_refused(make_plan):
+def test_probabilities_of_the_wrong_shape_are_refused(preprocessing_plan):
     image, label, geometry = anisotropic_case((3.0, 1.0, 1.0))
-    _, seg, props = preprocess_case(image, geometry, label, make_plan([2.0, 2.0, 2.0], [MRI]), "c3", [0, 1, 2])
+    _, seg, props = preprocess_case(image, geometry, label, preprocessing_plan([2.0, 2.0, 2.0], [MRI]), "c3", [0, 1, 2])
     with pytest.raises(InputError, match="c3: probabilities must be"):
         revert_to_original(one_hot(seg, 3)[:, :-1], props)

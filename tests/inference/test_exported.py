@@ -48,6 +48,7 @@ def _read(path):
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_exported_logits_match_torch(trained, tmp_path, runtime):
     raw, work, config = trained
@@ -65,6 +66,7 @@ def test_exported_logits_match_torch(trained, tmp_path, runtime):
     assert float((got - expected).abs().max()) <= 1e-4 * span
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_exported_folder_predicts_the_torch_masks_without_the_work_folder(trained, tmp_path, capsys, runtime):
     raw, work, config = trained

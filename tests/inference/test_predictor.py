@@ -27,7 +27,9 @@ from satnet.io.images import geometry_mismatch, read_image, read_label
 from satnet.planning.plans import load_plans
 from satnet.preprocessing.case import preprocess_case
 from satnet.synthetic import make_dataset_3d
-from tests.inference.fakes import LABELS, add_checkpoint, make_work_dir, one_torch_thread, tiny_plans  # noqa: F401
+from tests.inference.fakes import LABELS, add_checkpoint, make_work_dir, tiny_plans
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NO_TTA = InferenceSettings(mirror=False)
 

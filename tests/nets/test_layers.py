@@ -241,11 +241,13 @@ def check_training_gradients(dims: int) -> None:
     assert checked > 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims", [2, 3])
 def test_channels_last_training_gradients_are_as_accurate_as_torch_layers(dims):
     check_training_gradients(dims)
 
 
+@pytest.mark.slow
 def test_training_gradients_hold_on_an_avx2_cpu():
     """The same check with oneDNN and ATen's kernels capped at AVX2, in a fresh process (the caps are read
     once, at start-up), so an AVX-512 machine tests the kernels an AVX2-only CPU runs: the 3D case failed

@@ -1,17 +1,6 @@
-"""Helpers shared by the memory model's accuracy tests."""
+"""Helpers shared by the memory model's accuracy tests (their real steps run on one thread: the
+fixture `one_torch_thread` in tests/conftest.py)."""
 from __future__ import annotations
-
-import pytest
-import torch
-
-
-@pytest.fixture
-def one_thread():
-    """Real steps on one thread: on a shared 2-core machine OpenMP's spinning threads cost more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def relative(estimate: int, measured: int) -> float:

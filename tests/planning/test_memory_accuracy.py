@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memory_testing import one_thread, relative  # noqa: F401 (one_thread is a fixture)
+from memory_testing import relative
 from memory_toy_nets import ToyUNet
 from satnet.nets import NetworkSpec, build_network
 from satnet.planning.memory import estimate_memory, trace_training_step
@@ -23,7 +23,7 @@ CASES = [  # dims, patch, batch, skip, precision
 ]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.mark.parametrize("dims, patch, batch, skip, precision", CASES)

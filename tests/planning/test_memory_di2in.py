@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memory_testing import one_thread, relative  # noqa: F401 (one_thread is a fixture)
+from memory_testing import relative
 from satnet.nets import build_network
 from satnet.nets.spec import NetworkSpec
 from satnet.planning.memory import trace_training_step
@@ -23,7 +23,7 @@ CASES = [  # dims, patch, changes
 ]
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("dims, patch, changes", CASES)
 def test_di2in_estimate_matches_saved_bytes_of_a_real_step(dims, patch, changes):
     fields = dict(arch="di2in", spatial_dims=dims, in_channels=1, num_classes=3, features=[8, 16, 32],

@@ -10,7 +10,7 @@ import itertools
 import pytest
 import torch
 
-from memory_testing import one_thread, relative  # noqa: F401 (one_thread is a fixture)
+from memory_testing import relative
 from satnet.nets import build_network
 from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
 from satnet.planning.memory import trace_training_step
@@ -33,7 +33,8 @@ def spec_for(arch: str, skip: str, dims: int, **changes) -> NetworkSpec:
                        **extra, **changes)
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("arch, skip, dims, size", list(itertools.product(ARCHS, SKIP_MODES, (2, 3), range(3))))
 def test_estimate_matches_real_cpu_run(arch, skip, dims, size):
     spec = spec_for(arch, skip, dims)
@@ -47,9 +48,10 @@ def test_estimate_matches_real_cpu_run(arch, skip, dims, size):
         assert relative(est.peak, real.peak) < 0.02, (est, real)
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("arch, dims, changes", list(itertools.product(
     ARCHS, (2, 3), [dict(skip_channels=4), dict(skip_levels=["sat:2", "org"])])))
+@pytest.mark.slow
 def test_estimate_matches_real_cpu_run_for_k_map_and_per_level_skips(arch, dims, changes):
     spec = spec_for(arch, "sat", dims, **changes)
     patch = SIZES[dims][1]

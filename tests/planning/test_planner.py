@@ -50,6 +50,7 @@ def test_plans_are_sized_for_fp16_by_default_and_fp32_on_request(ct):
     assert max(b.estimated_memory.total, f.estimated_memory.total) <= 8 * GIB
 
 
+@pytest.mark.slow
 def test_plans_are_deterministic_and_round_trip(ct):
     a, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8))
     b, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8))

@@ -42,9 +42,9 @@ def test_sample_class_locations_counts_and_determinism():
     assert len(sample_class_locations(seg, [1], num_samples=10000)["1"]) == 500
 
 
-def test_preprocess_3d_case(make_plan):
+def test_preprocess_3d_case(preprocessing_plan):
     image, label, geo = padded_case()
-    plan = make_plan([2.0, 2.0, 2.0], [MRI])
+    plan = preprocessing_plan([2.0, 2.0, 2.0], [MRI])
     data, seg, props = preprocess_case(image, geo, label, plan, "case_000", [0, 1, 2])
     nonzero = np.nonzero(image[0])
     assert props.crop_bbox == [[int(i.min()), int(i.max()) + 1] for i in nonzero]
@@ -60,9 +60,9 @@ def test_preprocess_3d_case(make_plan):
         assert points and all(seg[0][tuple(p)] == int(key) for p in points)
 
 
-def test_preprocess_is_deterministic_and_saves(make_plan, tmp_path):
+def test_preprocess_is_deterministic_and_saves(preprocessing_plan, tmp_path):
     image, label, geo = padded_case(seed=3)
-    plan = make_plan([2.0, 2.0, 2.0], [MRI])
+    plan = preprocessing_plan([2.0, 2.0, 2.0], [MRI])
     first = preprocess_case(image, geo, label, plan, "case_001", [0, 1, 2])
     second = preprocess_case(image.copy(), geo, label.copy(), plan, "case_001", [0, 1, 2])
     assert first[0].tobytes() == second[0].tobytes() and first[1].tobytes() == second[1].tobytes()
@@ -72,43 +72,44 @@ def test_preprocess_is_deterministic_and_saves(make_plan, tmp_path):
     assert np.asarray(data).tobytes() == first[0].tobytes() and props == first[2]
 
 
-def test_preprocess_case_read_from_nifti(dataset_3d, make_plan):
+def test_preprocess_case_read_from_nifti(dataset_3d, preprocessing_plan):
     sitk = pytest.importorskip("SimpleITK")
     image = sitk.ReadImage(str(dataset_3d / "imagesTr" / "case_000_0000.nii.gz"))
     label = sitk.ReadImage(str(dataset_3d / "labelsTr" / "case_000.nii.gz"))
     geo = ImageGeometry.from_sitk(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     array = sitk.GetArrayFromImage(image)[None].astype(np.float32)  # (1, Z, Y, X)
-    plan = make_plan([3.0, 1.5, 1.5], [MRI])
+    plan = preprocessing_plan([3.0, 1.5, 1.5], [MRI])
     data, seg, props = preprocess_case(array, geo, sitk.GetArrayFromImage(label), plan, "case_000", [0, 1, 2])
     assert props.geometry == geo and geo.spacing == [3.0, 1.0, 1.0]
     assert props.shape_after_resampling[0] == props.shape_after_crop[0]  # 3 mm -> 3 mm: Z untouched
     assert CaseProperties.from_dict(props.to_dict()) == props
 
 
-def test_2d_natural_image_never_resamples_z(make_plan):
+def test_2d_natural_image_never_resamples_z(preprocessing_plan):
     rng = np.random.default_rng(5)
     image = rng.integers(1, 256, size=(3, 1, 32, 40)).astype(np.float32)
     label = np.zeros((1, 32, 40), dtype=np.uint8)
     label[0, 8:20, 10:30] = 1
-    plan = make_plan([1.0, 2.0, 2.0], RGB, spatial_dims=2, num_classes=2)  # Z = 1.0 in the plan: ignored
+    plan = preprocessing_plan([1.0, 2.0, 2.0], RGB, spatial_dims=2, num_classes=2)  # Z = 1.0 in the plan: ignored
     data, seg, props = preprocess_case(image, geometry((1, 32, 40), (999.0, 1.0, 1.0)), label, plan, "img_000", [0, 1])
     assert data.shape == (3, 1, 16, 20) and seg.shape == (1, 1, 16, 20)
     assert props.spacing_after_resampling == [999.0, 2.0, 2.0]
     np.testing.assert_allclose(data.mean(axis=(1, 2, 3)), image.mean(axis=(1, 2, 3)) / 255, atol=0.02)  # rgb / 255
 
 
-def test_2d_configuration_of_volumes_matches_3d_so_they_can_share_data(make_plan):
+def test_2d_configuration_of_volumes_matches_3d_so_they_can_share_data(preprocessing_plan):
     image, label, geo = padded_case(spacing=(5.0, 1.0, 1.0))
-    flat = preprocess_case(image, geo, label, make_plan([2.5, 2.0, 2.0], [MRI], spatial_dims=2), "c", [0, 1, 2])
-    full = preprocess_case(image, geo, label, make_plan([2.5, 2.0, 2.0], [MRI]), "c", [0, 1, 2])
+    flat_plan = preprocessing_plan([2.5, 2.0, 2.0], [MRI], spatial_dims=2)
+    flat = preprocess_case(image, geo, label, flat_plan, "c", [0, 1, 2])
+    full = preprocess_case(image, geo, label, preprocessing_plan([2.5, 2.0, 2.0], [MRI]), "c", [0, 1, 2])
     assert flat[2].spacing_after_resampling == [2.5, 2.0, 2.0]
     assert flat[0].tobytes() == full[0].tobytes() and flat[1].tobytes() == full[1].tobytes()
     assert flat[2] == full[2]
 
 
-def test_user_errors_name_the_case(make_plan):
+def test_user_errors_name_the_case(preprocessing_plan):
     image, label, geo = padded_case()
-    plan = make_plan([2.0, 2.0, 2.0], [MRI])
+    plan = preprocessing_plan([2.0, 2.0, 2.0], [MRI])
     with pytest.raises(InputError, match="case_x: label shape"):
         preprocess_case(image, geo, label[:-1], plan, "case_x", [0, 1, 2])
     with pytest.raises(InputError, match=r"case_x: label values must lie in 0..1"):

@@ -15,8 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as a script
-    sys.path.insert(0, str(REPO))
+for folder in (REPO, REPO / "tests"):  # run as a script: what pytest puts on sys.path (tests/ for satnet_testing)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 from tests.reliability.breakers import Unavailable  # noqa: E402
 from tests.reliability.corpus import CASES  # noqa: E402

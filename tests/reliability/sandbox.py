@@ -27,7 +27,7 @@ from typing import Sequence
 from satnet.cli import main
 from satnet.planning.plans import load_plans, save_plans
 from satnet.synthetic import make_dataset_2d_rgb, make_dataset_3d
-from tests.training.trainer_work_dir import torch_threads
+from satnet_testing import torch_threads
 
 RAW3D = "Dataset910_Bad3D"
 RAW2D = "Dataset911_Bad2D"
@@ -159,3 +159,13 @@ def run_cli(argv: Sequence[str], watch: Path | None = None) -> CliResult:
             code = exc.code if isinstance(exc.code, int) else 1
     changes = snapshot_diff(before, snapshot(watch)) if watch is not None else []
     return CliResult(argv, code, out.getvalue(), err.getvalue(), changes)
+
+
+NUM_TEST = 4  # images to predict in the fixture `setup` (tests/reliability/conftest.py)
+
+
+def predict(images: Path, out: Path, work: Path, *extra: str) -> list[str]:
+    """`satnet predict` arguments for the fixture `setup`'s work folder (3d, fold 0, no TTA, one thread)."""
+    return ["predict", "-i", str(images), "-o", str(out), "-m", str(work), "-c", "3d", "-f", "0", "--no-tta",
+            "--threads", "1", "-q", *extra]
+

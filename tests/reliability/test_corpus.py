@@ -11,14 +11,9 @@ import pytest
 
 from tests.reliability.breakers import Unavailable
 from tests.reliability.corpus import CASES, BadInput, case_by_name
-from tests.reliability.sandbox import build_bases, make_sandbox
+from tests.reliability.sandbox import make_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def bases(tmp_path_factory) -> dict[str, Path]:
-    return build_bases(tmp_path_factory.mktemp("corpus_bases"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -30,6 +25,7 @@ def test_bad_input_fails_with_one_clear_message_and_writes_nothing(case: BadInpu
     assert case.failures(result) == [], result.stderr
 
 
+@pytest.mark.slow
 def test_the_satnet_process_shows_a_traceback_only_with_debug(bases, tmp_path):
     case = case_by_name("truncated_image")
     box = make_sandbox(tmp_path, bases, case.uses)

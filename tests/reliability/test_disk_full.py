@@ -8,9 +8,7 @@ from pathlib import Path
 from satnet.io.cases import list_cases
 from satnet.io.images import read_label
 from tests.reliability.faults import disk_full, hook_writes, stray_temporaries
-from tests.reliability.sandbox import run_cli
-from tests.reliability.test_corpus import bases  # noqa: F401
-from tests.reliability.test_kill_predict import predict, setup  # noqa: F401
+from tests.reliability.sandbox import predict, run_cli
 
 
 def assert_disk_full_error(result, command: str, file_name: str) -> None:
@@ -20,7 +18,7 @@ def assert_disk_full_error(result, command: str, file_name: str) -> None:
     assert file_name in message and "the disk has space" in message and "Traceback" not in result.stderr
 
 
-def test_preprocessing_keeps_only_complete_cases(bases, tmp_path, monkeypatch):  # noqa: F811
+def test_preprocessing_keeps_only_complete_cases(bases, tmp_path, monkeypatch):
     work = tmp_path / "work"
     argv = ["plan-and-preprocess", bases["raw3d"], "-o", work, "--configs", "3d", "-j", "1", "-q"]
     hook_writes("*_seg.npy", 2, disk_full, monkeypatch.setattr)  # the second case's label, after its image
@@ -32,7 +30,7 @@ def test_preprocessing_keeps_only_complete_cases(bases, tmp_path, monkeypatch): 
     assert run_cli(argv).code == 0 and list_cases(folder) == ["case_000", "case_001", "case_002"]
 
 
-def test_prediction_keeps_only_complete_masks(setup, tmp_path, monkeypatch):  # noqa: F811
+def test_prediction_keeps_only_complete_masks(setup, tmp_path, monkeypatch):
     images, work = setup
     out = tmp_path / "out"
     hook_writes("*.nii.gz", 2, disk_full, monkeypatch.setattr)
@@ -43,7 +41,7 @@ def test_prediction_keeps_only_complete_masks(setup, tmp_path, monkeypatch):  # 
     assert run_cli(predict(images, out, work, "--continue")).code == 0 and len(list(out.glob("*.nii.gz"))) == 4
 
 
-def test_a_checkpoint_write_keeps_the_previous_checkpoint(bases, tmp_path, monkeypatch):  # noqa: F811
+def test_a_checkpoint_write_keeps_the_previous_checkpoint(bases, tmp_path, monkeypatch):
     import shutil
 
     work = Path(shutil.copytree(bases["work"], tmp_path / "work"))

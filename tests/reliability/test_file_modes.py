@@ -39,6 +39,7 @@ def test_new_file_mode_follows_the_umask(umask, tmp_path):
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o640
 
 
+@pytest.mark.slow
 def test_every_output_of_the_pipeline_gets_the_umasks_mode(umask, tmp_path, capsys):
     raw = make_dataset_3d(tmp_path / "raw", num_cases=3, num_test=1)
     work, masks, pictures = tmp_path / "work", tmp_path / "masks", tmp_path / "pictures"

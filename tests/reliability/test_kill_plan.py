@@ -41,6 +41,7 @@ def preprocessed_folder(work: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_killed_half_way_then_rerun_gives_identical_outputs(raw, uninterrupted, tmp_path):
     work = tmp_path / "work"
     run_killed(plan_and_preprocess(raw, work), kill="*.npy:5")  # writing case_002's image, half of it on disk

@@ -2,32 +2,9 @@
 input's geometry), the rest are produced, and the folder ends byte-identical to an uninterrupted run's."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from satnet.io.images import read_image, read_label
-from satnet.synthetic import make_dataset_3d
-from tests.inference.fakes import add_checkpoint, make_work_dir
 from tests.reliability.faults import run_killed, stray_temporaries
-from tests.reliability.sandbox import run_cli, snapshot
-
-NUM_TEST = 4
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, Path]:
-    """(images to predict, WORK_DIR with a freshly initialised 3d fold 0)."""
-    root = tmp_path_factory.mktemp("kill_predict")
-    raw = make_dataset_3d(root / "Dataset900_Synth3D", num_cases=1, num_test=NUM_TEST, seed=3)
-    work = make_work_dir(root)
-    add_checkpoint(work, "3d", 0, seed=0)
-    return raw / "imagesTs", work
-
-
-def predict(images: Path, out: Path, work: Path, *extra: str) -> list[str]:
-    return ["predict", "-i", str(images), "-o", str(out), "-m", str(work), "-c", "3d", "-f", "0", "--no-tta",
-            "--threads", "1", "-q", *extra]
+from tests.reliability.sandbox import NUM_TEST, predict, run_cli, snapshot
 
 
 def test_killed_half_way_then_continue_completes_every_mask(setup, tmp_path):

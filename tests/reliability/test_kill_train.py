@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from satnet.io.checkpoints import load_checkpoint
 from satnet.training.options import TrainOptions
 from satnet.training.trainer import fold_dir_of, train
 from tests.reliability.faults import run_killed, stray_temporaries
-from tests.training.test_trainer_resume import RUN, assert_same_run, uninterrupted  # noqa: F401
-from tests.training.trainer_work_dir import make_work_dir, one_torch_thread  # noqa: F401
+from tests.training.trainer_work_dir import RUN, assert_same_run, make_work_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def logged_epochs(fold_dir: Path) -> int:
@@ -23,7 +26,8 @@ def train_argv(work_dir, *extra: str) -> list[str]:
     return ["train", str(work_dir), "3d", "0", "--device", "cpu", "--no-validation", "-q", *flags, *extra]
 
 
-def test_killed_in_checkpoint_and_log_writes_resumes_to_identical_weights(uninterrupted, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_killed_in_checkpoint_and_log_writes_resumes_to_identical_weights(uninterrupted, tmp_path):
     work_dir = make_work_dir(tmp_path)
     fold_dir = fold_dir_of(work_dir, "3d", 0)
     latest = fold_dir / "checkpoint_latest.pt"

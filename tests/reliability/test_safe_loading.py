@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.reliability.sandbox import run_cli, snapshot
-from tests.reliability.test_corpus import bases  # noqa: F401
-from tests.reliability.test_kill_predict import predict, setup  # noqa: F401
+from tests.reliability.sandbox import predict, run_cli, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 OWN_CODE = sorted([*(REPO / "satnet").rglob("*.py"), *(REPO / "benchmarks").rglob("*.py")])
@@ -68,7 +66,7 @@ def test_the_checker_finds_what_it_looks_for(tmp_path):
     assert [p.split(":", 2)[1] for p in found] == ["1", "2", "4", "5", "6", "7", "7", "8"]
 
 
-def test_every_checkpoint_load_of_predict_and_resume_is_weights_only(bases, tmp_path, monkeypatch):  # noqa: F811
+def test_every_checkpoint_load_of_predict_and_resume_is_weights_only(bases, tmp_path, monkeypatch):
     work = Path(shutil.copytree(bases["work"], tmp_path / "work"))
     calls = []
     real_load = torch.load
@@ -111,7 +109,7 @@ def _add_to_splits(case: str):
     ("plans.json", lambda d: d["configurations"].update({"../x": {**d["configurations"]["3d"], "name": "../x"}}),
      ["train", "{work}", "../x", "0"], "name '../x' must be a plain folder name"),
 ])
-def test_names_in_work_files_cannot_escape_work_dir(bases, tmp_path, file, change, argv, message):  # noqa: F811
+def test_names_in_work_files_cannot_escape_work_dir(bases, tmp_path, file, change, argv, message):
     work = Path(shutil.copytree(bases["work"], tmp_path / "inside" / "work"))
     edit(work / file, change)
     before = snapshot(tmp_path)
@@ -121,7 +119,7 @@ def test_names_in_work_files_cannot_escape_work_dir(bases, tmp_path, file, chang
     assert snapshot(tmp_path) == before
 
 
-def test_case_names_with_dots_are_refused(bases, tmp_path):  # noqa: F811
+def test_case_names_with_dots_are_refused(bases, tmp_path):
     raw = Path(shutil.copytree(bases["raw3d"], tmp_path / "raw" / bases["raw3d"].name))
     for folder, old, new in (("imagesTr", "case_000_0000", "a..b_0000"), ("labelsTr", "case_000", "a..b")):
         (raw / folder / f"{old}.nii.gz").rename(raw / folder / f"{new}.nii.gz")
@@ -129,7 +127,7 @@ def test_case_names_with_dots_are_refused(bases, tmp_path):  # noqa: F811
     assert result.code == 1 and "case id 'a..b'" in result.stderr and not (tmp_path / "work").exists()
 
 
-def test_a_planted_symlink_is_replaced_not_written_through(setup, tmp_path):  # noqa: F811
+def test_a_planted_symlink_is_replaced_not_written_through(setup, tmp_path):
     images, work = setup
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
@@ -141,7 +139,7 @@ def test_a_planted_symlink_is_replaced_not_written_through(setup, tmp_path):  # 
     assert not (out / "case_001.nii.gz").is_symlink() and (out / "case_001.nii.gz").stat().st_size > 0
 
 
-def test_a_symlinked_preprocessed_file_is_replaced_not_written_through(bases, tmp_path):  # noqa: F811
+def test_a_symlinked_preprocessed_file_is_replaced_not_written_through(bases, tmp_path):
     work = Path(shutil.copytree(bases["work"], tmp_path / "work"))
     (folder,) = (work / "preprocessed").iterdir()
     victim = tmp_path / "victim.npy"

@@ -66,6 +66,7 @@ def test_ctrl_c_stops_pool_workers_busy_with_a_long_case():
         proc.kill()
 
 
+@pytest.mark.slow
 def test_sigterm_ends_train_and_its_augmentation_workers(tmp_path):
     work = make_work_dir(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "satnet.cli", "train", str(work), "3d", "0", "--epochs", "1000",

@@ -7,34 +7,9 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from satnet.io.cases import CaseProperties, save_case
-from satnet.io.geometry import ImageGeometry
 from satnet.nets.spec import NetworkSpec
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate
-
-
-def write_case(
-    folder: Path, case_id: str, image: np.ndarray, seg: np.ndarray, max_locations: int = 50, seed: int = 0
-) -> None:
-    """Save image (C, Z, Y, X) and seg (1, Z, Y, X) with up to `max_locations` sampled voxels per label."""
-    rng = np.random.default_rng(seed)
-    locations = {}
-    for label in np.unique(seg):
-        if label > 0:
-            where = np.argwhere(seg[0] == label)
-            pick = rng.choice(len(where), size=min(max_locations, len(where)), replace=False)
-            locations[str(int(label))] = where[pick].tolist()
-    shape = list(image.shape[1:])
-    props = CaseProperties(
-        case_id=case_id,
-        geometry=ImageGeometry(shape=shape, spacing=[1.0] * 3, origin=[0.0] * 3, direction=[1, 0, 0, 0, 1, 0, 0, 0, 1]),
-        crop_bbox=[[0, s] for s in shape],
-        shape_after_crop=shape,
-        shape_after_resampling=shape,
-        spacing_after_resampling=[1.0] * 3,
-        class_locations=locations,
-    )
-    save_case(folder, props, image, seg)
+from satnet_testing import write_case
 
 
 def small_object_case(shape: Sequence[int], channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +46,7 @@ def cases_2d(tmp_path_factory) -> tuple[Path, list[str]]:
     return folder, [f"img_{i}" for i in range(3)]
 
 
-def _make_plan(
+def _training_plan(
     patch_size: Sequence[int],
     batch_size: int,
     in_channels: int,
@@ -95,6 +70,8 @@ def _make_plan(
 
 
 @pytest.fixture(scope="session")
-def make_plan():
-    """The plan factory `_make_plan(patch_size, batch_size, in_channels, ...)`."""
-    return _make_plan
+def training_plan():
+    """`training_plan(patch_size, batch_size, in_channels, spacing=(1, 1, 1), deep_supervision=True,
+    num_classes=3, nonzero_mask=False)` -> ConfigurationPlan (see tests/conftest.py's `preprocessing_plan`
+    for plans by spacing and normalization)."""
+    return _training_plan

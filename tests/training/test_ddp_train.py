@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from satnet.io.checkpoints import load_checkpoint
@@ -23,13 +24,15 @@ REPO = Path(__file__).resolve().parents[2]
 OPTIONS = dict(epochs=1, iterations_per_epoch=2, val_iterations=1, workers=0, seed=0, device="cpu")
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_end_with_identical_weights_and_write_one_set_of_outputs(tmp_path):
     work_dir = make_work_dir(tmp_path)
     out = tmp_path / "ranks"
     out.mkdir()
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
                str(work_dir), str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # tests/ too: the ranks import tests.training.trainer_work_dir, which imports satnet_testing
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))

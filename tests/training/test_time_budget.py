@@ -9,7 +9,9 @@ from satnet.errors import ConfigError
 from satnet.training.budget import budget_reached, fraction_spent
 from satnet.training.options import TrainOptions
 from satnet.training.trainer import fold_dir_of, train
-from tests.training.trainer_work_dir import make_work_dir, one_torch_thread  # noqa: F401
+from tests.training.trainer_work_dir import make_work_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 BUDGET_MINUTES = 0.08  # 4.8 s: several epochs of one iteration each on the tiny work folder
 
@@ -31,7 +33,6 @@ def _log(work_dir) -> dict:
     return json.loads((fold_dir_of(work_dir, "3d", 0) / "training_log.json").read_text())
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_training_stops_within_one_epoch_of_the_budget_at_the_schedules_end(tmp_path):
     work_dir = make_work_dir(tmp_path, configs=("3d",))
     options = TrainOptions(epochs=1000, iterations_per_epoch=1, val_iterations=1, workers=0, seed=0,
@@ -47,7 +48,6 @@ def test_training_stops_within_one_epoch_of_the_budget_at_the_schedules_end(tmp_
     assert log["iterations"] == len(seconds) and log["time_budget_minutes"] == BUDGET_MINUTES
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_resume_continues_with_what_is_left_of_the_budget(tmp_path):
     work_dir = make_work_dir(tmp_path, configs=("3d",))
     common = dict(iterations_per_epoch=1, val_iterations=1, workers=0, seed=0, time_budget=BUDGET_MINUTES)

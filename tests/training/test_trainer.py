@@ -13,7 +13,10 @@ from satnet.errors import ConfigError, InputError, MissingFileError
 from satnet.io.checkpoints import REQUIRED_KEYS, load_checkpoint
 from satnet.training.options import TrainOptions
 from satnet.training.trainer import fold_dir_of, train
-from tests.training.trainer_work_dir import make_work_dir, one_torch_thread, torch_threads  # noqa: F401
+from satnet_testing import torch_threads
+from tests.training.trainer_work_dir import make_work_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = dict(epochs=2, iterations_per_epoch=2, val_iterations=1, workers=0, seed=0)
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import satnet.io.checkpoints
 import satnet.training.loop
@@ -18,30 +17,11 @@ from satnet.contracts import atomic_write
 from satnet.io.checkpoints import load_checkpoint
 from satnet.training.options import TrainOptions
 from satnet.training.trainer import fold_dir_of, train
-from tests.training.trainer_work_dir import make_work_dir, one_torch_thread, torch_threads  # noqa: F401
+from tests.training.trainer_work_dir import RUN, assert_same_run, make_work_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = dict(epochs=3, iterations_per_epoch=2, val_iterations=1, workers=0, seed=3)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
-    """checkpoint_final of 3 uninterrupted epochs x 2 iterations (one torch thread, as the resumed runs)."""
-    with torch_threads(1):
-        result = train(make_work_dir(tmp_path_factory.mktemp("reference")), "3d", 0, TrainOptions(**RUN),
-                       progress_bar=False)
-    return load_checkpoint(result.checkpoint_final)
-
-
-def assert_same_run(checkpoint: dict, reference: dict) -> None:
-    assert checkpoint["epoch"] == reference["epoch"] == RUN["epochs"]
-    assert checkpoint["state_dict"].keys() == reference["state_dict"].keys()
-    for key, value in reference["state_dict"].items():
-        assert torch.equal(checkpoint["state_dict"][key], value), key
-    for index, state in reference["optimizer"]["state"].items():
-        assert torch.equal(checkpoint["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"])
-    losses = [[r[k] for k in ("train_loss", "val_loss", "pseudo_dice", "lr")] for r in checkpoint["log"]["epochs"]]
-    assert losses == [[r[k] for k in ("train_loss", "val_loss", "pseudo_dice", "lr")] for r in reference["log"]["epochs"]]
 
 
 def test_resume_after_an_interruption_mid_epoch_ends_with_identical_weights(uninterrupted, tmp_path, monkeypatch):
@@ -64,6 +44,7 @@ def test_resume_after_an_interruption_mid_epoch_ends_with_identical_weights(unin
     assert_same_run(load_checkpoint(result.checkpoint_final), uninterrupted)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_identical_weights(uninterrupted, tmp_path):
     work_dir = make_work_dir(tmp_path)
     latest = fold_dir_of(work_dir, "3d", 0) / "checkpoint_latest.pt"

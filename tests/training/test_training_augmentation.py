@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 from batchgenerators.transforms.spatial_transforms import SpatialTransform
 
 from satnet.errors import ConfigError
@@ -21,7 +22,7 @@ from satnet.training.augmentation import (
     default_augmentation,
     enlarged_patch_size,
 )
-from satnet.training.pipeline import get_training_pipeline, get_validation_pipeline
+from satnet.training.pipeline import WorkerAugmenter, get_training_pipeline, get_validation_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,10 +64,10 @@ def test_enlarged_patch_holds_every_rotation_at_maximum_zoom(patch, config):
     assert out.min() == 1  # no grid point fell outside the read patch
 
 
-def test_more_deep_supervision_outputs_than_decoder_stages_are_refused(cases_3d, make_plan):
+def test_more_deep_supervision_outputs_than_decoder_stages_are_refused(cases_3d, training_plan):
     folder, ids = cases_3d
     with pytest.raises(ConfigError, match="at most 2"):
-        get_training_pipeline(folder, ids, make_plan([16, 16, 16], 2, 2), num_workers=0, deep_supervision_outputs=3)
+        get_training_pipeline(folder, ids, training_plan([16, 16, 16], 2, 2), num_workers=0, deep_supervision_outputs=3)
 
 
 def test_zero_outside_image_only_for_masked_channels():
@@ -86,9 +87,9 @@ def _check_batch(batch: dict, batch_size: int, channels: int, patch: list[int], 
 
 
 @pytest.mark.parametrize("patch, deep_supervision, scales", [([16, 16, 16], True, 2), ([4, 16, 16], True, 2)])
-def test_training_pipeline_3d(cases_3d, make_plan, patch, deep_supervision, scales):
+def test_training_pipeline_3d(cases_3d, training_plan, patch, deep_supervision, scales):
     folder, ids = cases_3d
-    plan = make_plan(patch, 4, in_channels=2, deep_supervision=deep_supervision, nonzero_mask=True)
+    plan = training_plan(patch, 4, in_channels=2, deep_supervision=deep_supervision, nonzero_mask=True)
     pipeline = get_training_pipeline(folder, ids, plan, num_workers=0, seed=0)
     for _ in range(3):
         batch = next(pipeline)
@@ -96,16 +97,16 @@ def test_training_pipeline_3d(cases_3d, make_plan, patch, deep_supervision, scal
         assert torch.isfinite(batch["data"]).all()
 
 
-def test_training_pipeline_2d_without_deep_supervision(cases_2d, make_plan):
+def test_training_pipeline_2d_without_deep_supervision(cases_2d, training_plan):
     folder, ids = cases_2d
-    plan = make_plan([16, 16], 5, in_channels=3, deep_supervision=False)
+    plan = training_plan([16, 16], 5, in_channels=3, deep_supervision=False)
     pipeline = get_training_pipeline(folder, ids, plan, num_workers=0, seed=0)
     _check_batch(next(pipeline), 5, 3, [16, 16], 0)
 
 
-def test_validation_pipeline_only_converts(cases_3d, make_plan):
+def test_validation_pipeline_only_converts(cases_3d, training_plan):
     folder, ids = cases_3d
-    plan = make_plan([8, 8, 8], 6, in_channels=2)
+    plan = training_plan([8, 8, 8], 6, in_channels=2)
     batch = next(get_validation_pipeline(folder, ids, plan, num_workers=0, seed=0))
     _check_batch(batch, 6, 2, [8, 8, 8], 2)
     full, half = batch["target"]
@@ -116,9 +117,9 @@ def test_validation_pipeline_only_converts(cases_3d, make_plan):
     assert (full[4:] > 0).flatten(1).any(1).sum() >= 1  # forced foreground survives
 
 
-def test_workers_yield_reproducibly_and_close(cases_3d, make_plan):
+def test_workers_yield_reproducibly_and_close(cases_3d, training_plan):
     folder, ids = cases_3d
-    plan = make_plan([8, 8, 8], 3, in_channels=2)
+    plan = training_plan([8, 8, 8], 3, in_channels=2)
     python_state = random.getstate()
     single = get_training_pipeline(folder, ids, plan, num_workers=0, seed=3)
     expected = [next(single)["data"] for _ in range(3)]
@@ -134,19 +135,75 @@ def test_workers_yield_reproducibly_and_close(cases_3d, make_plan):
     assert batches[0]["data"].equal(expected[0]) and not batches[1]["data"].equal(expected[1])
 
 
-def test_close_while_workers_are_busy_raises_nothing_in_the_background(cases_3d, make_plan, monkeypatch):
+# Why close() can fail in the background: workers hand tensors over as shared-memory file descriptors
+# that the collecting thread fetches from the live sender while unpickling a batch. A worker that is
+# mid-batch when close() pauses the workers still puts that batch, and the collecting thread stops on
+# the same abort event that lets the workers exit, so it can unpickle a batch whose worker has just
+# exited (FileNotFoundError or ConnectionResetError in that thread). The old test closed 6 pipelines
+# and hoped to hit that window; these two force it. The fix (in satnet/training/pipeline.py,
+# WorkerAugmenter) gives the collecting thread a stop event of its own and joins it before the
+# workers are released; remove both xfail marks with it.
+RACE = "close() releases the workers before the collecting thread has stopped (issue 17, item 6)"
+
+
+def _slow_rebuild(delay_s: float) -> None:
+    time.sleep(delay_s)
+
+
+class _SlowToUnpickle:
+    """Unpickling it waits, so the tensors after it in a batch are fetched once their worker has exited."""
+
+    def __reduce__(self):
+        return _slow_rebuild, (0.5,)
+
+
+class _HoldBatchUntilStopped(AbstractTransform):
+    """In each worker, every batch after the first waits until close() has paused and then stopped
+    the workers: each worker is mid-batch at close() and puts that batch while it exits."""
+
+    def __init__(self, pause_event, abort_event):
+        self.pause_event, self.abort_event, self.batches = pause_event, abort_event, 0
+
+    def __call__(self, **data):
+        self.batches += 1
+        if self.batches > 1:
+            self.pause_event.wait(20)
+            self.abort_event.wait(20)
+        return {"slow": _SlowToUnpickle(), **data}
+
+
+@pytest.mark.xfail(reason=RACE, strict=True)
+def test_close_stops_the_collecting_thread_before_the_workers_may_exit(cases_3d, training_plan, monkeypatch):
     folder, ids = cases_3d
-    plan = make_plan([16, 16, 16], 3, in_channels=2)
+    pipeline = get_training_pipeline(folder, ids, training_plan([8, 8, 8], 2, in_channels=2), num_workers=2, seed=0)
+    next(pipeline)
+    thread, release = pipeline.pin_memory_thread, pipeline.abort_event.set
+    collecting_when_released = []  # whether the collecting thread ran when the workers were let exit
+
+    def set_abort() -> None:
+        collecting_when_released.append(thread.is_alive())
+        release()
+
+    monkeypatch.setattr(pipeline.abort_event, "set", set_abort)
+    pipeline.close()
+    assert collecting_when_released and not any(collecting_when_released)
+
+
+@pytest.mark.xfail(reason=RACE, strict=False)  # fails about 19 times in 20 before the fix
+def test_close_while_a_worker_is_mid_batch_raises_nothing_in_the_background(cases_3d, training_plan, monkeypatch):
+    folder, ids = cases_3d
     errors = []
     monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
-    for seed in range(6):  # closing straight after batches arrive failed ~1 time in 10 before close() drained
-        pipeline = get_training_pipeline(folder, ids, plan, num_workers=2, seed=seed)
-        next(pipeline)
-        time.sleep(0.05)
-        pipeline.close()
+    single = get_training_pipeline(folder, ids, training_plan([8, 8, 8], 2, in_channels=2), num_workers=0, seed=0)
+    # wait_time 0.5 s: the collecting thread waits long enough on a worker's queue to receive its last batch
+    pipeline = WorkerAugmenter(single.data_loader, None, 2, seeds=[1, 2], wait_time=0.5)
+    pipeline.transform = Compose([single.transform, _HoldBatchUntilStopped(pipeline.pause_event, pipeline.abort_event)])
+    next(pipeline)
+    pipeline.close()
     assert errors == []
 
 
+@pytest.mark.slow
 def test_workers_start_after_parallel_torch_work_and_the_interpreter_exits_with_them_running(cases_3d):
     folder, ids = cases_3d
     script = textwrap.dedent(f"""

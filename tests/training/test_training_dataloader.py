@@ -89,9 +89,9 @@ def test_same_seed_same_batches_and_workers_differ(cases_3d):
     assert not np.array_equal(next(first)["data"], next(second)["data"])
 
 
-def test_seeded_pipeline_is_deterministic_and_leaves_numpy_global_state(cases_3d, make_plan):
+def test_seeded_pipeline_is_deterministic_and_leaves_numpy_global_state(cases_3d, training_plan):
     folder, ids = cases_3d
-    plan = make_plan([8, 8, 8], 3, in_channels=2)
+    plan = training_plan([8, 8, 8], 3, in_channels=2)
     before = np.random.get_state()[1].copy()
     runs = []
     for _ in range(2):

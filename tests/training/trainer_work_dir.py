@@ -1,23 +1,22 @@
-"""A tiny work folder for the trainer tests: plans.json, splits.json and preprocessed cases.
+"""A tiny work folder for the trainer tests: plans.json, splits.json and preprocessed cases; and the
+reference run that the resume tests compare with (the fixture `uninterrupted` in tests/conftest.py).
 
 Written directly (no planner, no raw images), so the trainer tests stay fast and test training
 only; tests/test_cli_train.py runs the real `satnet plan-and-preprocess` end to end.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import pytest
 import torch
-
 from satnet.nets.spec import NetworkSpec
 from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, Plans, save_plans
 from satnet.planning.splits import make_splits, save_splits
-from tests.training.conftest import write_case
+from satnet_testing import torch_threads
+from satnet_testing import write_case
 
+RUN = dict(epochs=3, iterations_per_epoch=2, val_iterations=1, workers=0, seed=3)  # the resume tests' run
 LABELS = {"background": 0, "left": 1, "right": 2}
 
 
@@ -69,19 +68,23 @@ def make_work_dir(
     return work_dir
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def uninterrupted_checkpoint(root: Path) -> dict:
+    """checkpoint_final of RUN (3 uninterrupted epochs x 2 iterations) on one torch thread, as the resumed runs."""
+    from satnet.io.checkpoints import load_checkpoint
+    from satnet.training.options import TrainOptions
+    from satnet.training.trainer import train
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks gain nothing from threads; on the shared 2-core machine several are much slower.
-    Import it into a test module to use it there."""
     with torch_threads(1):
-        yield
+        result = train(make_work_dir(root), "3d", 0, TrainOptions(**RUN), progress_bar=False)
+    return load_checkpoint(result.checkpoint_final)
+
+
+def assert_same_run(checkpoint: dict, reference: dict) -> None:
+    assert checkpoint["epoch"] == reference["epoch"] == RUN["epochs"]
+    assert checkpoint["state_dict"].keys() == reference["state_dict"].keys()
+    for key, value in reference["state_dict"].items():
+        assert torch.equal(checkpoint["state_dict"][key], value), key
+    for index, state in reference["optimizer"]["state"].items():
+        assert torch.equal(checkpoint["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"])
+    losses = [[r[k] for k in ("train_loss", "val_loss", "pseudo_dice", "lr")] for r in checkpoint["log"]["epochs"]]
+    assert losses == [[r[k] for k in ("train_loss", "val_loss", "pseudo_dice", "lr")] for r in reference["log"]["epochs"]]
