@@ -6,8 +6,26 @@ import os
 import sys
 from pathlib import Path
 
-from satnet.cli.args import choice, existing_dir, fold_arg, fraction, nonnegative_int, positive_int, subcommand
+from satnet.cli.args import (
+    checkpoint_argument,
+    choice,
+    existing_dir,
+    fold_arg,
+    fraction,
+    nonnegative_int,
+    one_of,
+    positive_int,
+    subcommand,
+)
 from satnet.errors import command
+from satnet.names import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_DEVICE,
+    DEFAULT_PREDICT_PRECISION,
+    DEVICES,
+    PREDICT_PRECISIONS,
+)
 
 
 def part_arg(text: str) -> tuple[int, int]:
@@ -80,8 +98,7 @@ def _add_export(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUT_DIR",
                    help="folder for the exported model (outside the work folder)")
     p.add_argument("--format", type=choice("onnx"), default="onnx", metavar="{onnx}", help="network format (onnx)")
-    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
-                   help="which checkpoint of each fold (default final)")
+    checkpoint_argument(p)
     p.set_defaults(handler=_run_export)
     return p
 
@@ -98,27 +115,25 @@ def _add_predict(sub) -> argparse.ArgumentParser:
                    help="folder for the masks (created if needed)")
     p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
                    help="the work folder the models were trained in, or a folder made by `satnet export`")
-    p.add_argument("--backend", type=choice("auto", "torch", "onnxruntime", "openvino"), default="auto",
-                   metavar="{auto,torch,onnxruntime,openvino}",
+    p.add_argument("--backend", **one_of(BACKENDS), default=DEFAULT_BACKEND,
                    help="torch runs a work folder's checkpoints; openvino or onnxruntime an exported folder (pip "
-                        "install -e \".[openvino]\" or \".[onnx]\"); auto (default): torch, or for an exported folder "
-                        "openvino when installed, else onnxruntime; the log names it")
+                        "install -e \".[openvino]\" or \".[onnx]\"); auto: torch, or for an exported folder openvino "
+                        f"when installed, else onnxruntime; the log names it (default {DEFAULT_BACKEND})")
     p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, metavar="CONFIG",
                    help="configuration(s); two are ensembled (default: the one `satnet find-best` recommends, else "
                         "3d if planned, else the first)")
     p.add_argument("-f", "--folds", nargs="+", type=fold_arg, default=None, metavar="FOLD",
                    help="folds to ensemble (default: every fold with the checkpoint)")
-    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
-                   help="which checkpoint of each fold (default final)")
+    checkpoint_argument(p)
     p.add_argument("--step", type=fraction, default=0.5,
                    help="sliding-window step as a fraction of the patch, in (0, 1] (default 0.5)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation (about 8x faster in 3D)")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write {case}.npz: float16 class probabilities (K, Z, Y, X) on the input's grid")
-    p.add_argument("--precision", type=choice("fp32", "bf16"), default="fp32", metavar="{fp32,bf16}",
-                   help="bf16 autocast where the device computes bf16 natively (default fp32)")
-    p.add_argument("--device", type=choice("auto", "cpu", "cuda"), default="auto", metavar="{auto,cpu,cuda}",
-                   help="auto: CUDA when available, else the CPU")
+    p.add_argument("--precision", **one_of(PREDICT_PRECISIONS), default=DEFAULT_PREDICT_PRECISION,
+                   help=f"bf16 autocast where the device computes bf16 natively (default {DEFAULT_PREDICT_PRECISION})")
+    p.add_argument("--device", **one_of(DEVICES), default=DEFAULT_DEVICE,
+                   help=f"auto: CUDA when available, else the CPU (default {DEFAULT_DEVICE})")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="PyTorch CPU threads (default: the cores available; on a busy shared machine fewer can be "
                         "faster)")

@@ -54,6 +54,7 @@ from satnet.inference.predictor import (
 )
 from satnet.io.checks import scan_problems
 from satnet.io.dataset import RawCase, find_cases_in_folder, read_case
+from satnet.names import BACKENDS, DEFAULT_CHECKPOINT
 from satnet.planning.plans import load_plans
 from satnet.preprocessing.case import preprocess_case
 
@@ -93,7 +94,7 @@ def predict_folder(
     work_dir: str | Path,
     configs: Sequence[str] | None = None,
     folds: Sequence[str] | None = None,
-    checkpoint: str = "final",
+    checkpoint: str = DEFAULT_CHECKPOINT,
     settings: InferenceSettings | None = None,
     save_probabilities: bool = False,
     resume: bool = False,
@@ -194,7 +195,6 @@ def _write_summary(output_dir: Path, part: Part, report: PredictionReport, backe
     })
 
 
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 def _resolve_backend(backend: str, exported: bool, work_dir: Path) -> str:

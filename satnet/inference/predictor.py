@@ -35,12 +35,12 @@ from satnet.inference.sliding_window import sliding_window_predict
 from satnet.io.cases import CaseProperties, check_case_id, load_case
 from satnet.io.geometry import ImageGeometry
 from satnet.io.images import write_segmentation
+from satnet.names import DEFAULT_DEVICE, DEFAULT_PREDICT_PRECISION, PREDICT_PRECISIONS
 from satnet.nets.layers import preferred_memory_format
 from satnet.planning.plans import ConfigurationPlan
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
 PROBABILITIES_KEY = "probabilities"
 
 
@@ -62,16 +62,16 @@ class InferenceSettings:
 
     step: float = 0.5
     mirror: bool = True
-    precision: str = "fp32"
-    device: str = "auto"
+    precision: str = DEFAULT_PREDICT_PRECISION
+    device: str = DEFAULT_DEVICE
     tile_batch_size: int = 4
     channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.step <= 1:
             raise ConfigError(f"step must be a fraction of the patch in (0, 1], not {self.step!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.precision not in PREDICT_PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PREDICT_PRECISIONS)}, not {self.precision!r}")
 
 
 def resolve_device(device: str) -> torch.device:

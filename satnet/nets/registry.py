@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from satnet.errors import unknown_name_error
+from satnet.names import INIT_SCHEMES
 from satnet.nets.blocks import SegmentationNetwork
 from satnet.nets.gate import iter_gates
 from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
@@ -19,7 +20,6 @@ from satnet.nets.unet import UNet
 from satnet.nets.vnet import VNet
 
 NETWORKS: dict[str, Callable[[NetworkSpec], SegmentationNetwork]] = {"unet": UNet, "vnet": VNet, "tiramisu": Tiramisu}
-INIT_SCHEMES = ("he", "glorot")
 
 
 def as_spec(spec: NetworkSpec | Mapping[str, Any]) -> NetworkSpec:
