@@ -22,12 +22,12 @@ from typing import Sequence
 
 from satnet.contracts import read_json
 from satnet.errors import ConfigError, InputError, MissingFileError, command, unknown_name_error
-from satnet.io.checkpoints import load_checkpoint
+from satnet.io.checkpoints import CheckpointMeta, load_checkpoint
+from satnet.names import CHECKPOINT_NAMES, DEFAULT_CHECKPOINT, PREDICT_CHECKPOINTS
 from satnet.planning.plans import ConfigurationPlan, Plans, load_plans
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = ("final", "best")
 RESULTS = "results"
 FIND_BEST_FILE = "find_best.json"
 _FOLD_DIR = re.compile(r"^fold_(\d+|all)$")
@@ -38,7 +38,7 @@ def results_dir(work_dir: str | Path, config: str) -> Path:
     return Path(work_dir) / RESULTS / config
 
 
-def checkpoint_path(work_dir: str | Path, config: str, fold: str, checkpoint: str = "final") -> Path:
+def checkpoint_path(work_dir: str | Path, config: str, fold: str, checkpoint: str = DEFAULT_CHECKPOINT) -> Path:
     return results_dir(work_dir, config) / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
 
 
@@ -57,7 +57,7 @@ def _fold_key(fold: str) -> tuple[int, int]:
     return (1, 0) if fold == "all" else (0, int(fold))
 
 
-def trained_folds(work_dir: str | Path, config: str, checkpoint: str = "final") -> list[str]:
+def trained_folds(work_dir: str | Path, config: str, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
     """Folds of `config` ("0", "1", ..., "all") that have checkpoint_<checkpoint>.pt, in order."""
     root = results_dir(work_dir, config)
     if not root.is_dir():
@@ -107,7 +107,7 @@ def _unfinished_hint(work_dir: Path, config: str, fold: str) -> str:
 
 
 def _other_checkpoints_hint(work_dir: Path, config: str, checkpoint: str) -> str:
-    other = [c for c in ("final", "best") if c != checkpoint and trained_folds(work_dir, config, c)]
+    other = [c for c in PREDICT_CHECKPOINTS if c != checkpoint and trained_folds(work_dir, config, c)]
     return f"; folds with checkpoint_{other[0]}.pt exist: use --checkpoint {other[0]}" if other else ""
 
 
@@ -154,32 +154,33 @@ def load_configuration(
     work_dir: str | Path,
     config: str,
     folds: Sequence[str] | None = None,
-    checkpoint: str = "final",
+    checkpoint: str = DEFAULT_CHECKPOINT,
     device: str = "cpu",
 ) -> ConfigurationModels:
     """Load the checkpoints of `config` (see `resolve_folds`) once each, onto `device`, in eval mode."""
     from satnet.nets import build_network
     from satnet.nets.spec import NetworkSpec
 
-    if checkpoint not in CHECKPOINTS + ("latest",):
-        raise ConfigError(f"checkpoint must be one of final, best, latest, not {checkpoint!r}")
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, not {checkpoint!r}")
     check_configuration(work_dir, config)
     folds = resolve_folds(work_dir, config, folds, checkpoint)
     networks, reference = [], None
     for fold in folds:
         path = checkpoint_path(work_dir, config, fold, checkpoint)
         ckpt = load_checkpoint(path, map_location="cpu")
-        plans = _checkpoint_plans(ckpt, path)
-        if ckpt["config"] != config or config not in plans.configurations:
-            raise InputError(f"{path} belongs to configuration {ckpt['config']!r}, not {config!r}; move it back to "
-                             f"results/{ckpt['config']}/")
+        meta = CheckpointMeta.of(ckpt)
+        plans = _checkpoint_plans(meta, path)
+        if meta.config != config or config not in plans.configurations:
+            raise InputError(f"{path} belongs to configuration {meta.config!r}, not {config!r}; move it back to "
+                             f"results/{meta.config}/")
         plan = plans.configuration(config)
         if reference is None:
             reference = (plans, plan, path)
         elif _preprocessing(plan) != _preprocessing(reference[1]):
             raise InputError(f"{path} was trained with other preprocessing than {reference[2]} (plans changed "
                              f"between folds); retrain the folds with one plans.json, or predict with -f to pick folds")
-        network = build_network(NetworkSpec.from_dict(ckpt["network"], f"{path}: network"))
+        network = build_network(NetworkSpec.from_dict(meta.network, f"{path}: network"))
         try:
             network.load_state_dict(ckpt["state_dict"], strict=True)
         except RuntimeError as exc:
@@ -192,9 +193,9 @@ def load_configuration(
     return ConfigurationModels(config, plan, plans, list(folds), networks)
 
 
-def _checkpoint_plans(ckpt: dict, path: Path) -> Plans:
+def _checkpoint_plans(meta: CheckpointMeta, path: Path) -> Plans:
     try:
-        return Plans.from_dict(json.loads(ckpt["plans_json"]), f"{path}: plans_json")
+        return Plans.from_dict(json.loads(meta.plans_json), f"{path}: plans_json")
     except (TypeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: plans_json is not valid JSON ({exc}); the checkpoint is damaged") from None
 

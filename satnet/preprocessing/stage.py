@@ -170,8 +170,7 @@ def _skip_words(spec) -> str:
 
 def summary(plans: Plans) -> str:
     """A few lines per configuration: spacing, patch, batch, stages, memory against the budget."""
-    precision = plans.planner.get("precision", "fp32")
-    lines = [f"plans for {plans.dataset_name} ({plans.planner['arch']}, memory for {precision} training):"]
+    lines = [f"plans for {plans.dataset_name} ({plans.planner.arch}, memory for {plans.planner.precision} training):"]
     for conf in plans.configurations.values():
         mem = conf.estimated_memory
         lines.append(

@@ -31,7 +31,7 @@ import dataclasses
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 from satnet.contracts import Contract
 from satnet.errors import ConfigError, unknown_name_error
@@ -46,6 +46,9 @@ from satnet.names import (  # noqa: F401 (the lists are re-exported: their owner
     OPTIMIZERS,
     PRECISIONS,
 )
+
+if TYPE_CHECKING:
+    from satnet.planning.plans import PlannerOptions
 
 # Per-optimizer defaults of the fields left None: nnU-Net's SGD recipe and the SAT paper's Adadelta.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -194,11 +197,17 @@ def merge_for_resume(stored: TrainOptions, current: TrainOptions, given: Mapping
     return stored.replace(**changes)
 
 
-def precision_warning(planner: dict, o: TrainOptions) -> str | None:
-    """What to say when a CUDA run trains in fp32 a plan sized for bf16/fp16 (about half the activations)."""
-    planned = planner.get("precision", "fp32")  # plans made before the flag existed were sized for fp32
+def precision_warning(planner: "PlannerOptions | Mapping[str, Any]", o: TrainOptions) -> str | None:
+    """What to say when a CUDA run trains in fp32 a plan sized for bf16/fp16 (about half the activations).
+
+    planner: plans.json's `planner` (a dict is read as PlannerOptions.from_dict reads that key)."""
+    from satnet.planning.plans import PlannerOptions  # here, so the CLI parser imports no torch
+
+    if not isinstance(planner, PlannerOptions):
+        planner = PlannerOptions.from_dict(dict(planner), "plans.json planner")
+    planned = planner.precision
     if o.device != "cuda" or o.precision != "fp32" or planned == "fp32":
         return None
-    return (f"the plan was sized for {planned} training within {planner.get('gpu_memory_gb', 0):g} GiB; fp32 needs "
+    return (f"the plan was sized for {planned} training within {planner.gpu_memory_gb:g} GiB; fp32 needs "
             f"about twice its activation memory and may run out of GPU memory: train with --precision {planned}, "
             f"or re-plan with `satnet plan ... --precision fp32`")

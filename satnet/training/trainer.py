@@ -33,7 +33,7 @@ from satnet import __version__
 from satnet.contracts import remove_temporaries
 from satnet.errors import ConfigError, MissingFileError
 from satnet.io.cases import is_complete
-from satnet.io.checkpoints import CHECKPOINT_FORMAT_VERSION, save_checkpoint
+from satnet.io.checkpoints import CheckpointMeta, save_checkpoint
 from satnet.nets import build_network, gate_fraction_off
 from satnet.planning.plans import PLANS_FILE, ConfigurationPlan, Plans, load_plans
 from satnet.planning.splits import fold_cases, load_splits
@@ -297,17 +297,17 @@ def _build_state(
 def _checkpoint(run: _Run, o: TrainOptions, state: _State) -> dict[str, Any]:
     """The checkpoint dict of the current state (satnet.io.checkpoints lists the keys)."""
     scaler = state.precision.scaler
-    return {
-        "format_version": CHECKPOINT_FORMAT_VERSION, "satnet_version": __version__,
-        "config": run.config, "fold": run.fold, "network": run.plan.network.to_dict(), "plans_json": run.plans_text,
-        "state_dict": portable_state_dict(state.network), "epoch": state.epoch,
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": {"schedule": o.lr_schedule,
-                      "next_lr": time_budget.learning_rate(o, min(state.epoch, o.epochs - 1), _epoch_seconds(state))},
-        "grad_scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": capture_rng(), "train_options": o.to_dict(), "best_ema_dice": state.best_ema,
-        "log": state.log.to_dict(),
-    }
+    meta = CheckpointMeta(config=run.config, fold=run.fold, network=run.plan.network.to_dict(),
+                          plans_json=run.plans_text, epoch=state.epoch, satnet_version=__version__)
+    return meta.checkpoint(
+        portable_state_dict(state.network),
+        optimizer=state.optimizer.state_dict(),
+        scheduler={"schedule": o.lr_schedule,
+                   "next_lr": time_budget.learning_rate(o, min(state.epoch, o.epochs - 1), _epoch_seconds(state))},
+        grad_scaler=scaler.state_dict() if scaler is not None else None,
+        rng=capture_rng(), train_options=o.to_dict(), best_ema_dice=state.best_ema,
+        log=state.log.to_dict(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from torch import nn
 from satnet.errors import InputError, MissingFileError
 from satnet.evaluation.evaluate import evaluate_folders
 from satnet.inference.predictor import InferenceSettings, predict_preprocessed_cases
+from satnet.names import DEFAULT_CHECKPOINT
 from satnet.planning.plans import ConfigurationPlan, Plans
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def final_validation(
     return summary
 
 
-def validate_trained_fold(work_dir: str | Path, config: str, fold: str, checkpoint: str = "final") -> dict | None:
+def validate_trained_fold(work_dir: str | Path, config: str, fold: str, checkpoint: str = DEFAULT_CHECKPOINT) -> dict | None:
     """`satnet train ... --validation-only`: the final validation from a fold's saved checkpoint."""
     from satnet.inference.models import load_configuration, results_dir
     from satnet.planning.splits import fold_cases, load_splits
