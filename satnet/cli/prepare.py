@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from satnet.cli.args import default_work_dir, existing_dir, one_of, positive_float, positive_int, subcommand
 from satnet.errors import command
+from satnet.io.workdir import WorkDir
 from satnet.names import (
     ARCH_NAMES,
     ATTEND_MODES,
@@ -126,7 +127,7 @@ def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) 
     print(skip_choice_line(options, explicit=bool(args.skip or args.skip_channels or args.skip_levels)))
     if preprocess:
         stage.preprocess(dataset, plans, work_dir, list(plans.configurations), workers)
-        print(f"preprocessed {len(dataset.cases)} cases into {work_dir / 'preprocessed'}")
+        print(f"preprocessed {len(dataset.cases)} cases into {WorkDir(work_dir).preprocessed}")
     print(f"next: {command('satnet', 'train', work_dir, next(iter(reversed(plans.configurations))), 0)}")
     return 0
 
@@ -136,7 +137,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
     work_dir, workers = _resolve_common(args)
     plans = stage.preprocess_from_plans(args.raw_dir, work_dir, args.configs, workers)
-    print(f"preprocessed {', '.join(args.configs or plans.configurations)} into {work_dir / 'preprocessed'}")
+    print(f"preprocessed {', '.join(args.configs or plans.configurations)} into {WorkDir(work_dir).preprocessed}")
     return 0
 
 

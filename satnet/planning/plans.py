@@ -12,6 +12,7 @@ from typing import Any
 from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.errors import ConfigError, unknown_name_error
 from satnet.io.cases import is_safe_name
+from satnet.io.workdir import PLANS_FILE, WorkDir  # noqa: F401 (PLANS_FILE re-exported)
 from satnet.names import (
     ARCH_NAMES,
     CONFIG_NAMES,
@@ -27,8 +28,6 @@ from satnet.names import (
     SKIP_MODES,
 )
 from satnet.nets.spec import NetworkSpec, check_skip_channels, parse_skip_levels
-
-PLANS_FILE = "plans.json"
 
 NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb", "none")
 
@@ -120,7 +119,7 @@ class ConfigurationPlan(Contract):
 
     def data_dir(self, work_dir: str | Path) -> Path:
         """WORK_DIR/preprocessed/<data_identifier> (the configuration's name when unset)."""
-        return Path(work_dir) / "preprocessed" / (self.data_identifier or self.name)
+        return WorkDir(work_dir).preprocessed_data(self.data_identifier or self.name)
 
     def __post_init__(self) -> None:
         for key, value in (("name", self.name), ("data_identifier", self.data_identifier or "x")):
@@ -257,7 +256,7 @@ class Plans(Contract):
 
 
 def save_plans(plans: Plans, work_dir: str | Path) -> Path:
-    return atomic_write_json(Path(work_dir) / PLANS_FILE, plans)
+    return atomic_write_json(WorkDir(work_dir).plans, plans)
 
 
 def _enclosing_work_dir(folder: Path) -> Path | None:
@@ -270,7 +269,7 @@ def _enclosing_work_dir(folder: Path) -> Path | None:
 
 def load_plans(work_dir: str | Path) -> Plans:
     """Read WORK_DIR/plans.json; a missing or invalid file gives an error naming it and the fix."""
-    path = Path(work_dir) / PLANS_FILE
+    path = WorkDir(work_dir).plans
     fix = f"run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first"
     inside = _enclosing_work_dir(Path(work_dir))
     if inside is not None and not path.is_file():

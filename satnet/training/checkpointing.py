@@ -20,6 +20,7 @@ import torch
 
 from satnet.errors import ConfigError, MissingFileError
 from satnet.io.checkpoints import CheckpointMeta, load_checkpoint
+from satnet.io.workdir import checkpoint_name
 from satnet.names import CHECKPOINT_NAMES
 
 
@@ -27,7 +28,7 @@ def checkpoint_file(fold_dir: Path, which: str) -> Path:
     """fold_dir/checkpoint_<which>.pt, which in CHECKPOINT_NAMES."""
     if which not in CHECKPOINT_NAMES:
         raise ValueError(f"which must be one of {CHECKPOINT_NAMES}, not {which!r}")
-    return Path(fold_dir) / f"checkpoint_{which}.pt"
+    return Path(fold_dir) / checkpoint_name(which)
 
 
 def capture_rng() -> dict[str, Any]:
