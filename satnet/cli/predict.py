@@ -51,7 +51,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     import torch
 
     from satnet.inference.folder import Part, predict_folder
-    from satnet.inference.predictor import InferenceSettings
+    from satnet.inference.settings import InferenceSettings
 
     settings = InferenceSettings(step=args.step, mirror=not args.no_tta, precision=args.precision, device=args.device)
     previous_threads = torch.get_num_threads()

@@ -25,8 +25,8 @@ from satnet.contracts import atomic_write_json
 from satnet.errors import InputError, MissingFileError, command
 from satnet.evaluation.evaluate import CasePair, build_summary, evaluate_pair
 from satnet.evaluation.metrics import case_metrics
+from satnet.inference.export import load_probabilities
 from satnet.inference.postprocessing import decide_postprocessing, save_postprocessing
-from satnet.inference.predictor import load_probabilities
 from satnet.io.images import read_label
 from satnet.io.pool import map_cases
 from satnet.io.workdir import ENSEMBLE_PREFIX, WorkDir, results_name
