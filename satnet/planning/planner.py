@@ -22,7 +22,7 @@ import numpy as np
 
 from satnet import __version__
 from satnet.errors import ConfigError
-from satnet.names import CONFIG_NAMES, DEFAULT_GATE_INIT, DEFAULT_SKIP, SELECT_MODES  # noqa: F401 (re-exported)
+from satnet.names import CONFIG_NAMES, DEFAULT_GATE_INIT, DEFAULT_SKIP, SELECT_MODES  # noqa: F401 (DEFAULT_SKIP re-exported)
 from satnet.nets.spec import NetworkSpec, parse_level_skip
 from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
