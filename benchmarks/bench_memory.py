@@ -33,11 +33,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "planning"))  # memory_measure: the tests' yardstick, measured here too
 
 from satnet.nets import build_network  # noqa: E402
 from satnet.nets.spec import NetworkSpec  # noqa: E402
 from satnet.planning.memory import autocast_context, dice_ce_loss, estimate_memory, trace_training_step  # noqa: E402
-from satnet.planning.memory_measure import measure_training_step, trim_heap  # noqa: E402
+from memory_measure import measure_training_step, trim_heap  # noqa: E402
 
 MIB = 2 ** 20
 

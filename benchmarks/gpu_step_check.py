@@ -92,7 +92,7 @@ def prepare(out: Path, precision: str) -> None:
             jobs.append({"name": f"{dataset} {spacing} {gb:g} GiB {skip.upper()}", "dataset": dataset,
                          "spacing": spacing, "budget_gb": gb, "skip": skip, "network": spec,
                          "patch": list(conf.patch_size), "batch": conf.batch_size,
-                         "planned_precision": plans.planner["precision"], "estimates": estimates,
+                         "planned_precision": plans.planner.precision, "estimates": estimates,
                          "variants": variants})
             print(f"{jobs[-1]['name']}: patch {conf.patch_size} batch {conf.batch_size} "
                   f"estimate fp32 {estimates['fp32']['total'] / GIB:.2f} GiB, bf16 {estimates['bf16']['total'] / GIB:.2f} GiB")

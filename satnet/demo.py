@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from satnet.io.workdir import WorkDir
 from satnet.synthetic import make_dataset_3d
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def run_demo(out_dir: str | Path, main: Callable[[list[str]], int], settings: De
     ]
     for title, argv in steps:
         log.info("%s: satnet %s", title, " ".join(argv))
-        if argv[0] == "train" and (work / "results" / "3d" / "fold_0" / "checkpoint_final.pt").is_file():
+        if argv[0] == "train" and WorkDir(work).checkpoint("3d", 0, "final").is_file():
             log.info("      fold 0 is already trained: skipped")
             continue
         code = main(argv)

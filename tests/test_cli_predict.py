@@ -21,7 +21,7 @@ from satnet.inference.predictor import InferenceSettings, predict_preprocessed_c
 from satnet.io.images import read_image, read_label
 from satnet.planning.splits import load_splits
 from satnet.synthetic import make_dataset_3d
-from tests.inference.fakes import add_checkpoint, make_work_dir, one_torch_thread, planner_importable  # noqa: F401
+from tests.inference.fakes import add_checkpoint, make_work_dir, one_torch_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 def test_plan_validate_find_best_predict_evaluate(raw, tmp_path, capsys):
     work = tmp_path / "work"
-    with planner_importable():
-        assert run(capsys, "plan-and-preprocess", raw, "-o", work, "-j", "1", "--configs", "3d", "-q")[0] == 0
+    assert run(capsys, "plan-and-preprocess", raw, "-o", work, "-j", "1", "--configs", "3d", "-q")[0] == 0
     splits = load_splits(work)
     for k, fold in enumerate(splits.folds):  # what training does at the end of each fold
         add_checkpoint(work, "3d", k, seed=k)

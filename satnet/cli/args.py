@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from satnet.errors import did_you_mean
 
@@ -84,6 +84,20 @@ def choice(*options: str) -> Callable[[str], str]:
 
     parse.__name__ = "choice"
     return parse
+
+
+def one_of(names: Sequence[str]) -> dict[str, Any]:
+    """`type` and `metavar` of an argument taking one of `names` (a list of satnet.names):
+    `p.add_argument("--skip", **one_of(SKIP_MODES), ...)` shows {org,st,at,sat} and checks with a did-you-mean."""
+    return {"type": choice(*names), "metavar": "{" + ",".join(names) + "}"}
+
+
+def checkpoint_argument(p: argparse.ArgumentParser) -> None:
+    """--checkpoint: which checkpoint of each trained fold to load (predict, export, visualize)."""
+    from satnet.names import DEFAULT_CHECKPOINT, PREDICT_CHECKPOINTS
+
+    p.add_argument("--checkpoint", **one_of(PREDICT_CHECKPOINTS), default=DEFAULT_CHECKPOINT,
+                   help=f"which checkpoint of each fold: checkpoint_<name>.pt (default {DEFAULT_CHECKPOINT})")
 
 
 def fold_arg(text: str) -> str:

@@ -6,8 +6,30 @@ import os
 import sys
 from pathlib import Path
 
-from satnet.cli.args import choice, existing_dir, fold_arg, fraction, nonnegative_int, positive_int, subcommand
+from satnet.cli.args import (
+    checkpoint_argument,
+    choice,
+    existing_dir,
+    fold_arg,
+    fraction,
+    nonnegative_int,
+    one_of,
+    positive_int,
+    subcommand,
+)
 from satnet.errors import command
+from satnet.names import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_DEVICE,
+    DEFAULT_EXPORT_FORMAT,
+    DEFAULT_MIRRORS,
+    DEFAULT_PREDICT_PRECISION,
+    DEVICES,
+    EXPORT_FORMATS,
+    MIRROR_SETS,
+    PREDICT_PRECISIONS,
+)
 
 
 def part_arg(text: str) -> tuple[int, int]:
@@ -33,7 +55,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     import torch
 
     from satnet.inference.folder import Part, predict_folder
-    from satnet.inference.predictor import InferenceSettings
+    from satnet.inference.settings import InferenceSettings
 
     settings = InferenceSettings(step=args.step, mirror=not args.no_tta, mirrors=args.mirrors, precision=args.precision,
                                  device=args.device)
@@ -80,11 +102,10 @@ def _add_export(sub) -> argparse.ArgumentParser:
                    help="folds to export (default: every fold with the checkpoint)")
     p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUT_DIR",
                    help="folder for the exported model (outside the work folder)")
-    p.add_argument("--format", type=choice("onnx", "openvino"), default="onnx", metavar="{onnx,openvino}",
-                   help="network format: onnx (default; runs on ONNX Runtime and OpenVINO) or openvino (OpenVINO IR, "
-                        "fp32; runs on OpenVINO only, without the onnx package)")
-    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
-                   help="which checkpoint of each fold (default final)")
+    p.add_argument("--format", **one_of(EXPORT_FORMATS), default=DEFAULT_EXPORT_FORMAT,
+                   help=f"network format: onnx (default {DEFAULT_EXPORT_FORMAT}; runs on ONNX Runtime and OpenVINO) or "
+                        "openvino (OpenVINO IR, fp32; runs on OpenVINO only, without the onnx package)")
+    checkpoint_argument(p)
     p.set_defaults(handler=_run_export)
     return p
 
@@ -101,33 +122,32 @@ def _add_predict(sub) -> argparse.ArgumentParser:
                    help="folder for the masks (created if needed)")
     p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
                    help="the work folder the models were trained in, or a folder made by `satnet export`")
-    p.add_argument("--backend", type=choice("auto", "torch", "onnxruntime", "openvino"), default="auto",
-                   metavar="{auto,torch,onnxruntime,openvino}",
+    p.add_argument("--backend", **one_of(BACKENDS), default=DEFAULT_BACKEND,
                    help="torch runs a work folder's checkpoints; openvino or onnxruntime an exported folder (pip "
-                        "install -e \".[openvino]\" or \".[onnx]\"); auto (default): torch, or for an exported folder "
-                        "openvino when installed, else onnxruntime; the log names it")
+                        "install -e \".[openvino]\" or \".[onnx]\"); auto: torch, or for an exported folder openvino "
+                        f"when installed, else onnxruntime; the log names it (default {DEFAULT_BACKEND})")
     p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, metavar="CONFIG",
                    help="configuration(s); two are ensembled (default: the one `satnet find-best` recommends, else "
                         "3d if planned, else the first)")
     p.add_argument("-f", "--folds", nargs="+", type=fold_arg, default=None, metavar="FOLD",
                    help="folds to ensemble (default: every fold with the checkpoint)")
-    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
-                   help="which checkpoint of each fold (default final)")
+    checkpoint_argument(p)
     p.add_argument("--step", type=fraction, default=0.5,
                    help="sliding-window step as a fraction of the patch, in (0, 1] (default 0.5)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation (about 8x faster in 3D)")
-    p.add_argument("--mirrors", type=choice("all", "axes", "opposite"), default="all", metavar="{all,axes,opposite}",
-                   help="which mirrored copies test-time augmentation predicts: all (default; 8 in 3D, 4 in 2D), axes "
+    p.add_argument("--mirrors", **one_of(MIRROR_SETS), default=DEFAULT_MIRRORS,
+                   help=f"which mirrored copies test-time augmentation predicts: all (default {DEFAULT_MIRRORS}; 8 in "
+                        "3D, 4 in 2D), axes "
                         "(unflipped and each axis alone: 4 in 3D, 2x faster) or opposite (unflipped and all axes at "
                         "once: 2, 4x faster). Dice against all, 40 Hippocampus cases (3D): axes -0.0006 / 0.0000, opposite "
                         "-0.0008 / -0.0022, --no-tta -0.0042 / -0.0053; 40 ISIC images (2D): axes -0.0012, opposite "
                         "+0.0002, --no-tta -0.0039 (docs/predict.md)")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write {case}.npz: float16 class probabilities (K, Z, Y, X) on the input's grid")
-    p.add_argument("--precision", type=choice("fp32", "bf16"), default="fp32", metavar="{fp32,bf16}",
-                   help="bf16 autocast where the device computes bf16 natively (default fp32)")
-    p.add_argument("--device", type=choice("auto", "cpu", "cuda"), default="auto", metavar="{auto,cpu,cuda}",
-                   help="auto: CUDA when available, else the CPU")
+    p.add_argument("--precision", **one_of(PREDICT_PRECISIONS), default=DEFAULT_PREDICT_PRECISION,
+                   help=f"bf16 autocast where the device computes bf16 natively (default {DEFAULT_PREDICT_PRECISION})")
+    p.add_argument("--device", **one_of(DEVICES), default=DEFAULT_DEVICE,
+                   help=f"auto: CUDA when available, else the CPU (default {DEFAULT_DEVICE})")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="PyTorch CPU threads (default: the cores available; on a busy shared machine fewer can be "
                         "faster)")

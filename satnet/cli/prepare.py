@@ -5,8 +5,23 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from satnet.cli.args import choice, default_work_dir, existing_dir, positive_float, positive_int, subcommand
+from satnet.cli.args import default_work_dir, existing_dir, one_of, positive_float, positive_int, subcommand
 from satnet.errors import command
+from satnet.io.workdir import WorkDir
+from satnet.names import (
+    ARCH_NAMES,
+    ATTEND_MODES,
+    CONFIG_NAMES,
+    DEFAULT_ARCH,
+    DEFAULT_GATE_INIT,
+    DEFAULT_GPU_MEMORY_GB,
+    DEFAULT_PLAN_PRECISION,
+    DEFAULT_SKIP,
+    DEFAULT_SKIP_CHANNELS,
+    GATE_INITS,
+    PRECISIONS,
+    SKIP_MODES,
+)
 
 if TYPE_CHECKING:
     from satnet.planning.planner import PlannerOptions
@@ -43,32 +58,32 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
                    help="dataset in nnU-Net's raw layout (dataset.json, imagesTr/, labelsTr/)")
     p.add_argument("-o", "--output", dest="work_dir", type=Path, default=None, metavar="WORK_DIR",
                    help="work folder (default: $SATNET_WORK/<dataset folder> or ./satnet_work/<dataset folder>)")
-    p.add_argument("--configs", nargs="+", type=choice("2d", "3d"), default=None, metavar="{2d,3d}",
+    p.add_argument("--configs", nargs="+", **one_of(CONFIG_NAMES), default=None,
                    help="configurations to plan/preprocess (default: 2d, and 3d for volumetric data)")
     p.add_argument("-j", "--workers", type=positive_int, default=None,
                    help="worker processes for reading and preprocessing cases (default: half the cores)")
     if with_options:
-        p.add_argument("--gpu-memory-gb", type=positive_float, default=8.0,
-                       help="GPU memory PyTorch may allocate during training, GiB (default 8)")
-        p.add_argument("--arch", type=choice("unet", "vnet", "tiramisu", "di2in"), default="unet",
-                       metavar="{unet,vnet,tiramisu,di2in}",
-                       help="network family (default unet)")
-        p.add_argument("--skip", type=choice("sat", "st", "at", "org"), default=None, metavar="{sat,st,at,org}",
-                       help="skip connection mode (default sat; plan-and-preprocess prints why, docs/results.md has "
-                            "the evidence)")
+        p.add_argument("--gpu-memory-gb", type=positive_float, default=DEFAULT_GPU_MEMORY_GB,
+                       help=f"GPU memory PyTorch may allocate during training, GiB (default {DEFAULT_GPU_MEMORY_GB:g})")
+        p.add_argument("--arch", **one_of(ARCH_NAMES), default=DEFAULT_ARCH,
+                       help=f"network family (default {DEFAULT_ARCH})")
+        p.add_argument("--skip", **one_of(SKIP_MODES), default=None,
+                       help=f"skip connection mode (default {DEFAULT_SKIP}; plan-and-preprocess prints why, "
+                            "docs/results.md has the evidence)")
         p.add_argument("--skip-channels", type=positive_int, default=None, metavar="K",
-                       help="attention maps each at/sat skip transfers (default 1, the SAT paper's single map; "
-                            "K <= the channels of the shallowest level)")
+                       help=f"attention maps each at/sat skip transfers (default {DEFAULT_SKIP_CHANNELS}, the SAT "
+                            "paper's single map; K <= the channels of the shallowest level)")
         p.add_argument("--skip-levels", type=skip_levels_arg, default=None, metavar="MODE[:K],...",
                        help="one skip per resolution level, full resolution first; the last entry repeats for the "
                             "coarser levels, e.g. 'sat:4,org' (SAT with 4 maps at full resolution, where the memory "
                             "is, plain skips below); replaces --skip and --skip-channels")
-        p.add_argument("--gate-init", type=choice("ones", "glorot"), default="ones", metavar="{ones,glorot}",
-                       help="initial select weights W of st/sat gates (default ones: every channel on; glorot: the "
-                            "SAT paper's Keras default, about half the channels start off)")
-        p.add_argument("--precision", type=choice("fp16", "bf16", "fp32"), default="fp16", metavar="{fp16,bf16,fp32}",
-                       help="precision training will run in, which sets the memory a patch needs (default fp16, what "
-                            "`satnet train` uses on CUDA; bf16 takes the same, fp32 about twice the activations)")
+        p.add_argument("--gate-init", **one_of(GATE_INITS), default=DEFAULT_GATE_INIT,
+                       help=f"initial select weights W of st/sat gates (default {DEFAULT_GATE_INIT}: every channel "
+                            "on; glorot: the SAT paper's Keras default, about half the channels start off)")
+        p.add_argument("--precision", **one_of(PRECISIONS), default=DEFAULT_PLAN_PRECISION,
+                       help=f"precision training will run in, which sets the memory a patch needs (default "
+                            f"{DEFAULT_PLAN_PRECISION}, what `satnet train` uses on CUDA; bf16 takes the same, fp32 "
+                            "about twice the activations)")
         p.add_argument("--spacing", nargs="+", default=["default"], metavar="MM",
                        help="target spacing: 2 mm isotropic by default (native pixels for 2D images), "
                             "'auto' (nnU-Net's median rule), one number, or Z Y X")
@@ -82,7 +97,7 @@ def _resolve_common(args: argparse.Namespace):
 
 
 def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions":
-    from satnet.planning.planner import CONFIG_NAMES, DEFAULT_SKIP, PlannerOptions
+    from satnet.planning.planner import PlannerOptions
 
     try:
         spacing = spacing_arg(args.spacing)
@@ -91,8 +106,8 @@ def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions"
     if args.skip_levels and (args.skip or args.skip_channels):
         parser_error("argument --skip-levels: gives every level's skip; drop --skip and --skip-channels, or write "
                      "them into it (e.g. --skip-levels sat:4)")
-    skip, channels = args.skip or DEFAULT_SKIP, args.skip_channels or 1
-    if channels > 1 and skip not in ("at", "sat"):
+    skip, channels = args.skip or DEFAULT_SKIP, args.skip_channels or DEFAULT_SKIP_CHANNELS
+    if channels > 1 and skip not in ATTEND_MODES:
         parser_error(f"argument --skip-channels: {channels} maps apply to at and sat skips; --skip {skip} transfers "
                      f"every channel: use --skip sat (or at), or drop --skip-channels")
     return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=skip, skip_channels=channels,
@@ -112,7 +127,7 @@ def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) 
     print(skip_choice_line(options, explicit=bool(args.skip or args.skip_channels or args.skip_levels)))
     if preprocess:
         stage.preprocess(dataset, plans, work_dir, list(plans.configurations), workers)
-        print(f"preprocessed {len(dataset.cases)} cases into {work_dir / 'preprocessed'}")
+        print(f"preprocessed {len(dataset.cases)} cases into {WorkDir(work_dir).preprocessed}")
     print(f"next: {command('satnet', 'train', work_dir, next(iter(reversed(plans.configurations))), 0)}")
     return 0
 
@@ -122,7 +137,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
     work_dir, workers = _resolve_common(args)
     plans = stage.preprocess_from_plans(args.raw_dir, work_dir, args.configs, workers)
-    print(f"preprocessed {', '.join(args.configs or plans.configurations)} into {work_dir / 'preprocessed'}")
+    print(f"preprocessed {', '.join(args.configs or plans.configurations)} into {WorkDir(work_dir).preprocessed}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from satnet.cli.args import choice, existing_dir, fold_arg, nonnegative_int, subcommand
+from satnet.cli.args import checkpoint_argument, existing_dir, fold_arg, nonnegative_int, subcommand
 
 
 def _run_visualize(args: argparse.Namespace) -> int:
@@ -33,8 +33,7 @@ def _add_visualize(sub) -> argparse.ArgumentParser:
                    help="the scan's first channel file, {case}_0000<ending>")
     p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUT_DIR",
                    help="folder for the pictures (attention_<gate>.png, select_weights.png) and gates.json")
-    p.add_argument("--checkpoint", type=choice("final", "best"), default="final", metavar="{final,best}",
-                   help="checkpoint_final.pt (default) or checkpoint_best.pt")
+    checkpoint_argument(p)
     p.set_defaults(handler=_run_visualize)
     return p
 

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Callable
 
 from satnet.cli.args import (
-    choice,
     fold_arg,
     nonnegative_float,
     nonnegative_int,
+    one_of,
     positive_float,
     positive_int,
     subcommand,
@@ -18,37 +18,52 @@ from satnet.cli.args import (
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainOptions field; None (not given) leaves the field's default (satnet/training/options.py)."""
-    from satnet.training.options import DEVICES, INIT_SCHEMES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS
+    """One flag per TrainOptions field; None (not given) leaves the field's default (satnet/training/options.py).
+    The help states each default as TrainOptions and satnet.names define it."""
+    from satnet.names import (
+        CPU_DEFAULT_PRECISION,
+        CUDA_DEFAULT_PRECISION,
+        DEVICES,
+        INIT_SCHEMES,
+        LR_SCHEDULES,
+        OPTIMIZERS,
+        PRECISIONS,
+    )
+    from satnet.training.options import MAX_VAL_ITERATIONS, OPTIMIZER_DEFAULTS, TrainOptions
+
+    default = TrainOptions()
 
     def flag(name: str, kind: Callable[[str], object] | tuple[str, ...], help: str, metavar: str | None = None) -> None:
-        if isinstance(kind, tuple):
-            kind, metavar = choice(*kind), "{" + ",".join(kind) + "}"
-        p.add_argument(name, type=kind, default=None, help=help, metavar=metavar)
+        typed = one_of(kind) if isinstance(kind, tuple) else {"type": kind, "metavar": metavar}
+        p.add_argument(name, default=None, help=help, **typed)
 
-    flag("--epochs", positive_int, "epochs to train (default 1000)", "E")
-    flag("--iterations-per-epoch", positive_int, "training batches per epoch (default 250)", "I")
+    def per_optimizer(key: str) -> str:
+        return "default: " + ", ".join(f"{o} {OPTIMIZER_DEFAULTS[o][key]}" for o in OPTIMIZERS)
+
+    flag("--epochs", positive_int, f"epochs to train (default {default.epochs})", "E")
+    flag("--iterations-per-epoch", positive_int, f"training batches per epoch (default {default.iterations_per_epoch})",
+         "I")
     flag("--val-iterations", positive_int, "validation batches per epoch for the pseudo-Dice (default: one per five "
-         "training iterations, at most 50, nnU-Net's 50 for 250)", "V")
+         f"training iterations, at most {MAX_VAL_ITERATIONS}, nnU-Net's 50 for 250)", "V")
     flag("--optimizer", OPTIMIZERS, "sgd (nnU-Net: Nesterov, momentum 0.99, poly decay) or adadelta (the SAT "
-         "paper: lr 1, rho 0.95, Glorot init, constant lr); default sgd")
-    flag("--lr", positive_float, "initial learning rate (default: sgd 0.01, adadelta 1.0)", "X")
-    flag("--momentum", unit_interval, "SGD momentum, Nesterov (default 0.99)", "M")
-    flag("--weight-decay", nonnegative_float, "weight decay (default: sgd 3e-5, adadelta 0)", "W")
-    flag("--rho", unit_interval, "Adadelta rho (default 0.95)", "R")
-    flag("--eps", positive_float, "Adadelta epsilon (default 1e-8)", "EPS")
+         f"paper: lr 1, rho 0.95, Glorot init, constant lr); default {default.optimizer}")
+    flag("--lr", positive_float, f"initial learning rate ({per_optimizer('lr')})", "X")
+    flag("--momentum", unit_interval, f"SGD momentum, Nesterov (default {default.momentum})", "M")
+    flag("--weight-decay", nonnegative_float, f"weight decay ({per_optimizer('weight_decay')})", "W")
+    flag("--rho", unit_interval, f"Adadelta rho (default {default.rho})", "R")
+    flag("--eps", positive_float, f"Adadelta epsilon (default {default.eps})", "EPS")
     flag("--lr-schedule", LR_SCHEDULES, "poly: lr * (1 - epoch/epochs)^exponent per epoch; constant "
-         "(default: sgd poly, adadelta constant)")
-    flag("--poly-exponent", positive_float, "exponent of the poly schedule (default 0.9)", "P")
-    flag("--grad-clip", positive_float, "maximum gradient norm (default 12)", "N")
+         f"({per_optimizer('lr_schedule')})")
+    flag("--poly-exponent", positive_float, f"exponent of the poly schedule (default {default.poly_exponent})", "P")
+    flag("--grad-clip", positive_float, f"maximum gradient norm (default {default.grad_clip:g})", "N")
     flag("--batch-size", positive_int, "global batch size, split over DDP ranks (default: the plan's)", "B")
-    flag("--precision", PRECISIONS, "autocast: bf16, fp16 (CUDA only) or fp32 (default: CUDA bf16, or fp16 where "
-         "bf16 is unsupported; CPU fp32)")
-    flag("--device", DEVICES, "auto: CUDA when present, else the CPU (default auto)")
+    flag("--precision", PRECISIONS, "autocast: bf16, fp16 (CUDA only, with a gradient scaler) or fp32 (default: CUDA "
+         f"{CUDA_DEFAULT_PRECISION}, CPU {CPU_DEFAULT_PRECISION})")
+    flag("--device", DEVICES, f"auto: CUDA when present, else the CPU (default {default.device})")
     flag("--workers", nonnegative_int, "augmentation processes per rank; 0: in the training process, exactly "
          "reproducible on resume (default: cores - 2, 1..12)", "N")
     flag("--seed", nonnegative_int, "random seed of weights and data (default: drawn, stored in the checkpoint)", "S")
-    flag("--init", INIT_SCHEMES, "weight initialisation (default: sgd he, adadelta glorot)")
+    flag("--init", INIT_SCHEMES, f"weight initialisation ({per_optimizer('init')})")
     flag("--time-budget", positive_float, "train for this many minutes of wall time (epochs with their validation "
          "batches; not start-up or the final validation): the poly schedule runs over time, the run stops within "
          "one epoch of it (or after --epochs); --resume keeps what is left (default: none)", "MINUTES")

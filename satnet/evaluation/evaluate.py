@@ -27,8 +27,10 @@ import numpy as np
 from satnet.contracts import atomic_write_json, read_json
 from satnet.errors import InputError, MissingFileError
 from satnet.evaluation.metrics import METRICS, aggregate_metrics, case_metrics
+from satnet.io.dataset import DATASET_JSON
 from satnet.io.images import geometry_mismatch, image_ending, read_label
 from satnet.io.pool import map_cases
+from satnet.io.workdir import PLANS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def label_files(folder: str | Path, file_ending: str | None = None) -> dict[str,
 def dataset_labels(reference_dir: str | Path) -> tuple[dict[str, int] | None, str | None]:
     """(labels name -> value, file ending) from the dataset.json or plans.json beside `reference_dir`,
     or (None, None) when there is neither."""
-    for name in ("dataset.json", "plans.json"):
+    for name in (DATASET_JSON, PLANS_FILE):
         path = Path(reference_dir).parent / name
         if path.is_file():
             data = read_json(path, name)

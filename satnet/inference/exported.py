@@ -34,6 +34,7 @@ import torch
 from satnet import __version__
 from satnet.contracts import Contract, atomic_write_json, new_file_mode, read_json
 from satnet.errors import ConfigError, InputError, MissingFileError, SatnetError
+from satnet.names import EXPORT_FORMATS
 from satnet.inference.models import ConfigurationModels, load_configuration, postprocessing_path
 from satnet.planning.fingerprint import FINGERPRINT_FILE, load_fingerprint
 from satnet.planning.plans import Plans
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FILE = "satnet_model.json"
 EXPORT_FORMAT_VERSION = 1
-FORMATS = ("onnx", "openvino")
+FORMATS = EXPORT_FORMATS
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml"}
 OPSET = 17
 INPUT, OUTPUT = "image", "logits"

@@ -25,18 +25,16 @@ from satnet.contracts import atomic_write_json
 from satnet.errors import InputError, MissingFileError, command
 from satnet.evaluation.evaluate import CasePair, build_summary, evaluate_pair
 from satnet.evaluation.metrics import case_metrics
-from satnet.inference.models import FIND_BEST_FILE, RESULTS, ensemble_name, postprocessing_path, results_dir
+from satnet.inference.export import load_probabilities
 from satnet.inference.postprocessing import decide_postprocessing, save_postprocessing
-from satnet.inference.predictor import load_probabilities
 from satnet.io.images import read_label
 from satnet.io.pool import map_cases
+from satnet.io.workdir import ENSEMBLE_PREFIX, WorkDir, results_name
 from satnet.planning.plans import Plans, load_plans
 from satnet.planning.splits import Splits, load_splits
 
 logger = logging.getLogger(__name__)
 
-GT_FOLDER = "gt_segmentations"  # written by plan-and-preprocess (satnet.preprocessing.stage)
-CROSSVAL_SUMMARY = "crossval_summary.json"
 
 
 @dataclass
@@ -48,7 +46,7 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        return self.configurations[0] if len(self.configurations) == 1 else ensemble_name(self.configurations)
+        return results_name(self.configurations)
 
     @property
     def mean_dice(self) -> float:
@@ -61,7 +59,7 @@ class Candidate:
 
 
 def validation_file(work_dir: Path, config: str, fold: int, case_id: str, ending: str) -> Path:
-    return results_dir(work_dir, config) / f"fold_{fold}" / "validation" / f"{case_id}{ending}"
+    return WorkDir(work_dir).validation_dir(config, fold) / f"{case_id}{ending}"
 
 
 def missing_folds(work_dir: Path, config: str, splits: Splits, ending: str) -> list[int]:
@@ -74,7 +72,7 @@ def find_best(work_dir: str | Path, workers: int = 1) -> dict[str, Any]:
     """Rank, ensemble, decide postprocessing, write results/find_best.json; return its content."""
     work_dir = Path(work_dir)
     plans, splits = load_plans(work_dir), load_splits(work_dir)
-    gt_dir = work_dir / GT_FOLDER
+    gt_dir = WorkDir(work_dir).gt_segmentations
     if not gt_dir.is_dir():
         raise MissingFileError(f"{gt_dir} not found; rerun `satnet plan-and-preprocess` (it copies labelsTr there)")
     complete, incomplete = _survey(work_dir, plans, splits)
@@ -91,12 +89,12 @@ def find_best(work_dir: str | Path, workers: int = 1) -> dict[str, Any]:
             ranking.append(Candidate(pair, summary))
             ranking.sort(key=lambda cand: -cand.mean_dice)  # stable: a tie keeps the single configuration first
     for cand in ranking:
-        atomic_write_json(work_dir / RESULTS / cand.name / CROSSVAL_SUMMARY, cand.summary)
+        atomic_write_json(WorkDir(work_dir).crossval_summary(cand.configurations), cand.summary)
     best = ranking[0]
     pairs = list(_segmentations(work_dir, best.configurations, fold_of, plans))
     decision, report = decide_postprocessing(pairs, labels)
     del pairs
-    pp_path = save_postprocessing(decision, postprocessing_path(work_dir, best.configurations))
+    pp_path = save_postprocessing(decision, WorkDir(work_dir).postprocessing(best.configurations))
     result = {
         "format_version": 1,
         "labels": labels,
@@ -107,7 +105,7 @@ def find_best(work_dir: str | Path, workers: int = 1) -> dict[str, Any]:
         "incomplete": {c: folds for c, folds in incomplete.items()},
         "predict_command": predict_command(work_dir, best.configurations),
     }
-    atomic_write_json(work_dir / RESULTS / FIND_BEST_FILE, result)
+    atomic_write_json(WorkDir(work_dir).find_best, result)
     return result
 
 
@@ -118,9 +116,9 @@ def predict_command(work_dir: Path, configs: Sequence[str]) -> str:
 def _survey(work_dir: Path, plans: Plans, splits: Splits) -> tuple[list[str], dict[str, list[int]]]:
     """(configurations with every fold validated, {configuration: its missing folds}) over the
     planned configurations and every results/<config>/ folder."""
-    root = work_dir / RESULTS
+    root = WorkDir(work_dir).results
     folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    trained = {p.name for p in folders if not p.name.startswith("ensemble_")}
+    trained = {p.name for p in folders if not p.name.startswith(ENSEMBLE_PREFIX)}
     for name in sorted(trained - set(plans.configurations)):
         logger.warning("warning: %s has no configuration %r in plans.json; skipped", root / name, name)
     complete, incomplete = [], {}
@@ -146,13 +144,13 @@ def _survey(work_dir: Path, plans: Plans, splits: Splits) -> tuple[list[str], di
 def _evaluate_configuration(work_dir: Path, config: str, fold_of: dict[str, int], plans: Plans, labels: list[int],
                             workers: int) -> dict:
     ending = plans.file_ending
-    pairs = [CasePair(c, work_dir / GT_FOLDER / f"{c}{ending}", validation_file(work_dir, config, k, c, ending))
+    pairs = [CasePair(c, WorkDir(work_dir).gt_file(c, ending), validation_file(work_dir, config, k, c, ending))
              for c, k in sorted(fold_of.items())]
     results = map_cases(functools.partial(evaluate_pair, labels=tuple(labels)), pairs, workers, desc=f"score {config}")
     bad = [f"{r['case']}: {r['mismatch']}" for r in results if "mismatch" in r]
     if bad:
         raise InputError(f"validation predictions of {config} are not on the reference grids of "
-                         f"{work_dir / GT_FOLDER}: {'; '.join(bad[:5])}; predict them again")
+                         f"{WorkDir(work_dir).gt_segmentations}: {'; '.join(bad[:5])}; predict them again")
     return build_summary(results, labels, plans.labels)
 
 
@@ -164,7 +162,7 @@ class _EnsembleCase:
 
 
 def _ensemble_jobs(work_dir: Path, configs: Sequence[str], fold_of: dict[str, int], ending: str) -> list[_EnsembleCase]:
-    return [_EnsembleCase(c, work_dir / GT_FOLDER / f"{c}{ending}",
+    return [_EnsembleCase(c, WorkDir(work_dir).gt_file(c, ending),
                           tuple(validation_file(work_dir, cfg, k, c, ".npz") for cfg in configs))
             for c, k in sorted(fold_of.items())]
 
@@ -207,4 +205,4 @@ def _segmentations(work_dir: Path, configs: list[str], fold_of: dict[str, int], 
         return
     for case, k in sorted(fold_of.items()):
         yield (read_label(validation_file(work_dir, configs[0], k, case, plans.file_ending))[0],
-               read_label(work_dir / GT_FOLDER / f"{case}{plans.file_ending}")[0])
+               read_label(WorkDir(work_dir).gt_file(case, plans.file_ending))[0])

@@ -17,13 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from satnet import __version__
 from satnet.contracts import atomic_write_json, check_writable_folder
 from satnet.errors import ConfigError, InputError
-from satnet.inference.export import revert_to_original
+from satnet.inference.export import (
+    CasePrediction,
+    export_ensemble,
+    probabilities_file,
+    remove_unfinished_outputs,
+    write_case,
+)
 from satnet.inference.exported import (
     is_exported_folder,
     load_exported,
@@ -40,20 +45,11 @@ from satnet.inference.models import (
 )
 from satnet.inference.pipeline import PredictionReport, run_pipelined
 from satnet.inference.postprocessing import PostprocessingDecision, load_postprocessing
-from satnet.inference.predictor import (
-    CasePrediction,
-    InferenceSettings,
-    NetworkPredictor,
-    autocast_dtype,
-    export_case,
-    predict_probabilities,
-    probabilities_file,
-    remove_unfinished_outputs,
-    resolve_device,
-    write_case,
-)
+from satnet.inference.predictor import NetworkPredictor, predict_probabilities
+from satnet.inference.settings import InferenceSettings, autocast_dtype, resolve_device
 from satnet.io.checks import scan_problems
 from satnet.io.dataset import RawCase, find_cases_in_folder, read_case
+from satnet.names import BACKENDS, DEFAULT_CHECKPOINT
 from satnet.planning.plans import load_plans
 from satnet.preprocessing.case import preprocess_case
 
@@ -93,7 +89,7 @@ def predict_folder(
     work_dir: str | Path,
     configs: Sequence[str] | None = None,
     folds: Sequence[str] | None = None,
-    checkpoint: str = "final",
+    checkpoint: str = DEFAULT_CHECKPOINT,
     settings: InferenceSettings | None = None,
     save_probabilities: bool = False,
     resume: bool = False,
@@ -195,7 +191,6 @@ def _write_summary(output_dir: Path, part: Part, report: PredictionReport, backe
     })
 
 
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 def _resolve_backend(backend: str, exported: bool, work_dir: Path) -> str:
@@ -280,13 +275,6 @@ class _Ensemble:
         ]
 
     def export(self, case_id: str, predicted) -> CasePrediction:
-        if len(predicted) == 1:
-            probs, props = predicted[0]
-            return export_case(probs, props, self.models[0].plan, self.keep_probabilities)
-        full = None
-        for m, (probs, props) in zip(self.models, predicted):
-            back = revert_to_original(probs, props, m.plan.resampling.anisotropy_threshold)  # (K, Z, Y, X)
-            full = back if full is None else np.add(full, back, out=full)
-        full /= len(predicted)
-        geometry = predicted[0][1].geometry
-        return CasePrediction(case_id, geometry, np.argmax(full, axis=0).astype(np.uint8), full)
+        """The case on the raw grid: one configuration's export, or the mean of several (satnet.inference.export)."""
+        members = [(probs, props, m.plan) for m, (probs, props) in zip(self.models, predicted)]
+        return export_ensemble(members, self.keep_probabilities)

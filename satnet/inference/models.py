@@ -1,9 +1,8 @@
 """Trained models of a work folder: which folds exist, and loading them for prediction.
 
-    WORK_DIR/results/<config>/fold_<k>/checkpoint_{final,best,latest}.pt   (satnet.io.checkpoints)
-    WORK_DIR/results/<config>/postprocessing.json                          (written by find-best)
-    WORK_DIR/results/ensemble_<A>+<B>/postprocessing.json                  (an ensemble of two configurations)
-    WORK_DIR/results/find_best.json                                        (the recommended configuration(s))
+The checkpoints are WORK_DIR/results/<config>/fold_<k>/checkpoint_{final,best,latest}.pt, find-best's
+decisions results/<config or ensemble>/postprocessing.json and results/find_best.json
+(satnet.io.workdir draws the whole tree).
 
 A checkpoint carries the network spec its weights belong to and the whole plans.json it was
 trained with. Prediction preprocesses with the checkpoint's configuration plan, not with
@@ -15,54 +14,46 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from satnet.contracts import read_json
 from satnet.errors import ConfigError, InputError, MissingFileError, command, unknown_name_error
-from satnet.io.checkpoints import load_checkpoint
+from satnet.io.checkpoints import CheckpointMeta, load_checkpoint
+from satnet.io.workdir import FOLD_FOLDER, RESULTS_FOLDER, WorkDir, checkpoint_name
+from satnet.names import CHECKPOINT_NAMES, DEFAULT_CHECKPOINT, PREDICT_CHECKPOINTS
 from satnet.planning.plans import ConfigurationPlan, Plans, load_plans
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = ("final", "best")
-RESULTS = "results"
-FIND_BEST_FILE = "find_best.json"
-_FOLD_DIR = re.compile(r"^fold_(\d+|all)$")
 
 
 def results_dir(work_dir: str | Path, config: str) -> Path:
     """WORK_DIR/results/<config>."""
-    return Path(work_dir) / RESULTS / config
+    return WorkDir(work_dir).results_dir(config)
 
 
-def checkpoint_path(work_dir: str | Path, config: str, fold: str, checkpoint: str = "final") -> Path:
-    return results_dir(work_dir, config) / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
-
-
-def ensemble_name(configs: Sequence[str]) -> str:
-    """Folder name under results/ of an ensemble: "ensemble_<A>+<B>", names sorted (order-free)."""
-    return "ensemble_" + "+".join(sorted(configs))
+def checkpoint_path(work_dir: str | Path, config: str, fold: str, checkpoint: str = DEFAULT_CHECKPOINT) -> Path:
+    """WORK_DIR/results/<config>/fold_<fold>/checkpoint_<checkpoint>.pt."""
+    return WorkDir(work_dir).checkpoint(config, fold, checkpoint)
 
 
 def postprocessing_path(work_dir: str | Path, configs: Sequence[str]) -> Path:
     """Where find-best stores the postprocessing decision of one configuration or an ensemble."""
-    name = configs[0] if len(configs) == 1 else ensemble_name(configs)
-    return Path(work_dir) / RESULTS / name / "postprocessing.json"
+    return WorkDir(work_dir).postprocessing(configs)
 
 
 def _fold_key(fold: str) -> tuple[int, int]:
     return (1, 0) if fold == "all" else (0, int(fold))
 
 
-def trained_folds(work_dir: str | Path, config: str, checkpoint: str = "final") -> list[str]:
+def trained_folds(work_dir: str | Path, config: str, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
     """Folds of `config` ("0", "1", ..., "all") that have checkpoint_<checkpoint>.pt, in order."""
     root = results_dir(work_dir, config)
     if not root.is_dir():
         return []
-    folds = [m[1] for p in root.iterdir() if (m := _FOLD_DIR.match(p.name)) and p.is_dir()]
+    folds = [m[1] for p in root.iterdir() if (m := FOLD_FOLDER.match(p.name)) and p.is_dir()]
     return sorted((f for f in folds if checkpoint_path(work_dir, config, f, checkpoint).is_file()), key=_fold_key)
 
 
@@ -83,7 +74,7 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
                 fix = (f"train one with `{command('satnet', 'train', work_dir, config, 0)}` (folds 0..4 for the "
                        f"cross-validation ensemble)")
             raise MissingFileError(
-                f"configuration {config!r} has no trained fold with checkpoint_{checkpoint}.pt under "
+                f"configuration {config!r} has no trained fold with {checkpoint_name(checkpoint)} under "
                 f"{results_dir(work_dir, config)}; {fix}{_other_checkpoints_hint(work_dir, config, checkpoint)}"
             )
         return list(folds)
@@ -92,7 +83,7 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
         lines = [f"fold {f}: {checkpoint_path(work_dir, config, f, checkpoint)} not found; train it with "
                  f"`{command('satnet', 'train', work_dir, config, f)}`" + _unfinished_hint(work_dir, config, f) for f in missing]
         raise MissingFileError(
-            f"configuration {config!r} lacks checkpoint_{checkpoint}.pt for {len(missing)} of the requested folds:\n"
+            f"configuration {config!r} lacks {checkpoint_name(checkpoint)} for {len(missing)} of the requested folds:\n"
             + "\n".join(f"  - {line}" for line in lines)
             + (f"\n(trained folds: {', '.join(have)}; leave out -f to use them)" if have else "")
         )
@@ -107,8 +98,8 @@ def _unfinished_hint(work_dir: Path, config: str, fold: str) -> str:
 
 
 def _other_checkpoints_hint(work_dir: Path, config: str, checkpoint: str) -> str:
-    other = [c for c in ("final", "best") if c != checkpoint and trained_folds(work_dir, config, c)]
-    return f"; folds with checkpoint_{other[0]}.pt exist: use --checkpoint {other[0]}" if other else ""
+    other = [c for c in PREDICT_CHECKPOINTS if c != checkpoint and trained_folds(work_dir, config, c)]
+    return f"; folds with {checkpoint_name(other[0])} exist: use --checkpoint {other[0]}" if other else ""
 
 
 def check_configuration(work_dir: str | Path, config: str) -> Plans:
@@ -116,14 +107,14 @@ def check_configuration(work_dir: str | Path, config: str) -> Plans:
     plans = load_plans(work_dir)
     if config not in plans.configurations:
         error = unknown_name_error("configuration", config, plans.configurations)
-        raise ConfigError(f"{error} (in {Path(work_dir) / 'plans.json'}); choose one with -c, or plan it with "
+        raise ConfigError(f"{error} (in {WorkDir(work_dir).plans}); choose one with -c, or plan it with "
                           f"`satnet plan-and-preprocess` and train it")
     return plans
 
 
 def default_configurations(work_dir: str | Path, plans: Plans) -> list[str]:
     """The configuration(s) find-best recommends, else "3d" when planned, else the first planned."""
-    path = Path(work_dir) / RESULTS / FIND_BEST_FILE
+    path = WorkDir(work_dir).find_best
     if path.is_file():
         data = read_json(path, "find-best result", "rerun `satnet find-best`")
         best = data.get("best") if isinstance(data, dict) else None
@@ -154,32 +145,33 @@ def load_configuration(
     work_dir: str | Path,
     config: str,
     folds: Sequence[str] | None = None,
-    checkpoint: str = "final",
+    checkpoint: str = DEFAULT_CHECKPOINT,
     device: str = "cpu",
 ) -> ConfigurationModels:
     """Load the checkpoints of `config` (see `resolve_folds`) once each, onto `device`, in eval mode."""
     from satnet.nets import build_network
     from satnet.nets.spec import NetworkSpec
 
-    if checkpoint not in CHECKPOINTS + ("latest",):
-        raise ConfigError(f"checkpoint must be one of final, best, latest, not {checkpoint!r}")
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, not {checkpoint!r}")
     check_configuration(work_dir, config)
     folds = resolve_folds(work_dir, config, folds, checkpoint)
     networks, reference = [], None
     for fold in folds:
         path = checkpoint_path(work_dir, config, fold, checkpoint)
         ckpt = load_checkpoint(path, map_location="cpu")
-        plans = _checkpoint_plans(ckpt, path)
-        if ckpt["config"] != config or config not in plans.configurations:
-            raise InputError(f"{path} belongs to configuration {ckpt['config']!r}, not {config!r}; move it back to "
-                             f"results/{ckpt['config']}/")
+        meta = CheckpointMeta.of(ckpt)
+        plans = _checkpoint_plans(meta, path)
+        if meta.config != config or config not in plans.configurations:
+            raise InputError(f"{path} belongs to configuration {meta.config!r}, not {config!r}; move it back to "
+                             f"{RESULTS_FOLDER}/{meta.config}/")
         plan = plans.configuration(config)
         if reference is None:
             reference = (plans, plan, path)
         elif _preprocessing(plan) != _preprocessing(reference[1]):
             raise InputError(f"{path} was trained with other preprocessing than {reference[2]} (plans changed "
                              f"between folds); retrain the folds with one plans.json, or predict with -f to pick folds")
-        network = build_network(NetworkSpec.from_dict(ckpt["network"], f"{path}: network"))
+        network = build_network(NetworkSpec.from_dict(meta.network, f"{path}: network"))
         try:
             network.load_state_dict(ckpt["state_dict"], strict=True)
         except RuntimeError as exc:
@@ -192,9 +184,9 @@ def load_configuration(
     return ConfigurationModels(config, plan, plans, list(folds), networks)
 
 
-def _checkpoint_plans(ckpt: dict, path: Path) -> Plans:
+def _checkpoint_plans(meta: CheckpointMeta, path: Path) -> Plans:
     try:
-        return Plans.from_dict(json.loads(ckpt["plans_json"]), f"{path}: plans_json")
+        return Plans.from_dict(json.loads(meta.plans_json), f"{path}: plans_json")
     except (TypeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: plans_json is not valid JSON ({exc}); the checkpoint is damaged") from None
 

@@ -31,8 +31,6 @@ from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.errors import ConfigError, InputError
 from satnet.evaluation.metrics import check_label_map, confusion_counts, nan_mean_std, rates_from_counts
 
-POSTPROCESSING_FILE = "postprocessing.json"
-
 
 @dataclass
 class PostprocessingDecision(Contract):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from satnet.errors import ConfigError, InputError
+from satnet.names import MIRROR_SETS
 from satnet.inference.gaussian import (
     DEFAULT_SIGMA_SCALE,
     cached_importance_map,
@@ -41,9 +42,8 @@ logger = logging.getLogger(__name__)
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps a batch of tiles (B, C, *patch) to logits (B, num_outputs, *patch)."""
 
-MIRROR_SETS = ("all", "axes", "opposite")
-"""Which flips test-time augmentation predicts: all (every subset of the mirror axes: 8 in 3D, 4 in 2D), axes
-(none and each axis alone: 4 in 3D, 3 in 2D), opposite (none and all axes at once: 2)."""
+# MIRROR_SETS (satnet.names): which flips test-time augmentation predicts: all (every subset of the mirror axes: 8
+# in 3D, 4 in 2D), axes (none and each axis alone: 4 in 3D, 3 in 2D), opposite (none and all axes at once: 2).
 
 
 def tile_starts(size: int, patch: int, step: float) -> list[int]:

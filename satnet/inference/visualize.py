@@ -25,6 +25,7 @@ from satnet.contracts import atomic_write, atomic_write_json
 from satnet.errors import ConfigError, InputError
 from satnet.inference.models import load_configuration
 from satnet.io.images import read_image
+from satnet.names import DEFAULT_CHECKPOINT
 from satnet.nets import set_gate_recording
 from satnet.preprocessing.case import preprocess_case
 
@@ -78,7 +79,7 @@ def _network_input(network, data: np.ndarray, patch: Sequence[int]) -> tuple[tor
 
 
 def visualize_scan(
-    work_dir: str | Path, config: str, fold: str, scan: str | Path, out_dir: str | Path, checkpoint: str = "final"
+    work_dir: str | Path, config: str, fold: str, scan: str | Path, out_dir: str | Path, checkpoint: str = DEFAULT_CHECKPOINT
 ) -> dict:
     """Write the gate pictures and gates.json for one scan; returns the JSON content."""
     models = load_configuration(work_dir, config, [str(fold)], checkpoint, "cpu")

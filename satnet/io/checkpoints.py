@@ -19,14 +19,46 @@ checkpoint intact.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from satnet.contracts import atomic_write
 from satnet.errors import InputError, MissingFileError
 
 CHECKPOINT_FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "fold", "network", "plans_json", "state_dict", "epoch")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about itself, beside its weights and its resume state (typed; the file stays a dict).
+
+    network: the NetworkSpec dict the weights belong to; plans_json: the whole plans.json of the run, as text;
+    epoch: epochs completed. satnet_version is "" in checkpoints that lack it.
+    """
+
+    config: str
+    fold: str
+    network: dict[str, Any]
+    plans_json: str
+    epoch: int
+    satnet_version: str = ""
+    format_version: int = CHECKPOINT_FORMAT_VERSION
+
+    @classmethod
+    def of(cls, checkpoint: Mapping[str, Any]) -> "CheckpointMeta":
+        """The metadata of a loaded checkpoint dict (load_checkpoint has checked REQUIRED_KEYS)."""
+        return cls(config=checkpoint["config"], fold=str(checkpoint["fold"]), network=checkpoint["network"],
+                   plans_json=checkpoint["plans_json"], epoch=int(checkpoint["epoch"]),
+                   satnet_version=checkpoint.get("satnet_version", ""), format_version=checkpoint["format_version"])
+
+    def checkpoint(self, state_dict: Mapping[str, Any], **resume: Any) -> dict[str, Any]:
+        """The checkpoint dict: this metadata, the weights and `resume` (optimizer, scheduler, rng, ...), with the
+        keys in the order satnet has always written them."""
+        return {"format_version": self.format_version, "satnet_version": self.satnet_version, "config": self.config,
+                "fold": self.fold, "network": self.network, "plans_json": self.plans_json, "state_dict": state_dict,
+                "epoch": self.epoch, **resume}
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:

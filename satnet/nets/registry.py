@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from satnet.errors import unknown_name_error
+from satnet.names import INIT_SCHEMES
 from satnet.nets.blocks import SegmentationNetwork
 from satnet.nets.di2in import DI2IN
 from satnet.nets.gate import iter_gates
@@ -22,7 +23,6 @@ from satnet.nets.vnet import VNet
 NETWORKS: dict[str, Callable[[NetworkSpec], SegmentationNetwork]] = {
     "unet": UNet, "vnet": VNet, "tiramisu": Tiramisu, "di2in": DI2IN,
 }
-INIT_SCHEMES = ("he", "glorot")
 
 
 def as_spec(spec: NetworkSpec | Mapping[str, Any]) -> NetworkSpec:

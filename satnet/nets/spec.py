@@ -12,13 +12,18 @@ from dataclasses import dataclass, field
 
 from satnet.contracts import Contract
 from satnet.errors import ConfigError, unknown_name_error
+from satnet.names import (  # noqa: F401 (SELECT_MODES is re-exported: satnet.nets.gate takes it from here)
+    ARCH_NAMES,
+    ATTEND_MODES,
+    DEFAULT_GATE_INIT,
+    DEFAULT_SKIP,
+    DEFAULT_SKIP_CHANNELS,
+    GATE_INITS,
+    NORMS,
+    SELECT_MODES,
+    SKIP_MODES,
+)
 
-ARCH_NAMES = ("unet", "vnet", "tiramisu", "di2in")
-SKIP_MODES = ("org", "st", "at", "sat")
-ATTEND_MODES = ("at", "sat")  # modes that transfer attention maps: the only ones with a channel count k
-SELECT_MODES = ("st", "sat")  # modes with a learned select weight W
-GATE_INITS = ("glorot", "ones")
-NORMS = ("instance", "batch", "group", "none")
 SKIP_LEVELS_SYNTAX = ("MODE[:K],MODE[:K],... one entry per skip level from full resolution down (the last entry "
                       "repeats for the coarser levels), MODE one of org, st, at, sat and K the maps an at/sat skip "
                       "transfers (default 1), e.g. sat:4,org")
@@ -113,10 +118,10 @@ class NetworkSpec(Contract):
     strides: list[list[int]]
     convs_per_stage: list[int] | None = None
     growth_rate: int = 16
-    skip: str = "sat"
-    skip_channels: int = 1
+    skip: str = DEFAULT_SKIP
+    skip_channels: int = DEFAULT_SKIP_CHANNELS
     skip_levels: list[str] | None = None
-    gate_init: str = "ones"
+    gate_init: str = DEFAULT_GATE_INIT
     deep_supervision: bool = True
     norm: str = "instance"
     dense_gates: bool = True

@@ -23,11 +23,11 @@ from satnet.io.checks import RawDataset
 from satnet.io.dataset import RawCase
 from satnet.io.images import read_image, read_label
 from satnet.io.pool import map_cases
+from satnet.io.workdir import FINGERPRINT_FILE, WorkDir  # noqa: F401 (FINGERPRINT_FILE re-exported)
 from satnet.preprocessing.crop import nonzero_bbox
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_FILE = "fingerprint.json"
 # nnU-Net samples 1e8 foreground voxels over the dataset; 1e7 keeps the fingerprint of a 2000-case
 # 3-channel dataset under 1 GB of RAM while every case still contributes thousands of voxels.
 FOREGROUND_SAMPLES_TOTAL = 10_000_000
@@ -216,11 +216,11 @@ def compute_fingerprint(dataset: RawDataset, workers: int = 1) -> Fingerprint:
 
 
 def save_fingerprint(fingerprint: Fingerprint, work_dir: str | Path) -> Path:
-    return atomic_write_json(Path(work_dir) / FINGERPRINT_FILE, fingerprint)
+    return atomic_write_json(WorkDir(work_dir).fingerprint, fingerprint)
 
 
 def load_fingerprint(work_dir: str | Path) -> Fingerprint:
-    path = Path(work_dir) / FINGERPRINT_FILE
+    path = WorkDir(work_dir).fingerprint
     data = read_json(path, "fingerprint", f"run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first")
     return Fingerprint.from_dict(data, str(path))
 

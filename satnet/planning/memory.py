@@ -37,6 +37,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
 
 from satnet.errors import ConfigError, unknown_name_error
+from satnet.names import PRECISIONS
 from satnet.nets.spec import NetworkSpec
 from satnet.planning.plans import MemoryEstimate
 from satnet.planning.storage_tracking import LiveTensorTracker, SavedTensorCounter, storage_bytes
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 # Optimizer state per parameter, in parameter-sized tensors: SGD's momentum buffer; Adam's two
 # moments (its per-tensor step counters are a few bytes); Adadelta's square_avg and acc_delta.
 OPTIMIZER_STATE_COPIES = {"sgd": 1, "adam": 2, "adadelta": 2}
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The autocast dtype of each training precision (satnet.names.PRECISIONS); None: fp32, no autocast.
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Scratch memory inside one convolution op, in units of the step's largest convolution output.
 # Measured on CPU (oneDNN's backward reorders, benchmarks/bench_memory.py, docs/memory.md): up to
 # 3x in bf16, under 0.1x in fp32 for satnet's U-Nets. With it, real CUDA steps on an H200 peaked
@@ -163,7 +165,7 @@ def _tensor_mode(fake: bool) -> tuple[contextlib.AbstractContextManager, str]:
 
 def _traced(trace, *args, precision: str):
     """Run trace(*args, precision, fake) on meta tensors where possible, else on fake CPU tensors."""
-    if PRECISIONS[precision] is None:
+    if AUTOCAST_DTYPES[precision] is None:
         try:
             return trace(*args, precision, fake=False)
         except (RuntimeError, NotImplementedError) as exc:  # e.g. a CPU tensor made inside forward
@@ -181,7 +183,7 @@ def _shadow_state(module: nn.Module, device: str) -> dict[str, torch.Tensor]:
 
 def autocast_context(precision: str) -> contextlib.AbstractContextManager:
     """CPU autocast to the precision's dtype ("bf16", "fp16"), or nothing for "fp32"."""
-    dtype = PRECISIONS[precision]
+    dtype = AUTOCAST_DTYPES[precision]
     return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 

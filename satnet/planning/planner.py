@@ -16,26 +16,24 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from satnet import __version__
-from satnet.errors import ConfigError, unknown_name_error
-from satnet.nets.spec import (
-    ARCH_NAMES,
-    GATE_INITS,
-    SELECT_MODES,
-    SKIP_MODES,
-    NetworkSpec,
-    check_skip_channels,
-    parse_level_skip,
-    parse_skip_levels,
-)
+from satnet.errors import ConfigError
+from satnet.names import CONFIG_NAMES, DEFAULT_GATE_INIT, DEFAULT_SKIP, SELECT_MODES  # noqa: F401 (DEFAULT_SKIP re-exported)
+from satnet.nets.spec import NetworkSpec, parse_level_skip
 from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
-from satnet.planning.plans import ChannelNormalization, ConfigurationPlan, MemoryEstimate, Plans, ResamplingPlan
+from satnet.planning.plans import (  # noqa: F401 (PlannerOptions re-exported: callers import it from the planner)
+    ChannelNormalization,
+    ConfigurationPlan,
+    MemoryEstimate,
+    PlannerOptions,
+    Plans,
+    ResamplingPlan,
+)
 from satnet.planning.search import largest_fitting_patch
 from satnet.planning.topology import MIN_FEATURE_MAP, Topology, fit_patch_to_topology
 
@@ -47,9 +45,6 @@ MIN_BATCH = 2
 MAX_BATCH_FRACTION = 0.05  # of the dataset's voxels in one batch (nnU-Net's cap)
 SMALL_OBJECT_VOXELS = 8
 ANISOTROPY_RATIO = 3.0
-CONFIG_NAMES = ("2d", "3d")
-DEFAULT_GATE_INIT = "ones"  # chosen by experiment: docs/results.md
-DEFAULT_SKIP = "sat"
 # Why DEFAULT_SKIP, in one line for plan-and-preprocess; docs/results.md ("The skip study") has the evidence.
 DEFAULT_SKIP_WHY = ("the default until the skip study of docs/results.md settles it: in every run so far (one seed each, "
                     "300-750 iterations) SAT cost 0.02-0.09 Dice against plain skips for about 9% less training "
@@ -64,63 +59,6 @@ def skip_choice_line(options: "PlannerOptions", explicit: bool) -> str:
     if explicit:
         return f"skip: {chosen} (as asked)"
     return f"skip: {chosen}, {DEFAULT_SKIP_WHY}"
-
-
-@dataclass
-class PlannerOptions:
-    """What the user asked for (stored in plans.json under `planner`).
-
-    spacing: "default" (2 mm isotropic; native pixels for 2D natural images), "auto"
-    (nnU-Net's median-spacing rule) or three numbers (Z, Y, X) in mm. gpu_memory_gb is the
-    memory PyTorch may allocate during training (GiB), i.e. what
-    torch.cuda.max_memory_allocated would report: leave the CUDA context's share of the card out.
-    precision: what training will autocast to, "fp16" by default because `satnet train` on CUDA
-    defaults to it (bf16 takes the same memory; fp32 about twice the activations: docs/gpu.md).
-    skip_channels: the k maps of at/sat skips (--skip-channels); skip_levels: one "MODE[:K]" per
-    skip level from full resolution down (--skip-levels; NetworkSpec.skip_levels), overriding skip
-    and skip_channels.
-    """
-
-    gpu_memory_gb: float = 8.0
-    arch: str = "unet"
-    skip: str = DEFAULT_SKIP
-    skip_channels: int = 1
-    skip_levels: list[str] | None = None
-    spacing: str | list[float] = "default"
-    configs: list[str] = field(default_factory=lambda: list(CONFIG_NAMES))
-    optimizer: str = "sgd"
-    precision: str = "fp16"
-    gate_init: str = DEFAULT_GATE_INIT
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCH_NAMES:
-            raise unknown_name_error("arch", self.arch, ARCH_NAMES)
-        if self.skip not in SKIP_MODES:
-            raise unknown_name_error("skip", self.skip, SKIP_MODES)
-        check_skip_channels(self.skip, self.skip_channels, "--skip-channels")
-        if self.skip_levels is not None:
-            self.skip_levels = parse_skip_levels(",".join(self.skip_levels))
-        if self.gate_init not in GATE_INITS:
-            raise unknown_name_error("gate_init", self.gate_init, GATE_INITS)
-        for c in self.configs:
-            if c not in CONFIG_NAMES:
-                raise unknown_name_error("configuration", c, CONFIG_NAMES)
-        if not self.gpu_memory_gb > 0:
-            raise ConfigError(f"gpu_memory_gb must be positive, not {self.gpu_memory_gb}")
-        if isinstance(self.spacing, str):
-            if self.spacing not in ("default", "auto"):
-                raise ConfigError(f'spacing must be "default", "auto" or three numbers (Z Y X), not {self.spacing!r}')
-        elif len(self.spacing) != 3 or any(not float(s) > 0 for s in self.spacing):
-            raise ConfigError(f"spacing must be three positive numbers (Z Y X) in mm, not {self.spacing!r}")
-
-    def as_dict(self) -> dict:
-        return {
-            "gpu_memory_gb": self.gpu_memory_gb, "arch": self.arch, "skip": self.skip,
-            "skip_channels": self.skip_channels, "skip_levels": self.skip_levels,
-            "spacing": self.spacing if isinstance(self.spacing, str) else [float(s) for s in self.spacing],
-            "configs": list(self.configs), "optimizer": self.optimizer, "precision": self.precision,
-            "gate_init": self.gate_init,
-        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +323,7 @@ def plan_experiment(fp: Fingerprint, options: PlannerOptions) -> tuple[Plans, li
                 warnings.append(w)
     plans = Plans(
         dataset_name=fp.dataset_name, channel_names=dict(fp.channel_names), labels=dict(fp.labels),
-        file_ending=fp.file_ending, configurations=planned, planner=options.as_dict(), satnet_version=__version__,
+        file_ending=fp.file_ending, configurations=planned, planner=options, satnet_version=__version__,
     )
     return plans, warnings
 

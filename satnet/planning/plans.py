@@ -7,14 +7,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.errors import ConfigError, unknown_name_error
 from satnet.io.cases import is_safe_name
-from satnet.nets.spec import NetworkSpec
+from satnet.io.workdir import PLANS_FILE, WorkDir  # noqa: F401 (PLANS_FILE re-exported)
+from satnet.names import (
+    ARCH_NAMES,
+    CONFIG_NAMES,
+    DEFAULT_ARCH,
+    DEFAULT_GATE_INIT,
+    DEFAULT_GPU_MEMORY_GB,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PLAN_PRECISION,
+    DEFAULT_SKIP,
+    DEFAULT_SKIP_CHANNELS,
+    GATE_INITS,
+    LEGACY_PLAN_PRECISION,
+    SKIP_MODES,
+)
+from satnet.nets.spec import NetworkSpec, check_skip_channels, parse_skip_levels
 
 NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb", "none")
-PLANS_FILE = "plans.json"
 
 
 @dataclass
@@ -104,7 +119,7 @@ class ConfigurationPlan(Contract):
 
     def data_dir(self, work_dir: str | Path) -> Path:
         """WORK_DIR/preprocessed/<data_identifier> (the configuration's name when unset)."""
-        return Path(work_dir) / "preprocessed" / (self.data_identifier or self.name)
+        return WorkDir(work_dir).preprocessed_data(self.data_identifier or self.name)
 
     def __post_init__(self) -> None:
         for key, value in (("name", self.name), ("data_identifier", self.data_identifier or "x")):
@@ -138,6 +153,70 @@ class ConfigurationPlan(Contract):
 
 
 @dataclass
+class PlannerOptions(Contract):
+    """What the user asked for: `satnet plan`'s options, stored in plans.json under `planner`.
+
+    spacing: "default" (2 mm isotropic; native pixels for 2D natural images), "auto"
+    (nnU-Net's median-spacing rule) or three numbers (Z, Y, X) in mm. gpu_memory_gb is the
+    memory PyTorch may allocate during training (GiB), i.e. what
+    torch.cuda.max_memory_allocated would report: leave the CUDA context's share of the card out.
+    precision: what training will autocast to, "fp16" by default because `satnet train` on CUDA
+    defaults to it (bf16 takes the same memory; fp32 about twice the activations: docs/gpu.md).
+    Plans written before the planner recorded it were sized for fp32, which loading fills in.
+    skip_channels: the k maps of at/sat skips (--skip-channels); skip_levels: one "MODE[:K]" per
+    skip level from full resolution down (--skip-levels; NetworkSpec.skip_levels), overriding skip
+    and skip_channels.
+    """
+
+    gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
+    arch: str = DEFAULT_ARCH
+    skip: str = DEFAULT_SKIP
+    skip_channels: int = DEFAULT_SKIP_CHANNELS
+    skip_levels: list[str] | None = None
+    spacing: str | list[float] = "default"
+    configs: list[str] = field(default_factory=lambda: list(CONFIG_NAMES))
+    optimizer: str = DEFAULT_OPTIMIZER
+    precision: str = DEFAULT_PLAN_PRECISION
+    gate_init: str = DEFAULT_GATE_INIT
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCH_NAMES:
+            raise unknown_name_error("arch", self.arch, ARCH_NAMES)
+        if self.skip not in SKIP_MODES:
+            raise unknown_name_error("skip", self.skip, SKIP_MODES)
+        check_skip_channels(self.skip, self.skip_channels, "--skip-channels")
+        if self.skip_levels is not None:
+            self.skip_levels = parse_skip_levels(",".join(self.skip_levels))
+        if self.gate_init not in GATE_INITS:
+            raise unknown_name_error("gate_init", self.gate_init, GATE_INITS)
+        for c in self.configs:
+            if c not in CONFIG_NAMES:
+                raise unknown_name_error("configuration", c, CONFIG_NAMES)
+        if not self.gpu_memory_gb > 0:
+            raise ConfigError(f"gpu_memory_gb must be positive, not {self.gpu_memory_gb}")
+        if isinstance(self.spacing, str):
+            if self.spacing not in ("default", "auto"):
+                raise ConfigError(f'spacing must be "default", "auto" or three numbers (Z Y X), not {self.spacing!r}')
+        elif len(self.spacing) != 3 or any(not float(s) > 0 for s in self.spacing):
+            raise ConfigError(f"spacing must be three positive numbers (Z Y X) in mm, not {self.spacing!r}")
+        else:
+            self.spacing = [float(s) for s in self.spacing]  # stored as floats in plans.json
+        self.configs = list(self.configs)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "") -> "PlannerOptions":
+        """From plans.json's `planner`; keys an older satnet did not write take their defaults, and a
+        missing precision the one those plans were sized for (LEGACY_PLAN_PRECISION)."""
+        if isinstance(data, dict) and "precision" not in data:
+            data = {**data, "precision": LEGACY_PLAN_PRECISION}
+        return super().from_dict(data, source)
+
+    def as_dict(self) -> dict[str, Any]:
+        """plans.json's `planner` object (the fields in order)."""
+        return self.to_dict()
+
+
+@dataclass
 class Plans(Contract):
     """Everything later stages need to know about the dataset and how it is processed."""
 
@@ -148,11 +227,13 @@ class Plans(Contract):
     labels: dict[str, int]
     file_ending: str
     configurations: dict[str, ConfigurationPlan]
-    planner: dict  # the options the planner ran with: gpu_memory_gb, arch, skip, spacing request
+    planner: PlannerOptions  # the options the planner ran with (a dict is read as PlannerOptions.from_dict)
     satnet_version: str = ""
     format_version: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.planner, dict):
+            self.planner = PlannerOptions.from_dict(self.planner, "plans.planner")
         if not self.configurations:
             raise ConfigError("plans have no configurations; rerun `satnet plan-and-preprocess`")
         for key, conf in self.configurations.items():
@@ -175,7 +256,7 @@ class Plans(Contract):
 
 
 def save_plans(plans: Plans, work_dir: str | Path) -> Path:
-    return atomic_write_json(Path(work_dir) / PLANS_FILE, plans)
+    return atomic_write_json(WorkDir(work_dir).plans, plans)
 
 
 def _enclosing_work_dir(folder: Path) -> Path | None:
@@ -188,7 +269,7 @@ def _enclosing_work_dir(folder: Path) -> Path | None:
 
 def load_plans(work_dir: str | Path) -> Plans:
     """Read WORK_DIR/plans.json; a missing or invalid file gives an error naming it and the fix."""
-    path = Path(work_dir) / PLANS_FILE
+    path = WorkDir(work_dir).plans
     fix = f"run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first"
     inside = _enclosing_work_dir(Path(work_dir))
     if inside is not None and not path.is_file():

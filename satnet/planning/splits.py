@@ -22,10 +22,10 @@ from typing import Iterable
 from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.errors import ConfigError, InputError
 from satnet.io.cases import is_safe_name
+from satnet.io.workdir import WorkDir
 
 logger = logging.getLogger(__name__)
 
-SPLITS_FILE = "splits.json"
 DEFAULT_SEED = 12345
 
 
@@ -95,12 +95,12 @@ def make_splits(case_ids: Iterable[str], num_folds: int = 5, seed: int = DEFAULT
 
 def save_splits(splits: Splits, work_dir: str | Path) -> Path:
     """Write WORK_DIR/splits.json atomically; returns its path."""
-    return atomic_write_json(Path(work_dir) / SPLITS_FILE, splits)
+    return atomic_write_json(WorkDir(work_dir).splits, splits)
 
 
 def load_splits(work_dir: str | Path) -> Splits:
     """Read WORK_DIR/splits.json; a missing or invalid file raises an error naming it and the fix."""
-    path = Path(work_dir) / SPLITS_FILE
+    path = WorkDir(work_dir).splits
     fix = f"run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first, which writes it"
     data = read_json(path, "splits file", fix)
     try:

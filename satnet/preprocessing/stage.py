@@ -21,16 +21,16 @@ from satnet.io.checks import RawDataset, check_dataset
 from satnet.io.dataset import RawCase
 from satnet.io.images import read_image, read_label
 from satnet.io.pool import map_cases
+from satnet.io.workdir import WorkDir
 from satnet.planning.fingerprint import compute_fingerprint, save_fingerprint
 from satnet.planning.planner import GIB, PlannerOptions, merge_plans, plan_experiment
-from satnet.planning.plans import PLANS_FILE, ConfigurationPlan, Plans, load_plans, save_plans
+from satnet.planning.plans import ConfigurationPlan, Plans, load_plans, save_plans
 from satnet.planning.splits import make_splits, save_splits
 from satnet.preprocessing.case import preprocess_case
 from satnet.preprocessing.ceiling import ceiling_line, ceiling_warning, resampling_ceiling
 
 log = logging.getLogger(__name__)
 STAMP_FILE = "stamp.json"
-GT_FOLDER = "gt_segmentations"
 
 
 def ensure_writable(work_dir: Path) -> None:
@@ -80,18 +80,18 @@ def _add_resampling_ceilings(dataset: RawDataset, plans: Plans, workers: int) ->
 
 def _existing_plans(work_dir: Path) -> Plans | None:
     """The plans already in WORK_DIR, or None (absent, or invalid: then they are replaced)."""
-    if not (work_dir / PLANS_FILE).is_file():
+    if not WorkDir(work_dir).plans.is_file():
         return None
     try:
         return load_plans(work_dir)
     except SatnetError as exc:
-        log.warning("warning: replacing unreadable %s (%s)", work_dir / PLANS_FILE, str(exc).splitlines()[0])
+        log.warning("warning: replacing unreadable %s (%s)", WorkDir(work_dir).plans, str(exc).splitlines()[0])
         return None
 
 
 def copy_reference_labels(dataset: RawDataset, work_dir: Path) -> None:
     """Copy labelsTr into WORK_DIR/gt_segmentations, so validation needs only WORK_DIR."""
-    target = work_dir / GT_FOLDER
+    target = WorkDir(work_dir).gt_segmentations
     for case in dataset.cases:
         dest = target / case.label_file.name
         if not dest.is_file() or dest.stat().st_size != case.label_file.stat().st_size:
@@ -170,8 +170,7 @@ def _skip_words(spec) -> str:
 
 def summary(plans: Plans) -> str:
     """A few lines per configuration: spacing, patch, batch, stages, memory against the budget."""
-    precision = plans.planner.get("precision", "fp32")
-    lines = [f"plans for {plans.dataset_name} ({plans.planner['arch']}, memory for {precision} training):"]
+    lines = [f"plans for {plans.dataset_name} ({plans.planner.arch}, memory for {plans.planner.precision} training):"]
     for conf in plans.configurations.values():
         mem = conf.estimated_memory
         lines.append(

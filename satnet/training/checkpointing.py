@@ -19,16 +19,16 @@ import numpy as np
 import torch
 
 from satnet.errors import ConfigError, MissingFileError
-from satnet.io.checkpoints import load_checkpoint
-
-CHECKPOINT_NAMES = ("latest", "best", "final")
+from satnet.io.checkpoints import CheckpointMeta, load_checkpoint
+from satnet.io.workdir import checkpoint_name
+from satnet.names import CHECKPOINT_NAMES
 
 
 def checkpoint_file(fold_dir: Path, which: str) -> Path:
     """fold_dir/checkpoint_<which>.pt, which in CHECKPOINT_NAMES."""
     if which not in CHECKPOINT_NAMES:
         raise ValueError(f"which must be one of {CHECKPOINT_NAMES}, not {which!r}")
-    return Path(fold_dir) / f"checkpoint_{which}.pt"
+    return Path(fold_dir) / checkpoint_name(which)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -79,13 +79,14 @@ def load_for_resume(fold_dir: Path, config: str, fold: str) -> dict[str, Any]:
             f"Drop --resume to start training fold {fold} from scratch"
         )
     ckpt = load_checkpoint(path)
-    if ckpt["config"] != config:
+    meta = CheckpointMeta.of(ckpt)
+    if meta.config != config:
         raise ConfigError(
-            f"{path} belongs to configuration {ckpt['config']!r}, not {config!r} (the one being trained); "
-            f"resume it with `satnet train WORK_DIR {ckpt['config']} {fold} --resume`, or move the file away"
+            f"{path} belongs to configuration {meta.config!r}, not {config!r} (the one being trained); "
+            f"resume it with `satnet train WORK_DIR {meta.config} {fold} --resume`, or move the file away"
         )
-    if str(ckpt["fold"]) != str(fold):
-        raise ConfigError(f"{path} belongs to fold {ckpt['fold']!r}, not {fold!r}; move the file away")
+    if meta.fold != str(fold):
+        raise ConfigError(f"{path} belongs to fold {meta.fold!r}, not {fold!r}; move the file away")
     for key in ("optimizer", "scheduler", "rng", "train_options", "log"):
         if key not in ckpt:
             raise ConfigError(f"{path} has no {key!r}: it was not written by `satnet train` and cannot be resumed; "

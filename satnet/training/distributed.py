@@ -115,11 +115,6 @@ def wrap_model(model: nn.Module, ctx: DistributedContext, device: torch.device) 
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=False)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside a DDP wrapper (its state_dict has no "module." prefix)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
     """Sum `tensor` over the ranks in place (no-op for one process); returns it."""
     if ctx.enabled:

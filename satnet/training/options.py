@@ -31,24 +31,30 @@ import dataclasses
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 from satnet.contracts import Contract
 from satnet.errors import ConfigError, unknown_name_error
+from satnet.names import (  # noqa: F401 (the lists are re-exported: their owner is satnet.names)
+    CPU_DEFAULT_PRECISION,
+    CUDA_DEFAULT_PRECISION,
+    DEFAULT_DEVICE,
+    DEFAULT_OPTIMIZER,
+    DEVICES,
+    INIT_SCHEMES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    PRECISIONS,
+)
 
-OPTIMIZERS = ("sgd", "adadelta")
-PRECISIONS = ("fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
-LR_SCHEDULES = ("poly", "constant")
-INIT_SCHEMES = ("he", "glorot")  # satnet.nets.INIT_SCHEMES; not imported, so the CLI parser needs no torch
+if TYPE_CHECKING:
+    from satnet.planning.plans import PlannerOptions
 
 # Per-optimizer defaults of the fields left None: nnU-Net's SGD recipe and the SAT paper's Adadelta.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 0.01, "weight_decay": 3e-5, "lr_schedule": "poly", "init": "he"},
     "adadelta": {"lr": 1.0, "weight_decay": 0.0, "lr_schedule": "constant", "init": "glorot"},
 }
-# On the CPU fp32 is the default: bf16 autocast was measured slower (benchmarks/bench_train.py).
-CPU_DEFAULT_PRECISION = "fp32"
 # On resume, these come from the current invocation whatever the checkpoint says: they describe
 # the machine, not the run.
 MACHINE_FIELDS = ("device", "workers")
@@ -64,7 +70,7 @@ class TrainOptions(Contract):
     epochs: int = 1000
     iterations_per_epoch: int = 250
     val_iterations: int | None = None
-    optimizer: str = "sgd"
+    optimizer: str = DEFAULT_OPTIMIZER
     lr: float | None = None
     momentum: float = 0.99
     weight_decay: float | None = None
@@ -75,7 +81,7 @@ class TrainOptions(Contract):
     grad_clip: float = 12.0
     batch_size: int | None = None
     precision: str | None = None
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     workers: int | None = None
     seed: int | None = None
     init: str | None = None
@@ -146,7 +152,7 @@ def resolve_options(
         **filled,
         device=device,
         batch_size=options.batch_size or plan_batch_size,
-        precision=options.precision or (_cuda_precision() if device == "cuda" else CPU_DEFAULT_PRECISION),
+        precision=options.precision or (CUDA_DEFAULT_PRECISION if device == "cuda" else CPU_DEFAULT_PRECISION),
         workers=max(1, default_num_workers() // ranks_per_node) if options.workers is None else options.workers,
         seed=secrets.randbelow(2**31) if options.seed is None else options.seed,
     )
@@ -158,13 +164,6 @@ MAX_VAL_ITERATIONS = 50  # nnU-Net's, for its 250 training iterations per epoch
 def default_val_iterations(iterations_per_epoch: int) -> int:
     """Validation batches per epoch: one per five training batches (nnU-Net's 50 per 250), 1 to 50."""
     return max(1, min(MAX_VAL_ITERATIONS, round(iterations_per_epoch / 5)))
-
-
-def _cuda_precision() -> str:
-    """fp16 (with a GradScaler), as nnU-Net trains. On an H200 (cuDNN 9.19) bf16 was as fast on isotropic
-    3D U-Nets but 4.2x slower than fp16 on a plan with 1x3x3 kernels, where cuDNN chose a slow
-    data-gradient kernel for bf16 only (docs/gpu.md); both take the same memory."""
-    return "fp16"
 
 
 def given_fields(options: TrainOptions, names: Collection[str] | None) -> dict[str, Any]:
@@ -198,11 +197,17 @@ def merge_for_resume(stored: TrainOptions, current: TrainOptions, given: Mapping
     return stored.replace(**changes)
 
 
-def precision_warning(planner: dict, o: TrainOptions) -> str | None:
-    """What to say when a CUDA run trains in fp32 a plan sized for bf16/fp16 (about half the activations)."""
-    planned = planner.get("precision", "fp32")  # plans made before the flag existed were sized for fp32
+def precision_warning(planner: "PlannerOptions | Mapping[str, Any]", o: TrainOptions) -> str | None:
+    """What to say when a CUDA run trains in fp32 a plan sized for bf16/fp16 (about half the activations).
+
+    planner: plans.json's `planner` (a dict is read as PlannerOptions.from_dict reads that key)."""
+    from satnet.planning.plans import PlannerOptions  # here, so the CLI parser imports no torch
+
+    if not isinstance(planner, PlannerOptions):
+        planner = PlannerOptions.from_dict(dict(planner), "plans.json planner")
+    planned = planner.precision
     if o.device != "cuda" or o.precision != "fp32" or planned == "fp32":
         return None
-    return (f"the plan was sized for {planned} training within {planner.get('gpu_memory_gb', 0):g} GiB; fp32 needs "
+    return (f"the plan was sized for {planned} training within {planner.gpu_memory_gb:g} GiB; fp32 needs "
             f"about twice its activation memory and may run out of GPU memory: train with --precision {planned}, "
             f"or re-plan with `satnet plan ... --precision fp32`")

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from satnet.contracts import Contract, atomic_write, atomic_write_json
+from satnet.io.workdir import PROGRESS_PLOT_FILE, TRAINING_LOG_FILE
 
-LOG_FILE = "training_log.json"
-PLOT_FILE = "progress.png"
 
 
 @dataclass
@@ -100,7 +99,7 @@ def _gates_off(gates_off: dict[str, float]) -> str:
 
 
 def save_log(log: TrainingLog, fold_dir: Path) -> Path:
-    return atomic_write_json(Path(fold_dir) / LOG_FILE, log)
+    return atomic_write_json(Path(fold_dir) / TRAINING_LOG_FILE, log)
 
 
 def plot_progress(log: TrainingLog, fold_dir: Path) -> Path:
@@ -109,7 +108,7 @@ def plot_progress(log: TrainingLog, fold_dir: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     data = buf.getvalue()
-    return atomic_write(Path(fold_dir) / PLOT_FILE, lambda f: f.write(data))
+    return atomic_write(Path(fold_dir) / PROGRESS_PLOT_FILE, lambda f: f.write(data))
 
 
 def progress_figure(log: TrainingLog):

@@ -33,9 +33,10 @@ from satnet import __version__
 from satnet.contracts import remove_temporaries
 from satnet.errors import ConfigError, MissingFileError
 from satnet.io.cases import is_complete
-from satnet.io.checkpoints import CHECKPOINT_FORMAT_VERSION, save_checkpoint
+from satnet.io.checkpoints import CheckpointMeta, save_checkpoint
+from satnet.io.workdir import WorkDir
 from satnet.nets import build_network, gate_fraction_off
-from satnet.planning.plans import PLANS_FILE, ConfigurationPlan, Plans, load_plans
+from satnet.planning.plans import ConfigurationPlan, Plans, load_plans
 from satnet.planning.splits import fold_cases, load_splits
 from satnet.training import budget as time_budget
 from satnet.training import distributed as ddp
@@ -62,14 +63,13 @@ from satnet.training.progress import EpochRecord, TrainingLog, finite_or_none, f
 
 logger = logging.getLogger(__name__)
 
-RESULTS = "results"
 EMA_DECAY = 0.9  # of the mean validation pseudo-Dice that picks checkpoint_best (nnU-Net)
 PLAN_HINT = "run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first"
 
 
 def fold_dir_of(work_dir: str | Path, config: str, fold: int | str) -> Path:
     """WORK_DIR/results/<config>/fold_<fold>."""
-    return Path(work_dir) / RESULTS / config / f"fold_{fold}"
+    return WorkDir(work_dir).fold_dir(config, fold)
 
 
 @dataclass
@@ -187,7 +187,7 @@ def _load_run(work_dir: str | Path, config: str, fold: int | str) -> _Run:
     try:
         plan = plans.configuration(config)
     except ConfigError as exc:
-        raise ConfigError(f"{exc} (in {work_dir / PLANS_FILE}); plan it with `satnet plan-and-preprocess --configs`") from None
+        raise ConfigError(f"{exc} (in {WorkDir(work_dir).plans}); plan it with `satnet plan-and-preprocess --configs`") from None
     cases = fold_cases(load_splits(work_dir), fold)
     fold = str(fold)
     data_dir = plan.data_dir(work_dir)
@@ -199,7 +199,7 @@ def _load_run(work_dir: str | Path, config: str, fold: int | str) -> _Run:
             + PLAN_HINT.format(work_dir=work_dir)
             + f" (or `satnet preprocess RAW_DATASET_DIR -o {work_dir} --configs {config}` to finish it)"
         )
-    return _Run(config, fold, plans, (work_dir / PLANS_FILE).read_text(encoding="utf-8"), plan, cases.train,
+    return _Run(config, fold, plans, WorkDir(work_dir).plans.read_text(encoding="utf-8"), plan, cases.train,
                 cases.val, data_dir, fold_dir_of(work_dir, config, fold))
 
 
@@ -297,17 +297,17 @@ def _build_state(
 def _checkpoint(run: _Run, o: TrainOptions, state: _State) -> dict[str, Any]:
     """The checkpoint dict of the current state (satnet.io.checkpoints lists the keys)."""
     scaler = state.precision.scaler
-    return {
-        "format_version": CHECKPOINT_FORMAT_VERSION, "satnet_version": __version__,
-        "config": run.config, "fold": run.fold, "network": run.plan.network.to_dict(), "plans_json": run.plans_text,
-        "state_dict": portable_state_dict(state.network), "epoch": state.epoch,
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": {"schedule": o.lr_schedule,
-                      "next_lr": time_budget.learning_rate(o, min(state.epoch, o.epochs - 1), _epoch_seconds(state))},
-        "grad_scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": capture_rng(), "train_options": o.to_dict(), "best_ema_dice": state.best_ema,
-        "log": state.log.to_dict(),
-    }
+    meta = CheckpointMeta(config=run.config, fold=run.fold, network=run.plan.network.to_dict(),
+                          plans_json=run.plans_text, epoch=state.epoch, satnet_version=__version__)
+    return meta.checkpoint(
+        portable_state_dict(state.network),
+        optimizer=state.optimizer.state_dict(),
+        scheduler={"schedule": o.lr_schedule,
+                   "next_lr": time_budget.learning_rate(o, min(state.epoch, o.epochs - 1), _epoch_seconds(state))},
+        grad_scaler=scaler.state_dict() if scaler is not None else None,
+        rng=capture_rng(), train_options=o.to_dict(), best_ema_dice=state.best_ema,
+        log=state.log.to_dict(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,14 +17,14 @@ from typing import Any, Sequence
 from torch import nn
 
 from satnet.errors import InputError, MissingFileError
-from satnet.evaluation.evaluate import evaluate_folders
+from satnet.evaluation.evaluate import SUMMARY_FILE, evaluate_folders
 from satnet.inference.predictor import InferenceSettings, predict_preprocessed_cases
+from satnet.io.workdir import VALIDATION_FOLDER, WorkDir
+from satnet.names import DEFAULT_CHECKPOINT
 from satnet.planning.plans import ConfigurationPlan, Plans
 
 logger = logging.getLogger(__name__)
 
-GT_FOLDER = "gt_segmentations"
-VALIDATION_FOLDER = "validation"
 
 
 def final_validation(
@@ -35,7 +35,7 @@ def final_validation(
     if not val_cases:
         logger.info("no validation cases for this fold: final validation skipped")
         return None
-    gt_dir = Path(work_dir) / GT_FOLDER
+    gt_dir = WorkDir(work_dir).gt_segmentations
     if not gt_dir.is_dir():
         raise MissingFileError(
             f"{gt_dir} not found: the reference labels for validation are copied there by preprocessing; rerun "
@@ -50,20 +50,20 @@ def final_validation(
                          f"{report.failure_summary()}\nrerun `satnet preprocess` for them, then "
                          f"`satnet train ... --validation-only`")
     labels = sorted(v for v in plans.labels.values() if v > 0)
-    summary = evaluate_folders(gt_dir, out_dir, labels=labels, output=out_dir / "summary.json", case_ids=val_cases)
+    summary = evaluate_folders(gt_dir, out_dir, labels=labels, output=out_dir / SUMMARY_FILE, case_ids=val_cases)
     dice = summary["mean"]["dice"] if "mean" in summary and "dice" in summary["mean"] else None
     logger.info("final validation: mean Dice %s over %d cases (%s)", "n/a" if dice is None else f"{dice:.4f}",
-                len(val_cases), out_dir / "summary.json")
+                len(val_cases), out_dir / SUMMARY_FILE)
     return summary
 
 
-def validate_trained_fold(work_dir: str | Path, config: str, fold: str, checkpoint: str = "final") -> dict | None:
+def validate_trained_fold(work_dir: str | Path, config: str, fold: str, checkpoint: str = DEFAULT_CHECKPOINT) -> dict | None:
     """`satnet train ... --validation-only`: the final validation from a fold's saved checkpoint."""
-    from satnet.inference.models import load_configuration, results_dir
+    from satnet.inference.models import load_configuration
     from satnet.planning.splits import fold_cases, load_splits
 
     models = load_configuration(work_dir, config, [str(fold)], checkpoint, "cpu")
     val_cases = fold_cases(load_splits(work_dir), fold).val
-    fold_dir = results_dir(work_dir, config) / f"fold_{fold}"
+    fold_dir = WorkDir(work_dir).fold_dir(config, fold)
     return final_validation(work_dir, fold_dir, models.networks[0], models.plans, models.plan,
                             models.plan.data_dir(work_dir), val_cases)

@@ -1,15 +1,11 @@
-"""Work folders for prediction tests: plans, freshly initialised checkpoints, a planner stand-in.
+"""Work folders for prediction tests: plans and freshly initialised checkpoints.
 
 Nothing here depends on the trainer: checkpoints are tiny networks straight from
 `build_network`, saved following satnet.io.checkpoints' contract.
 """
 from __future__ import annotations
 
-import contextlib
-import sys
-import types
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -18,7 +14,7 @@ from satnet_testing import build_plan
 from satnet.inference.models import checkpoint_path
 from satnet.io.checkpoints import save_checkpoint
 from satnet.nets import build_network
-from satnet.planning.plans import ChannelNormalization, MemoryEstimate, Plans, load_plans, save_plans
+from satnet.planning.plans import ChannelNormalization, Plans, load_plans, save_plans
 
 MRI = ChannelNormalization(channel="MRI", scheme="zscore", use_nonzero_mask=True)
 LABELS = {"background": 0, "object1": 1, "object2": 2}
@@ -58,36 +54,6 @@ def add_checkpoint(work_dir: Path, config: str, fold: str | int, seed: int, whic
         "network": spec.to_dict(), "plans_json": plans_text, "state_dict": network.state_dict(), "epoch": 1,
     })
     return network.eval()
-
-
-def _fast_estimate(spec, patch_size, batch_size, **_) -> MemoryEstimate:
-    voxels = batch_size * int(torch.tensor(list(patch_size)).prod())
-    return MemoryEstimate(activations=voxels * 64, parameters=0, gradients=0, optimizer=0, total=voxels * 64,
-                          inference=voxels * 8)
-
-
-@contextlib.contextmanager
-def planner_importable() -> Iterator[None]:
-    """Make `satnet plan-and-preprocess` runnable while satnet/planning/memory.py has not landed on main:
-    a stand-in `estimate_memory` (proportional to the patch voxels) for the duration, in tests only.
-    With the real module present, this does nothing."""
-    try:
-        import satnet.planning.memory  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        yield
-        return
-    dependents = ("satnet.planning.planner", "satnet.preprocessing.stage")  # imported with the stand-in
-    stand_in = types.ModuleType("satnet.planning.memory")
-    stand_in.estimate_memory = _fast_estimate
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, stand_in.__name__, stand_in)
-        try:
-            yield
-        finally:
-            for name in dependents:
-                sys.modules.pop(name, None)
 
 
 @pytest.fixture(autouse=True)

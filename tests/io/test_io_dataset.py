@@ -141,14 +141,6 @@ def test_find_cases_in_folder(tmp_path, dataset_3d):
         find_cases_in_folder(tmp_path / "absent", ".png", 1)
 
 
-def test_package_exports_resolve():
-    import satnet.io
-
-    assert all(getattr(satnet.io, name) is not None for name in satnet.io.__all__)
-    with pytest.raises(AttributeError):
-        satnet.io.not_a_name  # noqa: B018
-
-
 def test_read_case_checks_the_channel_count(dataset_2d):
     case = find_training_cases(dataset_2d, load_dataset_json(dataset_2d))[0]
     image, label, geometry = read_case(case, 3)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import satnet.nets
+from memory_measure import heap_in_use
 from memory_toy_nets import ToyUNet
 from satnet.errors import ConfigError
 from satnet.nets.spec import NetworkSpec
@@ -15,7 +16,6 @@ from satnet.planning import memory
 from satnet.planning.memory import (
     LiveTensorTracker, deep_supervision_weights, dice_ce_loss, estimate_memory, storage_bytes, trace_training_step,
 )
-from satnet.planning.memory_measure import heap_in_use
 from satnet.planning.plans import MemoryEstimate
 
 FLOAT = 4

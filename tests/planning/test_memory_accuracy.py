@@ -1,4 +1,4 @@
-"""The memory model against real CPU training steps of a toy SAT U-Net (satnet.planning.memory_measure).
+"""The memory model against real CPU training steps of a toy SAT U-Net (tests/planning/memory_measure.py).
 
 The measurements read glibc's allocator, so they include a constant of about 100 kB of host
 memory per step (autograd nodes, allocator headers) that a GPU does not hold; the sizes here
@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from memory_measure import measure_inference_peak, measure_training_step
 from memory_testing import relative
 from memory_toy_nets import ToyUNet
 from satnet.nets import NetworkSpec, build_network
 from satnet.planning.memory import estimate_memory, trace_training_step
-from satnet.planning.memory_measure import measure_inference_peak, measure_training_step
 
 CASES = [  # dims, patch, batch, skip, precision
     (3, (32, 32, 32), 2, "sat", "fp32"),

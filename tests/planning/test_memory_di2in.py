@@ -9,11 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from memory_measure import measure_training_step
 from memory_testing import relative
 from satnet.nets import build_network
 from satnet.nets.spec import NetworkSpec
 from satnet.planning.memory import trace_training_step
-from satnet.planning.memory_measure import measure_training_step
+
 
 CASES = [  # dims, patch, changes
     (3, (32, 32, 32), dict(skip="org")),

@@ -10,11 +10,11 @@ import itertools
 import pytest
 import torch
 
+from memory_measure import measure_training_step
 from memory_testing import relative
 from satnet.nets import build_network
 from satnet.nets.spec import ARCH_NAMES, SKIP_MODES, NetworkSpec
 from satnet.planning.memory import trace_training_step
-from satnet.planning.memory_measure import measure_training_step
 
 
 # Activations of several MB at every size, so that the ~100 kB of host memory a real step adds

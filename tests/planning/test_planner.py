@@ -44,7 +44,7 @@ def test_plans_are_sized_for_fp16_by_default_and_fp32_on_request(ct):
     same budget holds a larger patch; plans.json records what the memory was counted for."""
     default, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8, configs=["3d"]))
     fp32, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=8, configs=["3d"], precision="fp32"))
-    assert (default.planner["precision"], fp32.planner["precision"]) == ("fp16", "fp32")
+    assert (default.planner.precision, fp32.planner.precision) == ("fp16", "fp32")
     b, f = default.configurations["3d"], fp32.configurations["3d"]
     assert math.prod(b.patch_size) * b.batch_size >= 1.5 * math.prod(f.patch_size) * f.batch_size
     assert max(b.estimated_memory.total, f.estimated_memory.total) <= 8 * GIB
