@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import atexit
 import os
-import queue
+import queue as thread_queue
 import random
-import time
+import threading
 import weakref
+from multiprocessing import Process, Queue
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter, producer, results_loop
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.transforms.abstract_transforms import Compose
+from threadpoolctl import threadpool_limits
 
 from satnet.errors import ConfigError, InputError
 from satnet.nets import deep_supervision_scales
@@ -96,35 +98,54 @@ class WorkerAugmenter(MultiThreadedAugmenter):
         super().__init__(*args, **kwargs)
         atexit.register(_close_at_exit, weakref.ref(self))
 
-    def close(self) -> None:
-        """Stop and join the worker processes and the collecting thread (waits at most ~15 s).
+    def _start(self) -> None:
+        """batchgenerators' _start, except that the collecting thread stops on an event of its own.
 
-        Workers hand tensors over as shared-memory file descriptors that only a live worker can
-        send, so the batches already queued are collected (and dropped) before the workers are
-        told to exit; stopping them at once, as batchgenerators does, lets the collecting thread
-        ask a dead worker for a descriptor and die with a FileNotFoundError traceback.
+        The workers hand tensors over as shared-memory file descriptors that the receiver fetches
+        from the live sender while unpickling. With one abort event for both, a worker that was
+        mid-batch when paused puts its batch and exits at the same moment as the collecting thread
+        may be unpickling it, which fails (FileNotFoundError, ConnectionResetError) in that thread.
+        A separate event lets close() stop and join the thread before any worker may exit.
         """
         if self.was_initialized:
-            self.pause_event.set()
-            self._drop_queued_batches()
+            return
+        self._finish()
+        self.abort_event.clear()
+        self.pause_event.clear()
+        self._collector_stop = _CollectorStop(self.abort_event)
+        self._queue_ctr = self._end_ctr = 0
+        if hasattr(self.generator, "was_initialized"):
+            self.generator.was_initialized = False
+        with threadpool_limits(limits=1, user_api="blas"):
+            for i in range(self.num_processes):
+                self._queues.append(Queue(self.num_cached_per_queue))
+                self._processes.append(Process(target=producer, daemon=True, args=(
+                    self._queues[i], self.generator, self.transform, i, self.seeds[i], self.abort_event,
+                    self.pause_event, self.wait_time)))
+                self._processes[-1].start()
+        gpu = torch.cuda.current_device() if torch.cuda.is_available() else None
+        self.pin_memory_queue = thread_queue.Queue(max(3, self.num_cached_per_queue * self.num_processes // 2))
+        self.pin_memory_thread = threading.Thread(target=results_loop, daemon=True, args=(
+            self._queues, self.pin_memory_queue, self._collector_stop, self.pin_memory, gpu, self.wait_time,
+            self._processes))
+        self.pin_memory_thread.start()
+        self.was_initialized = True
+
+    def close(self) -> None:
+        """Stop and join the collecting thread, then the worker processes (waits at most ~15 s).
+
+        The workers are paused first and stay alive until the thread has stopped, so every batch
+        the thread unpickles comes from a live worker; batches still queued are dropped by
+        batchgenerators' shutdown, which ignores a descriptor it cannot fetch.
+        """
         self._finish()
 
-    def _drop_queued_batches(self, quiet_s: float = 0.1, timeout_s: float = 5.0) -> None:
-        """Drop collected batches until none has arrived for `quiet_s` seconds (workers are paused).
-
-        The collecting thread takes batches from the workers' queues in turn, so once it waits on
-        a paused worker's empty queue it receives nothing more; batches left in the other queues
-        are dropped by batchgenerators' shutdown, which ignores a descriptor it cannot fetch.
-        """
-        now = time.monotonic()
-        deadline, last_arrival = now + timeout_s, now
-        while now < deadline and now - last_arrival < quiet_s:
-            try:
-                self.pin_memory_queue.get(timeout=self.wait_time)
-                last_arrival = time.monotonic()
-            except queue.Empty:
-                pass
-            now = time.monotonic()
+    def _finish(self, timeout: float = 10, force: bool = False) -> None:
+        if self.pin_memory_thread is not None:
+            self.pause_event.set()
+            self._collector_stop.stop_collecting()
+            self.pin_memory_thread.join(timeout=timeout)
+        super()._finish(timeout, force)
 
     def __del__(self) -> None:
         self.close()
@@ -134,6 +155,24 @@ class WorkerAugmenter(MultiThreadedAugmenter):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _CollectorStop:
+    """The collecting thread's stop signal: set by close(), or by the workers' abort (a worker failed)."""
+
+    def __init__(self, workers_abort) -> None:
+        self._own = threading.Event()
+        self._workers_abort = workers_abort
+
+    def is_set(self) -> bool:
+        return self._own.is_set() or self._workers_abort.is_set()
+
+    def set(self) -> None:
+        self._own.set()
+        self._workers_abort.set()  # the thread found a dead worker: make next() raise, as batchgenerators does
+
+    def stop_collecting(self) -> None:
+        self._own.set()
 
 
 def _close_at_exit(ref: "weakref.ref[WorkerAugmenter]") -> None:
