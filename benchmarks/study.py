@@ -5,7 +5,7 @@ one fixed budget per dataset, two runs side by side at one thread each, one JSON
     PYTHONPATH=. python benchmarks/study.py list          # which rows benchmarks/results/study_runs.jsonl holds
 
 A job is DATASET:CONFIG:SEED. DATASET names a work folder planned and preprocessed beforehand (STUDY_ROOT/<dataset>,
-`--root`, default /work/study; the commands are in BUDGETS), CONFIG one of its plans.json configurations, SEED the
+`--root`, default ../study beside the repository; the commands are in BUDGETS), CONFIG one of its plans.json configurations, SEED the
 `--seed` of `satnet train` (weights and data). Each seed trains in its own folder STUDY_ROOT/<dataset>/seed_<s>,
 whose plans, splits and preprocessed data are links to the dataset's, so every seed and variant sees the same
 data and the same plans. Augmentation runs in the training process (`--workers 0`): a run is a function of its
@@ -370,7 +370,8 @@ def main() -> None:
     r = sub.add_parser("run", help="train and validate DATASET:CONFIG:SEED jobs, --parallel at a time")
     r.add_argument("jobs", nargs="+")
     r.add_argument("--parallel", type=int, default=2)
-    r.add_argument("--root", type=Path, default=Path("/work/study"))
+    r.add_argument("--root", type=Path, default=ROOT.parent / "study",
+                   help="STUDY_ROOT, the folder of the planned work folders (default ../study beside the repository)")
     r.add_argument("--runs", type=Path, default=RUNS)
     r.add_argument("--epochs", type=int, help="override the dataset's budget (a smoke test; the row records it)")
     r.add_argument("--iterations", type=int, help="override the dataset's iterations per epoch (as --epochs)")

@@ -18,7 +18,8 @@ import torch
 from satnet.cli import main
 from satnet.planning.plans import load_plans, save_plans
 from satnet.synthetic import make_dataset_3d
-from tests.training.trainer_work_dir import one_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONFIG = "3d_di2in"
 SHAPE = (12, 32, 40)  # (Z, Y, X) voxels at 2.5 x 0.8 x 0.8 mm

@@ -21,7 +21,9 @@ from satnet.inference.predictor import InferenceSettings, predict_preprocessed_c
 from satnet.io.images import read_image, read_label
 from satnet.planning.splits import load_splits
 from satnet.synthetic import make_dataset_3d
-from tests.inference.fakes import add_checkpoint, make_work_dir, one_torch_thread  # noqa: F401
+from tests.inference.fakes import add_checkpoint, make_work_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from satnet_testing import build_plan
@@ -54,13 +53,3 @@ def add_checkpoint(work_dir: Path, config: str, fold: str | int, seed: int, whic
         "network": spec.to_dict(), "plans_json": plans_text, "state_dict": network.state_dict(), "epoch": 1,
     })
     return network.eval()
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One PyTorch thread: tiny networks gain nothing from more, and on a busy shared machine several
-    threads are much slower (docs/predict.md); import this fixture into a test module to use it there."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
