@@ -35,4 +35,4 @@ def test_di2in_plan_fits_a_binding_budget(plans):
 
 def test_di2in_plans_round_trip(plans):
     assert Plans.from_dict(json.loads(dumps_json(plans))) == plans
-    assert plans.planner["arch"] == "di2in"
+    assert plans.planner.arch == "di2in"
