@@ -89,6 +89,18 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def _terminated_within(exc: BaseException) -> Terminated | None:
+    """The Terminated that `exc` was raised from, if any: a SIGTERM that lands inside a C extension's import
+    (matplotlib's, say) or a library that wraps exceptions surfaces as another exception caused by it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Terminated):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _handle_sigterm() -> Callable[[], None]:
     """Install the SIGTERM handler (main thread only); returns a function restoring the previous one."""
     if threading.current_thread() is not threading.main_thread():
@@ -104,26 +116,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore_sigterm = _handle_sigterm()
     try:
         return int(args.handler(args) or 0)
-    except SatnetError as exc:
-        if args.debug:
-            raise
-        print(f"satnet {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        if args.debug:
-            raise
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"satnet {args.command}: error: {exc.strerror or exc}{where}; check that the path exists, "
-              f"is writable and the disk has space, then rerun (finished outputs are kept)", file=sys.stderr)
-        return 1
     except KeyboardInterrupt as exc:
-        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"satnet {args.command}: {how}; finished outputs are kept, rerun to continue (train: --resume)",
-              file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return _stopped(args.command, isinstance(exc, Terminated))
+    except Exception as exc:
+        if _terminated_within(exc) is not None:
+            return _stopped(args.command, True)
+        if args.debug or not isinstance(exc, (SatnetError, OSError)):
+            raise
+        print(f"satnet {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return 1
     finally:
         restore_sigterm()
         restore_logging()
+
+
+def _message(exc: SatnetError | OSError) -> str:
+    if isinstance(exc, SatnetError):
+        return str(exc)
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return (f"{exc.strerror or exc}{where}; check that the path exists, is writable and the disk has space, then "
+            f"rerun (finished outputs are kept)")
+
+
+def _stopped(command: str, terminated: bool) -> int:
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    print(f"satnet {command}: {how}; finished outputs are kept, rerun to continue (train: --resume)", file=sys.stderr)
+    return 143 if terminated else 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,3 +92,28 @@ def test_sigterm_ends_train_and_its_augmentation_workers(tmp_path):
                               "--epochs", "2", "--no-validation", "-q"], env=ENV, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_sigterm_that_surfaces_as_another_error_still_ends_with_143(tmp_path, monkeypatch, capsys):
+    # Seen in CI: SIGTERM landed while matplotlib's C extension initialised, and the import turned the
+    # Terminated into "ImportError: initialization failed" (raised from it): a traceback and exit code 1.
+    import satnet.cli.predict as predict_cli
+    from satnet.cli import Terminated, main
+
+    def import_interrupted(args):
+        try:
+            raise Terminated()
+        except Terminated as exc:
+            raise ImportError("initialization failed") from exc
+
+    monkeypatch.setattr(predict_cli, "_run_evaluate", import_interrupted)
+    assert main(["evaluate", str(tmp_path), str(tmp_path)]) == 143
+    err = capsys.readouterr().err
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+
+    def plain_import_error(args):
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(predict_cli, "_run_evaluate", plain_import_error)
+    with pytest.raises(ImportError):  # an error that no SIGTERM caused is not hidden
+        main(["evaluate", str(tmp_path), str(tmp_path)])
