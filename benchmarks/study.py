@@ -401,11 +401,19 @@ def main() -> None:
         budget.update({k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v})
     args.runs.parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.parallel) as pool:
-        for future in [pool.submit(run_job, args.root, job, args.runs) for job in args.jobs]:
-            try:
-                future.result()
-            except subprocess.CalledProcessError as exc:
-                print(f"failed: {exc}", flush=True)
+        for future in [pool.submit(_run_reported, args.root, job, args.runs) for job in args.jobs]:
+            future.result()
+
+
+def _run_reported(root: Path, job: str, runs: Path) -> dict | None:
+    """run_job, with any failure printed when it happens (the queue goes on with the next job)."""
+    try:
+        return run_job(root, job, runs)
+    except Exception:
+        import traceback
+
+        print(f"{job}: failed:\n{traceback.format_exc()}", flush=True)
+        return None
 
 
 if __name__ == "__main__":
