@@ -30,6 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+# satnet from this checkout, as the training subprocesses (PYTHONPATH=ROOT): an installed or editable satnet
+# elsewhere may be reinstalled while a study runs (a CI check in a clone re-points an editable install), and the
+# first run of hip:3d_org:1 lost its row to an import in the middle of such a reinstall.
+sys.path.insert(0, str(ROOT))
 
 from perf_common import cpu_model  # noqa: E402
 RUNS = ROOT / "benchmarks" / "results" / "study_runs.jsonl"
