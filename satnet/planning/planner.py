@@ -34,7 +34,7 @@ from satnet.planning.plans import (  # noqa: F401 (PlannerOptions re-exported: c
     Plans,
     ResamplingPlan,
 )
-from satnet.planning.search import largest_fitting_patch
+from satnet.planning.search import largest_fitting_patch, smallest_legal_patch
 from satnet.planning.topology import MIN_FEATURE_MAP, Topology, fit_patch_to_topology
 
 log = logging.getLogger(__name__)
@@ -216,11 +216,12 @@ def search_patch_and_batch(
 
     found = largest_fitting_patch(cap, median, spacing, kernel, budget, estimate)
     if found is None:
-        smallest = [8] * dims  # pooled once: the smallest encoder-decoder
-        need = estimate(fit_patch_to_topology(smallest, spacing, kernel)[1], smallest).total
+        smallest, small_topo = smallest_legal_patch(cap, median, spacing, kernel)  # the search tried at least one
+        need = estimate(small_topo, smallest).total
         raise ConfigError(
-            f"no {dims}D patch fits --gpu-memory-gb {options.gpu_memory_gb:g}: even a {_fmt(smallest)} patch at "
-            f"batch {MIN_BATCH} needs {need / GIB:.2f} GiB; raise --gpu-memory-gb or choose a lighter --arch/--skip"
+            f"no {dims}D patch fits --gpu-memory-gb {options.gpu_memory_gb:g}: even the smallest balanced patch, "
+            f"{_fmt(smallest)} at batch {MIN_BATCH}, needs {need / GIB:.3g} GiB; raise --gpu-memory-gb or choose a "
+            f"lighter --arch/--skip"
         )
     patch, topo, est = found
     spec = _spec(fp, options, dims, topo)

@@ -9,13 +9,20 @@ no larger than the starting patch and balanced (the patch-to-median ratios of th
 at most MAX_SPREAD), largest volume first, and returns the first whose exact estimate fits.
 
 Exact estimates cost 0.3-1 s each at large patches, so the search does not run one per
-candidate. Memory is a volume-independent part (parameters, gradients, optimiser state) plus a
-part proportional to the patch volume, whose bytes per voxel hardly depend on the topology
-(the full-resolution stages dominate). The smallest of each part seen so far, less MARGIN,
-bounds every later candidate's memory from below, and candidates whose bound exceeds the budget
-are skipped without an estimate; the first candidate estimated to fit is the answer, so a
-fitting patch is never skipped unless a topology's bytes per voxel fall more than MARGIN below
-the smallest seen.
+candidate. For one topology (the network is a function of it), memory is a volume-independent
+part (parameters, gradients, optimiser state: exact for every patch of that topology) plus a part
+nearly proportional to the patch volume. Once a topology has been estimated, its constant plus
+its smallest bytes per voxel seen, less MARGIN, bound the memory of its later candidates from
+below, and a candidate whose bound exceeds the budget is skipped without an estimate; a topology
+not seen yet is always estimated. The first candidate estimated to fit is the answer, so a
+fitting patch is never skipped unless its bytes per voxel fall more than MARGIN below those of a
+larger patch of the same topology.
+
+The bound is kept per topology because the constant part is not shared: smaller patches get
+fewer stages and far fewer parameters. An earlier bound took the smallest constant seen over all
+topologies, which at small budgets (under about 0.3 GiB for a CT-like dataset) skipped every
+patch that fitted: `--gpu-memory-gb 0.3` planned 24x24x20 at batch 26 instead of 48x48x48 at
+batch 2, and 0.2 failed outright.
 """
 from __future__ import annotations
 
@@ -62,19 +69,32 @@ def largest_fitting_patch(
     cap: Sequence[int], median: Sequence[int], spacing: Sequence[float], kernel: int, budget: int, estimate: Estimate
 ) -> tuple[list[int], Topology, MemoryEstimate] | None:
     """The first balanced legal patch (see module docstring) whose estimate fits `budget`, or None."""
-    fixed = math.inf  # smallest volume-independent part seen (parameters, gradients, optimiser state)
-    per_voxel = math.inf  # smallest volume-dependent bytes per patch voxel seen
+    seen: dict[str, tuple[int, float]] = {}  # per topology: constant part, smallest bytes per voxel seen
     for patch in balanced_candidates(cap, median):
         fitted, topo = fit_patch_to_topology(patch, spacing, kernel)
         if fitted != patch or len(topo.strides) < 2:  # an encoder-decoder needs at least one downsampling
             continue
         volume = float(math.prod(patch))
-        if per_voxel < math.inf and (fixed + per_voxel * volume) * (1 - MARGIN) > budget:
-            continue  # surely too large: skip the exact estimate
+        key = repr(topo)
+        if key in seen:
+            constant, per_voxel = seen[key]
+            if (constant + per_voxel * volume) * (1 - MARGIN) > budget:
+                continue  # surely too large: skip the exact estimate
         est = estimate(topo, patch)
         constant = est.parameters + est.gradients + est.optimizer
-        fixed = min(fixed, constant)
-        per_voxel = min(per_voxel, (est.total - constant) / volume)
+        per_voxel = (est.total - constant) / volume
+        seen[key] = (constant, min(per_voxel, seen[key][1]) if key in seen else per_voxel)
         if est.total <= budget:
             return patch, topo, est
     return None
+
+
+def smallest_legal_patch(cap: Sequence[int], median: Sequence[int], spacing: Sequence[float],
+                         kernel: int) -> tuple[list[int], Topology] | None:
+    """The smallest patch largest_fitting_patch would try (with its topology), or None if it tries none."""
+    last = None
+    for patch in balanced_candidates(cap, median):
+        fitted, topo = fit_patch_to_topology(patch, spacing, kernel)
+        if fitted == patch and len(topo.strides) >= 2:
+            last = (patch, topo)
+    return last

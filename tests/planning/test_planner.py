@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -10,6 +11,7 @@ from satnet.planning.fingerprint import Fingerprint, synthetic_fingerprint
 from satnet.planning.planner import (
     PlannerOptions, auto_spacing, merge_plans, channel_normalization, plan_experiment, target_spacing,
 )
+from satnet.planning import search
 from satnet.planning.plans import Plans
 
 GIB = 1024**3
@@ -68,9 +70,26 @@ def test_variants_merge_into_one_plans_file(ct):
     assert merge_plans(merged, sat).configurations["3d"] == sat.configurations["3d"]
 
 
-def test_small_budget_is_a_clear_error(ct):
-    with pytest.raises(ConfigError, match="raise --gpu-memory-gb"):
-        plan_experiment(ct, PlannerOptions(gpu_memory_gb=0.01, configs=["3d"]))
+def test_small_budget_is_a_clear_error_quoting_a_need_above_it():
+    with pytest.raises(ConfigError, match="raise --gpu-memory-gb") as info:
+        plan_experiment(hippocampus_like(), PlannerOptions(gpu_memory_gb=0.003, configs=["3d"]))
+    need = float(re.search(r"needs ([0-9.e-]+) GiB", str(info.value)).group(1))
+    assert need > 0.003, info.value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gb", [0.3, 1.0])
+def test_search_bound_never_changes_the_plan(ct, gb, monkeypatch):
+    """The per-topology lower bound only skips estimates: the plan equals the one with no skipping.
+
+    A bound shared by all topologies once skipped every fitting patch at small budgets (smaller
+    patches have fewer stages, so far fewer parameters than the first patches estimated).
+    """
+    bounded, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, configs=["3d"]))
+    monkeypatch.setattr(search, "MARGIN", 1.0)  # (1 - MARGIN) = 0: no candidate is skipped
+    exhaustive, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, configs=["3d"]))
+    b, e = bounded.configurations["3d"], exhaustive.configurations["3d"]
+    assert (b.patch_size, b.batch_size) == (e.patch_size, e.batch_size)
 
 
 def test_default_spacing_is_2mm_and_warns_about_small_objects():
