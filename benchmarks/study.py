@@ -3,6 +3,8 @@ one fixed budget per dataset, two runs side by side at one thread each, one JSON
 
     PYTHONPATH=. python benchmarks/study.py run hip:3d_org:1 hip:3d:1 isic:2d_org:1 ... [--parallel 2]
     PYTHONPATH=. python benchmarks/study.py list          # which rows benchmarks/results/study_runs.jsonl holds
+    PYTHONPATH=. python benchmarks/study.py speed hip isic  # s / it of every configuration, side by side
+    PYTHONPATH=. python benchmarks/study.py table --datasets hip isic --name study
 
 A job is DATASET:CONFIG:SEED. DATASET names a work folder planned and preprocessed beforehand (STUDY_ROOT/<dataset>,
 `--root`, default ../study beside the repository; the commands are in BUDGETS), CONFIG one of its plans.json configurations, SEED the
@@ -156,6 +158,69 @@ def describe(work: Path, dataset: str, config: str, seed: int, budget: dict, fol
 
 
 # ---------------------------------------------------------------------------------------------
+# Seconds per iteration, measured side by side
+
+SPEED = ROOT / "benchmarks" / "results" / "study_speed.json"
+
+
+def measure_speed(root: Path, dataset: str, configs: list[str], rounds: int) -> dict[str, dict]:
+    """Median seconds of one training step per configuration, at the study's patch and batch, one thread.
+
+    The runs' own wall time per iteration depends on what else shared the machine while each ran, so the
+    table's s / it comes from here instead: every configuration's network in one process, one step of each in
+    turn (after a warm-up round), on a random batch already in memory, so the load falls on all alike. A step
+    is satnet's own (satnet.training.loop.train_step: forward, Dice + CE with deep supervision, backward,
+    clipping, SGD with nnU-Net's momentum); data loading and augmentation (the same for every variant) are
+    left out.
+    """
+    import statistics
+
+    import torch
+
+    from satnet.nets import build_network
+    from satnet.planning.plans import load_plans
+    from satnet.training.loop import Precision, train_step
+    from satnet.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
+
+    torch.set_num_threads(1)
+    plans, budget = load_plans(work_folder(root, dataset)), BUDGETS[dataset]
+    generator = torch.Generator().manual_seed(0)
+    precision = Precision(torch.device("cpu"), None, None, torch.contiguous_format)
+    steps = {}
+    for config in configs:
+        plan = plans.configuration(config)
+        batch = budget["batch_size"] or plan.batch_size
+        torch.manual_seed(0)
+        model = build_network(plan.network)
+        data = torch.randn(batch, plan.network.in_channels, *plan.patch_size, generator=generator)
+        with torch.no_grad():
+            outputs = model(data)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        target = [torch.randint(0, plan.network.num_classes, (batch, 1, *o.shape[2:]), generator=generator)
+                  for o in outputs]
+        loss = DeepSupervisionLoss(DiceCELoss(), deep_supervision_weights(len(outputs)))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+        steps[config] = (model, {"data": data, "target": target}, loss, optimizer)
+    times: dict[str, list[float]] = {c: [] for c in configs}
+    load = os.getloadavg()[0]
+    for repeat in range(rounds + 1):  # round 0 warms up oneDNN's kernels and the allocator
+        for config, (model, batch, loss, optimizer) in steps.items():
+            start = time.perf_counter()
+            train_step(model, batch, loss, optimizer, precision, grad_clip=12.0)
+            if repeat:
+                times[config].append(time.perf_counter() - start)
+    return {config: {"seconds_per_iteration": round(statistics.median(t), 3), "rounds": rounds,
+                     "batch_size": steps[config][1]["data"].shape[0], "load_before": round(load, 2),
+                     "load_after": round(os.getloadavg()[0], 2), "threads": 1,
+                     "machine": f"{os.cpu_count()} cores, {cpu_model()}", "date": time.strftime("%Y-%m-%d %H:%M")}
+            for config, t in times.items()}
+
+
+def load_speed(path: Path = SPEED) -> dict[str, dict[str, dict]]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ---------------------------------------------------------------------------------------------
 # The table: every (dataset, configuration) over its seeds
 
 
@@ -198,9 +263,11 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
+def aggregate(rows: list[dict], speed: dict[str, dict[str, dict]] | None = None) -> list[dict]:
     """One entry per (dataset, config): per label the Dice mean and std over seeds, the mean std over cases,
-    FPR, FNR, the paired difference to the dataset's ORG run; parameters, memory, seconds per iteration."""
+    FPR, FNR, the paired difference to the dataset's ORG run; parameters, memory, seconds per iteration (from
+    `speed`, measure_speed's results per dataset, where it has the configuration; else the runs' median)."""
+    speed = speed or {}
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["config"]), []).append(r)
@@ -227,7 +294,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
             "iterations": runs[0]["epochs"] * runs[0]["iterations"], "batch_size": runs[0]["batch_size"],
             "patch": runs[0]["patch"], "parameters": runs[0]["parameters"],
             "train_activation_mb": runs[0]["train_activation_mb"], "inference_peak_mb": runs[0]["inference_peak_mb"],
-            "seconds_per_iteration": sorted(r["seconds_per_iteration"] for r in runs)[len(runs) // 2],
+            "seconds_per_iteration": speed.get(dataset, {}).get(config, {}).get("seconds_per_iteration"),
+            "run_seconds_per_iteration": sorted(r["seconds_per_iteration"] for r in runs)[len(runs) // 2],
             "per_label": per_label,
             "curve": _mean_curve(runs),
         })
@@ -265,7 +333,7 @@ def markdown(table: list[dict]) -> list[str]:
                   f"patch {'x'.join(map(str, entries[0]['patch']))}", ""]
         head = ["configuration", "skip", "seeds"] + [f"Dice {n} (seeds / cases std)" for n in names] \
             + [f"Dice - ORG {n} (seed std, p)" for n in names] + ["FPR / FNR", "parameters", "train act. MB",
-                                                                   "infer. peak MB", "s / it"]
+                                                                   "infer. peak MB", "s / it (runs' s / it)"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for t in entries:
             cells = [f"`{t['config']}`", t["skip"], str(len(t["seeds"]))]
@@ -279,13 +347,14 @@ def markdown(table: list[dict]) -> list[str]:
             cells.append(" ; ".join(f"{_fmt(t['per_label'][k]['fpr'])} / {_fmt(t['per_label'][k]['fnr'])}"
                                     for k in labels))
             cells += [f"{t['parameters']:,}", f"{t['train_activation_mb']:,.0f}", f"{t['inference_peak_mb']:.1f}",
-                      f"{t['seconds_per_iteration']:.2f}"]
+                      f"{_fmt(t['seconds_per_iteration'], 2)} ({t['run_seconds_per_iteration']:.2f})"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
 
 TOLERANCE = -0.005  # the issue's bar: a variant may cost at most 0.005 mean paired Dice against ORG
+SEEDS = 3  # a row is a result once it has this many seeds
 
 
 def choose_default(table: list[dict], datasets: tuple[str, ...] = ("hip", "isic")) -> str:
@@ -317,14 +386,17 @@ def choose_default(table: list[dict], datasets: tuple[str, ...] = ("hip", "isic"
             scored.append((skip, diffs, saved))
     if not scored:
         return "no decision: no variant other than ORG has runs on every dataset"
+    fewest = min(len(t["seeds"]) for t in table if t["dataset"] in datasets)
+    provisional = f"provisional ({fewest} of {SEEDS} seeds on some row): " if fewest < SEEDS else ""
     passing = [s for s in scored if all(d >= TOLERANCE for d in s[1])]
     words = lambda s: ", ".join(f"{d} {x:+.3f} Dice, {m:,.0f} MB saved" for d, x, m in zip(datasets, s[1], s[2]))
     if passing:
         skip, diffs, saved = max(passing, key=lambda s: sum(s[2]))
-        return f"default `{skip}`: the lightest variant within {TOLERANCE} Dice of ORG on every dataset ({words((skip, diffs, saved))})"
+        return (f"{provisional}default `{skip}`: the lightest variant within {TOLERANCE} Dice of ORG on every dataset "
+                f"({words((skip, diffs, saved))})")
     costs = [(s, _mean([-d / m if m > 0 else float("inf") for d, m in zip(s[1], s[2])])) for s in scored]
     best, cost = min(costs, key=lambda c: c[1])
-    return (f"no variant is within {TOLERANCE} Dice of ORG on every dataset; the least Dice per MB saved is "
+    return (f"{provisional}no variant is within {TOLERANCE} Dice of ORG on every dataset; the least Dice per MB saved is "
             f"`{best[0]}` ({words(best)}; {cost * 1000:.3f} Dice per GB)")
 
 
@@ -339,7 +411,7 @@ def plot_curves(table: list[dict], path: Path) -> None:
     for ax, dataset in zip(axes[0], datasets):
         for t in (t for t in table if t["dataset"] == dataset):
             xs, ys = zip(*t["curve"]) if t["curve"] else ((), ())
-            ax.plot(xs, ys, label=f"{t['skip']} ({len(t['seeds'])} seeds)",
+            ax.plot(xs, ys, label=f"{t['skip']} ({len(t['seeds'])} seed{'s' if len(t['seeds']) != 1 else ''})",
                     linestyle="-" if t["skip"] == "org" else "--" if "-" in t["skip"] else ":")
         ax.set_title(f"{dataset}: validation pseudo-Dice (EMA), mean over seeds")
         ax.set_xlabel("training iterations")
@@ -356,7 +428,7 @@ def plot_curves(table: list[dict], path: Path) -> None:
 
 def write_table(rows: list[dict], name: str) -> list[dict]:
     """benchmarks/results/<name>.json, docs/results_<name>.md (between markers) and docs/<name>_curves.png."""
-    table = aggregate(rows)
+    table = aggregate(rows, load_speed())
     (ROOT / "benchmarks" / "results" / f"{name}.json").write_text(json.dumps(table, indent=1) + "\n")
     plot_curves(table, ROOT / "docs" / f"{name}_curves.png")
     doc = ROOT / "docs" / f"results_{name}.md"
@@ -385,7 +457,25 @@ def main() -> None:
     tb.add_argument("--runs", type=Path, default=RUNS)
     tb.add_argument("--name", default="study")
     tb.add_argument("--datasets", nargs="+", help="only these datasets (e.g. hip_pilot)")
+    sp = sub.add_parser("speed", help=f"seconds per training step of each configuration, side by side "
+                                      f"(into {SPEED.relative_to(ROOT)}, which `table` reads)")
+    sp.add_argument("datasets", nargs="+", help="datasets of the study (their configurations with rows in --runs)")
+    sp.add_argument("--root", type=Path, default=ROOT.parent / "study")
+    sp.add_argument("--runs", type=Path, default=RUNS)
+    sp.add_argument("--rounds", type=int, default=10, help="measured steps per configuration (default 10)")
+    sp.add_argument("--configs", nargs="+", help="these configurations of every dataset named (default: those with rows)")
     args = parser.parse_args()
+    if args.command == "speed":
+        results = load_speed()
+        for dataset in args.datasets:
+            configs = args.configs or list(dict.fromkeys(r["config"] for r in load_rows(args.runs)
+                                                         if r["dataset"] == dataset))
+            results[dataset] = measure_speed(args.root, dataset, configs, args.rounds)
+            print(dataset, json.dumps({c: v["seconds_per_iteration"] for c, v in results[dataset].items()}))
+        tmp = SPEED.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+        tmp.replace(SPEED)
+        return
     if args.command == "table":
         rows = [r for r in load_rows(args.runs) if not args.datasets or r["dataset"] in args.datasets]
         table = write_table(rows, args.name)
