@@ -157,7 +157,8 @@ def evaluate_pair(pair: CasePair, labels: tuple[int, ...]) -> dict[str, Any]:
     mismatch = geometry_mismatch(ref_geometry, pred_geometry)
     if mismatch:
         return {"case": pair.case_id, "mismatch": mismatch}
-    metrics = case_metrics(reference, prediction, labels, spacing=ref_geometry.spacing)
+    metrics = case_metrics(reference, prediction, labels, spacing=ref_geometry.spacing,
+                           planar=ref_geometry.spatial_dims_in_file == 2)
     return {"case": pair.case_id, "reference": str(pair.reference), "prediction": str(pair.prediction),
             "metrics": metrics}
 

@@ -92,12 +92,15 @@ def case_metrics(
     prediction: np.ndarray,
     labels: Sequence[int],
     spacing: Sequence[float] | None = None,
+    planar: bool = False,
 ) -> dict[int, dict[str, float]]:
     """Metrics of one case, per label: {label: {name: value}}.
 
     Names: dice, fpr, fnr (see the module docstring for empty masks), tp, fp, fn, tn (voxel
     counts), reference_voxels and prediction_voxels (mask sizes), and, when `spacing` (one
-    entry per axis, in mm) is given, reference_volume_mm3 and prediction_volume_mm3.
+    entry per axis, in mm) is given, reference_volume_mm3 and prediction_volume_mm3; for a 2D
+    file read as (1, Y, X) (`planar`: its first spacing is a placeholder and does not count)
+    reference_area_mm2 and prediction_area_mm2 instead.
     """
     counts = confusion_counts(reference, prediction, labels)  # (K, 4)
     rates = rates_from_counts(counts)
@@ -105,14 +108,15 @@ def case_metrics(
     if spacing is not None:
         if len(spacing) != np.ndim(reference):
             raise InputError(f"spacing has {len(spacing)} entries but the segmentation has {np.ndim(reference)} axes")
-        voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=np.float64)))
+        voxel_mm3 = float(np.prod(np.asarray(spacing[1:] if planar else spacing, dtype=np.float64)))
+    size = ("reference_area_mm2", "prediction_area_mm2") if planar else ("reference_volume_mm3", "prediction_volume_mm3")
     result: dict[int, dict[str, float]] = {}
     for k, label in enumerate(labels):
         tp, fp, fn, tn = (int(v) for v in counts[k])
         row: dict[str, float] = {name: float(rates[name][k]) for name in METRICS}
         row.update(tp=tp, fp=fp, fn=fn, tn=tn, reference_voxels=tp + fn, prediction_voxels=tp + fp)
         if voxel_mm3 is not None:
-            row.update(reference_volume_mm3=(tp + fn) * voxel_mm3, prediction_volume_mm3=(tp + fp) * voxel_mm3)
+            row.update({size[0]: (tp + fn) * voxel_mm3, size[1]: (tp + fp) * voxel_mm3})
         result[int(label)] = row
     return result
 

@@ -27,6 +27,7 @@ from satnet.evaluation.evaluate import CasePair, build_summary, evaluate_pair
 from satnet.evaluation.metrics import case_metrics
 from satnet.inference.export import load_probabilities
 from satnet.inference.postprocessing import decide_postprocessing, save_postprocessing
+from satnet.io.geometry import ImageGeometry
 from satnet.io.images import read_label
 from satnet.io.pool import map_cases
 from satnet.io.workdir import ENSEMBLE_PREFIX, WorkDir, results_name
@@ -167,8 +168,8 @@ def _ensemble_jobs(work_dir: Path, configs: Sequence[str], fold_of: dict[str, in
             for c, k in sorted(fold_of.items())]
 
 
-def ensemble_segmentation(job: _EnsembleCase) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """(argmax of the mean probabilities uint8 (Z, Y, X), reference, reference spacing) of one case."""
+def ensemble_segmentation(job: _EnsembleCase) -> tuple[np.ndarray, np.ndarray, ImageGeometry]:
+    """(argmax of the mean probabilities uint8 (Z, Y, X), reference, the reference's geometry) of one case."""
     reference, geometry = read_label(job.reference)
     total = None
     for path in job.probabilities:
@@ -177,12 +178,13 @@ def ensemble_segmentation(job: _EnsembleCase) -> tuple[np.ndarray, np.ndarray, l
             raise InputError(f"{path} holds probabilities of shape {list(probs.shape[1:])}, but the reference "
                              f"{job.reference} is {list(reference.shape)}; predict the validation case again")
         total = probs if total is None else np.add(total, probs, out=total)
-    return np.argmax(total, axis=0).astype(np.uint8), reference, geometry.spacing
+    return np.argmax(total, axis=0).astype(np.uint8), reference, geometry
 
 
 def _ensemble_case_metrics(job: _EnsembleCase, labels: tuple[int, ...]) -> dict:
-    seg, reference, spacing = ensemble_segmentation(job)
-    return {"case": job.case_id, "metrics": case_metrics(reference, seg, labels, spacing=spacing)}
+    seg, reference, geometry = ensemble_segmentation(job)
+    return {"case": job.case_id, "metrics": case_metrics(reference, seg, labels, spacing=geometry.spacing,
+                                                          planar=geometry.spatial_dims_in_file == 2)}
 
 
 def _evaluate_ensemble(work_dir: Path, configs: list[str], fold_of: dict[str, int], plans: Plans, labels: list[int],

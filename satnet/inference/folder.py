@@ -120,10 +120,12 @@ def predict_folder(
             raise ConfigError(f"{work_dir} holds configuration {export_info.config!r} only, not {' '.join(configs)}; "
                               f"leave out -c, or export that configuration too")
         if folds and [str(f) for f in folds] != loaded.folds:
+            missing = [str(f) for f in folds if str(f) not in loaded.folds]
+            if missing:  # as a work folder's missing fold is an error, not a quiet smaller ensemble
+                raise ConfigError(f"{work_dir} holds folds {', '.join(export_info.folds)}, not {', '.join(missing)}; "
+                                  f"leave out -f to use every exported fold, or export those folds too")
             loaded.networks = [n for f, n in zip(loaded.folds, loaded.networks) if f in {str(x) for x in folds}]
             loaded.folds = [f for f in loaded.folds if f in {str(x) for x in folds}]
-            if not loaded.folds:
-                raise ConfigError(f"{work_dir} holds folds {', '.join(export_info.folds)}, not {' '.join(map(str, folds))}")
         configs = [export_info.config]
     else:
         plans = load_plans(work_dir)

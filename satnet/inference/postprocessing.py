@@ -79,7 +79,7 @@ def keep_largest_component(seg: np.ndarray, labels: Sequence[int] | None = None)
     seg = check_label_map(seg)
     out = seg.copy()
     if labels is None:
-        labels = [int(v) for v in np.flatnonzero(np.bincount(seg.reshape(-1)))[1:]] if seg.size else []
+        labels = [int(v) for v in np.flatnonzero(np.bincount(seg.reshape(-1))) if v != 0] if seg.size else []
     for label in labels:
         _remove_all_but_largest(out, seg == label)
     return out
@@ -144,14 +144,17 @@ def decide_postprocessing(
     report["largest_component"] = {}
     for k, label in enumerate(labels):
         trial = _dice_per_label((keep_largest_component(p, [label]) for p in predictions), references, labels)
-        applied = _improves(current, trial)
-        report["largest_component"][str(label)] = {**_summary(trial, labels), "applied": applied}
+        # Only this label's voxels change (to background), so only its Dice moves: the trial runs on
+        # `predictions` without the steps chosen so far, and the candidate is `current` with this
+        # label's new Dice. (Comparing `current` with the trial itself saw every earlier chosen
+        # label fall back to its old Dice and rejected all later labels.)
+        candidate = current.copy()
+        candidate[k] = trial[k]
+        applied = _improves(current, candidate)
+        report["largest_component"][str(label)] = {**_summary(candidate, labels), "applied": applied}
         if applied:
             chosen.append(label)
-            # Only this label's voxels changed, so only its Dice moves: later trials start from
-            # `predictions` without this step, and the combined result is this label's new Dice.
-            current = current.copy()
-            current[k] = trial[k]
+            current = candidate
     report["final"] = _summary(current, labels)
     return PostprocessingDecision(use_foreground, chosen), report
 

@@ -109,3 +109,20 @@ def test_no_matching_prediction_is_an_error(folders, tmp_path):
 def test_workers_give_the_same_summary(folders):
     one, two = (evaluate_folders(*folders, workers=w) for w in (1, 2))
     assert one == two and not math.isnan(two["mean"]["dice"])
+
+
+def test_2d_files_report_areas_not_volumes(tmp_path):
+    """A 2D file is read as (1, Y, X) with a placeholder Z spacing, which must not enter the size."""
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "RGB"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 1,
+        "file_ending": ".nii.gz"}))
+    ref = np.zeros((4, 6), np.uint8)
+    ref[1:3, 1:3] = 1  # 4 pixels of 0.5 x 2 mm
+    for folder in ("labelsTr", "pred"):
+        image = sitk.GetImageFromArray(ref)
+        image.SetSpacing([2.0, 0.5])  # (X, Y)
+        (tmp_path / folder).mkdir()
+        sitk.WriteImage(image, str(tmp_path / folder / "a.nii.gz"))
+    metrics = evaluate_folders(tmp_path / "labelsTr", tmp_path / "pred")["per_case"][0]["metrics"]["1"]
+    assert metrics["reference_area_mm2"] == metrics["prediction_area_mm2"] == 4 * 1.0
+    assert "reference_volume_mm3" not in metrics

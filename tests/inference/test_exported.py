@@ -107,6 +107,8 @@ def test_wrong_backend_and_a_broken_model_file_are_clear_errors(trained, tmp_pat
     assert "is an exported model" in capsys.readouterr().err
     assert main([*common, "-m", str(work), "--backend", runtime]) == 1
     assert "satnet export -m" in capsys.readouterr().err
+    assert main([*common, "-m", str(model), "--backend", runtime, "-f", "0", "3"]) == 1  # not a quiet fold-0 ensemble
+    assert "holds folds 0, not 3; leave out -f" in capsys.readouterr().err
     onnx = model / "fold_0.onnx"
     onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
     assert main([*common, "-m", str(model), "--backend", runtime]) == 1

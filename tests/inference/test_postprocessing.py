@@ -97,6 +97,25 @@ def test_a_step_that_raises_the_mean_but_lowers_one_label_is_refused():
     json.dumps(report, allow_nan=False)  # JSON-ready
 
 
+def test_every_label_whose_largest_component_helps_is_chosen():
+    """Each label has a spurious island touching the other label (so the all-foreground step keeps it):
+    removing either helps, so both are chosen, and the final Dice is what applying both gives."""
+    reference = box(np.zeros(SHAPE, np.uint8), 1, (2, 8), (2, 8), (2, 8))
+    reference = box(reference, 2, (2, 8), (12, 18), (12, 18))
+    prediction = box(reference.copy(), 1, (2, 8), (11, 12), (10, 12))  # island of 1 touching label 2
+    prediction = box(prediction, 2, (2, 8), (6, 8), (8, 9))  # island of 2 touching label 1
+    decision, report = decide_postprocessing([(prediction, reference)], [1, 2])
+    assert decision == PostprocessingDecision(keep_largest_foreground=False, largest_component_labels=[1, 2])
+    assert report["largest_component"]["2"]["dice_per_label"] == {"1": 1.0, "2": 1.0}  # label 1's step kept
+    assert report["final"]["dice_per_label"] == {"1": 1.0, "2": 1.0}
+    assert (apply_postprocessing(prediction, decision) == reference).all()
+
+
+def test_keep_largest_component_without_background_keeps_every_label_present():
+    seg = np.array([[[1, 2, 1, 1]]], np.uint8)  # no 0 voxel: label 1 is still a label
+    assert keep_largest_component(seg).tolist() == [[[0, 2, 1, 1]]]
+
+
 def test_perfect_predictions_need_nothing_and_empty_labels_are_nan():
     prediction, reference = two_component_case(0)
     decision, report = decide_postprocessing([(reference, reference)], [1, 2])  # label 2 absent everywhere
