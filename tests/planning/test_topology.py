@@ -39,3 +39,18 @@ def test_fitted_patch_divisible_by_total_stride(patch):
 def test_vnet_kernel_five():
     topo = derive_topology([32, 64, 64], [4.0, 1.0, 1.0], kernel=5)
     assert topo.kernel_sizes[0] == [1, 5, 5]
+
+
+def test_a_thin_axis_that_stops_pooling_takes_no_kernel_away_from_the_others():
+    # Z pools once more than Y/X can keep up with and then stops; Y and X are 2x coarser than Z by then,
+    # and must keep their 3x3 (a (3, 1, 1) bottleneck convolved nothing in-plane).
+    topo = derive_topology([16, 256, 256], [3.0, 1.0, 1.0])
+    assert topo.strides == [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2], [1, 2, 2]]
+    assert topo.kernel_sizes == [[1, 3, 3]] + [[3, 3, 3]] * 5
+
+
+def test_a_thin_axis_that_stops_pooling_does_not_stop_the_others():
+    # X stops at 4 voxels with spacing 2; Y and Z pool on (nnU-Net: the finest of the poolable axes)
+    topo = derive_topology([128, 128, 8], [1.0, 1.0, 1.0])
+    assert topo.strides == [[1, 1, 1], [2, 2, 2]] + [[2, 2, 1]] * 4
+    assert topo.kernel_sizes == [[3, 3, 3]] * 6
