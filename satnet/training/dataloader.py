@@ -46,6 +46,21 @@ def num_foreground_samples(batch_size: int, oversample_foreground: float = OVERS
     return batch_size - int(round(batch_size * (1.0 - oversample_foreground)))
 
 
+def rank_foreground_samples(per_rank: int, world_size: int, rank: int,
+                            oversample_foreground: float = OVERSAMPLE_FOREGROUND) -> int:
+    """This rank's share of the forced-foreground samples of the global batch (per_rank * world_size).
+
+    The rule applies to the batch the step trains on, not to each rank's part: the global batch's
+    last num_foreground_samples(global) samples are forced, and rank r holds samples
+    [r * per_rank, (r + 1) * per_rank). Per rank, a batch of 2 on 2 ranks would force none
+    (num_foreground_samples(1) == 0); this way rank 1 forces its one sample, as a single process does.
+    """
+    total = per_rank * world_size
+    first_forced = total - num_foreground_samples(total, oversample_foreground)
+    low, high = rank * per_rank, (rank + 1) * per_rank
+    return max(0, high - max(low, first_forced))
+
+
 def _foreground_locations(props_class_locations: dict[str, list[list[int]]]) -> list[np.ndarray]:
     """The non-empty (N, 3) location arrays of the foreground labels (label > 0), in label order."""
     found = []
@@ -110,6 +125,9 @@ class PatchDataLoader(DataLoader):
       augmentation crops it back (see satnet.training.augmentation.enlarged_patch_size).
     - oversample_foreground: the fraction of each batch, taken from its end, centred on foreground.
     - seed: None for fresh entropy; an int for reproducible batches.
+    - num_foreground: how many samples, from the batch's end, to centre on foreground, instead of
+      the share of oversample_foreground (a DDP rank's share of the global batch's, see
+      rank_foreground_samples).
     """
 
     def __init__(
@@ -121,6 +139,7 @@ class PatchDataLoader(DataLoader):
         read_size: Sequence[int] | None = None,
         oversample_foreground: float = OVERSAMPLE_FOREGROUND,
         seed: int | None = None,
+        num_foreground: int | None = None,
     ):
         case_ids = list(case_ids)
         super().__init__(case_ids, batch_size, num_threads_in_multithreaded=1, infinite=True)
@@ -130,7 +149,8 @@ class PatchDataLoader(DataLoader):
         self._check_arguments(case_ids, oversample_foreground)
         self.case_ids = case_ids
         self.indices = np.arange(len(case_ids))
-        self.num_foreground = num_foreground_samples(batch_size, oversample_foreground)
+        self.num_foreground = (num_foreground_samples(batch_size, oversample_foreground) if num_foreground is None
+                               else min(int(num_foreground), batch_size))
         self.locations = [_foreground_locations(load_properties(self.folder, c).class_locations) for c in case_ids]
         self.seed = seed
         self.rng = np.random.default_rng(derive_seed(seed, 0))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from satnet.nets import NETWORKS, NetworkSpec
 from satnet.nets.layers import preferred_memory_format
 from satnet.planning.plans import ConfigurationPlan
-from satnet.training.dataloader import derive_seed
+from satnet.training.dataloader import derive_seed, rank_foreground_samples
 from satnet.training.distributed import DistributedContext, all_reduce_sum
 from satnet.training.metrics import PseudoDice
 from satnet.training.pipeline import SingleProcessAugmenter, get_training_pipeline, get_validation_pipeline
@@ -107,10 +107,12 @@ class EpochPipelines:
 
     def __init__(
         self, folder: Path, train_cases: list[str], val_cases: list[str], plan: ConfigurationPlan,
-        workers: int, seed: int, rank: int, outputs: int, start_epoch: int,
+        workers: int, seed: int, rank: int, outputs: int, start_epoch: int, world_size: int = 1,
     ):
         self.seed, self.rank, self.workers = seed, rank, workers
-        common = dict(num_workers=workers, pin_memory=None)
+        # plan.batch_size is this rank's part; foreground oversampling follows the global batch
+        forced = rank_foreground_samples(plan.batch_size, world_size, rank)
+        common = dict(num_workers=workers, pin_memory=None, num_foreground=forced)
         self.train = get_training_pipeline(folder, train_cases, plan, deep_supervision_outputs=outputs,
                                            seed=epoch_seed(seed, start_epoch, rank, TRAIN_STREAM), **common)
         common["num_workers"] = workers and max(1, workers // 2)

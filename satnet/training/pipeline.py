@@ -219,6 +219,7 @@ def get_training_pipeline(
     deep_supervision_outputs: int | None = None,
     pin_memory: bool | None = None,
     augmentation: AugmentationConfig | None = None,
+    num_foreground: int | None = None,
 ) -> SingleProcessAugmenter | WorkerAugmenter:
     """Endless augmented training batches of the cases `case_ids` in `folder` for configuration `plan`.
 
@@ -232,12 +233,14 @@ def get_training_pipeline(
       plan.network.deep_supervision, else none; 0: 'target' is a single tensor.
     - pin_memory: None pins only when CUDA is available.
     - augmentation: None: `default_augmentation(plan.patch_size, plan.spacing)`.
+    - num_foreground: samples per batch centred on foreground; None: PatchDataLoader's default
+      share (a DDP rank passes its share of the global batch's, rank_foreground_samples).
     Call `.close()` (or use `with`) to stop the workers.
     """
     config = augmentation or default_augmentation(plan.patch_size, plan.spacing)
     loader = PatchDataLoader(
         folder, case_ids, plan.patch_size, plan.batch_size, read_size=enlarged_patch_size(plan.patch_size, config),
-        seed=seed,
+        seed=seed, num_foreground=num_foreground,
     )
     transform = training_transforms(
         plan.patch_size, config, _deep_supervision(plan, deep_supervision_outputs), _mask_channels(plan)
@@ -255,11 +258,12 @@ def get_validation_pipeline(
     seed: int | None = None,
     deep_supervision_outputs: int | None = None,
     pin_memory: bool | None = None,
+    num_foreground: int | None = None,
 ) -> SingleProcessAugmenter | WorkerAugmenter:
     """Endless unaugmented patches (same sampling, foreground oversampling included) for the online
     pseudo-Dice; batches as `get_training_pipeline`. num_workers None: half the default, at least 1.
     """
-    loader = PatchDataLoader(folder, case_ids, plan.patch_size, plan.batch_size, seed=seed)
+    loader = PatchDataLoader(folder, case_ids, plan.patch_size, plan.batch_size, seed=seed, num_foreground=num_foreground)
     transform = validation_transforms(_deep_supervision(plan, deep_supervision_outputs), _mask_channels(plan))
     workers = max(1, default_num_workers() // 2) if num_workers is None else num_workers
     return _augmenter(loader, transform, workers, seed, pin_memory)

@@ -336,7 +336,7 @@ def _train_epochs(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state
     outputs = count_outputs(plan.network, plan.patch_size)
     train_loss_fn, val_loss_fn = _loss_functions(outputs, ctx.enabled)
     pipelines = EpochPipelines(run.data_dir, run.train_cases, run.val_cases, plan, o.workers, o.seed, ctx.rank,
-                               outputs, state.epoch)
+                               outputs, state.epoch, world_size=ctx.world_size)
     try:
         for epoch in range(state.epoch, o.epochs):
             if o.time_budget is not None and _out_of_time(o, ctx, state, device_of(state.network)):

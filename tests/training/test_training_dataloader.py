@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from satnet.errors import InputError, MissingFileError
-from satnet.training.dataloader import PatchDataLoader, num_foreground_samples
+from satnet.training.dataloader import PatchDataLoader, num_foreground_samples, rank_foreground_samples
+from satnet.training.loop import EpochPipelines
 from satnet.training.pipeline import get_training_pipeline
 
 
@@ -18,6 +19,27 @@ def locate(patch: np.ndarray, image: np.ndarray) -> tuple[int, ...]:
 
 def test_foreground_count_is_the_last_third():
     assert [num_foreground_samples(b) for b in (1, 2, 3, 9, 12)] == [0, 1, 1, 3, 4]
+
+
+@pytest.mark.parametrize("batch, ranks", [(2, 1), (2, 2), (4, 2), (4, 4), (9, 3), (12, 2), (12, 4)])
+def test_ranks_share_the_global_batchs_foreground_samples(batch, ranks):
+    per_rank = batch // ranks
+    shares = [rank_foreground_samples(per_rank, ranks, r) for r in range(ranks)]
+    assert sum(shares) == num_foreground_samples(batch)  # as one process would force
+    assert all(0 <= s <= per_rank for s in shares)
+    assert shares == sorted(shares)  # the forced samples are the global batch's last
+
+
+def test_a_rank_with_one_sample_of_a_batch_of_two_still_forces_foreground(cases_3d, training_plan):
+    # per rank, num_foreground_samples(1) == 0: without the global rule no patch would be forced
+    folder, ids = cases_3d
+    plan = training_plan([8, 8, 8], 1, in_channels=2)  # this rank's part of a global batch of 2
+    forced = []
+    for rank in (0, 1):
+        pipelines = EpochPipelines(folder, ids, ids, plan, 0, 0, rank, 0, 0, world_size=2)
+        forced.append((pipelines.train.data_loader.num_foreground, pipelines.val.data_loader.num_foreground))
+        pipelines.close()
+    assert forced == [(0, 0), (1, 1)]
 
 
 def test_3d_patches_are_slices_of_the_case(cases_3d):
