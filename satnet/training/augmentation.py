@@ -159,19 +159,41 @@ class Convert2DTo3DTransform(AbstractTransform):
         return batch
 
 
-class ZeroOutsideImageTransform(AbstractTransform):
-    """Set 'data' channels `channels` to 0 where 'seg' is negative (padding or outside the nonzero mask).
+class RecordOutsideImageTransform(AbstractTransform):
+    """Note in '_outside' (B, *spatial) where the image has no signal: 'data' channels `channels` all
+    exactly 0 (outside the nonzero mask, which normalisation leaves at 0), or 'seg' negative (padding).
 
-    Channels normalised over their nonzero region are zero outside it; intensity augmentation
-    (noise, contrast, gamma) would otherwise leave values there that the network never sees at
-    inference.
+    Runs after the spatial transforms (cubic interpolation of an all-zero neighbourhood stays
+    exactly 0) and before the intensity ones, which ZeroOutsideImageTransform then undoes there.
+    The stored labels hold 0..K only (docs/preprocessing.md), so the label cannot say where the
+    image ends, as nnU-Net's -1 does.
     """
 
     def __init__(self, channels: Sequence[int]):
         self.channels = list(channels)
 
     def __call__(self, **batch):
-        outside = batch["seg"][:, 0] < 0  # (B, *spatial)
+        empty = np.all(batch["data"][:, self.channels] == 0, axis=1)  # (B, *spatial)
+        batch["_outside"] = empty | (batch["seg"][:, 0] < 0)
+        return batch
+
+
+class ZeroOutsideImageTransform(AbstractTransform):
+    """Set 'data' channels `channels` to 0 outside the image: where RecordOutsideImageTransform found
+    no signal (its '_outside', consumed here), else where 'seg' is negative (padding).
+
+    Channels normalised over their nonzero region are zero outside it; intensity augmentation
+    (noise, blur, contrast, gamma) would otherwise leave values there that the network never
+    sees at inference.
+    """
+
+    def __init__(self, channels: Sequence[int]):
+        self.channels = list(channels)
+
+    def __call__(self, **batch):
+        outside = batch.pop("_outside", None)
+        if outside is None:
+            outside = batch["seg"][:, 0] < 0  # (B, *spatial)
         for c in self.channels:
             batch["data"][:, c][outside] = 0
         return batch
@@ -266,11 +288,14 @@ def training_transforms(
     or with `deep_supervision` scales a list of them, one per scale. `mask_channels`: channels
     normalised over their nonzero region (kept zero outside the image).
     """
+    masking = bool(mask_channels)
     return Compose(
         _spatial_transforms(patch_size, config)
+        + ([RecordOutsideImageTransform(mask_channels)] if masking else [])
         + _intensity_transforms(config)
+        + ([ZeroOutsideImageTransform(mask_channels)] if masking else [])  # before mirroring moves the image
         + [MirrorTransform(config.mirror_axes)]
-        + _finishing_transforms(deep_supervision, mask_channels)
+        + _finishing_transforms(deep_supervision, ())
     )
 
 

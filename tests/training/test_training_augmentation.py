@@ -21,6 +21,7 @@ from satnet.training.augmentation import (
     ZeroOutsideImageTransform,
     default_augmentation,
     enlarged_patch_size,
+    training_transforms,
 )
 from satnet.training.pipeline import WorkerAugmenter, get_training_pipeline, get_validation_pipeline
 
@@ -75,6 +76,26 @@ def test_zero_outside_image_only_for_masked_channels():
     seg[:, :, :2] = -1
     out = ZeroOutsideImageTransform([1])(data=np.ones((2, 2, 4, 4), dtype=np.float32), seg=seg)["data"]
     assert out[:, 0].min() == 1 and out[:, 1, :2].max() == 0 and out[:, 1, 2:].min() == 1
+
+
+def test_intensity_augmentation_leaves_no_signal_outside_the_nonzero_mask():
+    """A channel normalised over its nonzero region is exactly 0 outside it at inference; the stored label
+    is 0 there (not -1), so the training augmentation must find the region from the image itself."""
+    grid = np.indices((16, 16, 16)) - 7.5
+    inside = (grid ** 2).sum(0) < 6.5 ** 2  # a centred ball: every mirror maps it onto itself
+    rng = np.random.default_rng(0)
+    config = AugmentationConfig(spatial_dims=3, rotation_deg=((0, 0),) * 3, p_rotation=0.0, p_scale=0.0)
+    transform = training_transforms([16, 16, 16], config, None, mask_channels=[0])
+    np.random.seed(0)
+    random.seed(0)
+    changed = False
+    for _ in range(20):
+        data = np.where(inside, rng.normal(1.0, 1.0, (4, 1, 16, 16, 16)), 0.0).astype(np.float32)
+        seg = np.where(inside, 1, 0).astype(np.int8)[None, None].repeat(4, axis=0)
+        out = transform(data=data.copy(), seg=seg)
+        assert float(out["data"][:, 0][:, ~inside].abs().max()) == 0.0
+        changed |= not np.allclose(out["data"].numpy(), data)
+    assert changed  # the augmentation did run
 
 
 def _check_batch(batch: dict, batch_size: int, channels: int, patch: list[int], scales: int) -> None:
