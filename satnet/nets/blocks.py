@@ -13,7 +13,7 @@ from torch import nn
 
 from satnet.errors import InputError
 from satnet.nets.gate import SkipGate, iter_gates
-from satnet.nets.layers import conv_cls, instance_norm_cls
+from satnet.nets.layers import GroupNorm, conv_cls, instance_norm_cls
 from satnet.nets.spec import NetworkSpec
 
 LEAKY_SLOPE = 1e-2  # nnU-Net's LeakyReLU slope
@@ -38,7 +38,7 @@ def make_norm(norm: str, spatial_dims: int, channels: int) -> nn.Module:
     if norm == "batch":
         return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
     if norm == "group":
-        return nn.GroupNorm(math.gcd(channels, 8), channels)
+        return GroupNorm(math.gcd(channels, 8), channels)
     return nn.Identity()
 
 

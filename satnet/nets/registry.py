@@ -121,14 +121,17 @@ def activation_bytes(spec: NetworkSpec | Mapping[str, Any], patch_size: Sequence
 
 
 def saved_storage_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd saves for backward while `model(x)` runs."""
+    """Bytes of the distinct storages autograd saves for backward while `model(x)` runs, less those of
+    the model's parameters and buffers and of the input `x` (saved too, but not activations)."""
     storages: list[torch.UntypedStorage] = []  # kept alive so that no storage address is reused meanwhile
     sizes: dict[int, int] = {}
+    ignored = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers(), x)}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
         storages.append(storage)
-        sizes[storage._cdata] = storage.nbytes()  # the storage's address: data_ptr() is 0 on meta
+        if storage._cdata not in ignored:
+            sizes[storage._cdata] = storage.nbytes()  # the storage's address: data_ptr() is 0 on meta
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

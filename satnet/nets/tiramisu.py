@@ -38,6 +38,7 @@ from satnet.nets.blocks import (
     upsampler,
 )
 from satnet.nets.gate import skip_gate
+from satnet.nets.layers import MaxPool2d, MaxPool3d
 from satnet.nets.spec import NetworkSpec
 
 DEFAULT_LAYERS = (4, 5, 7, 10, 12, 15)  # FC-DenseNet103 at 6 stages; the bottleneck takes the last entry
@@ -94,7 +95,7 @@ class DenseBlock(nn.Module):
 class TransitionDown(nn.Sequential):
     def __init__(self, spec: NetworkSpec, channels: int, stride: list[int]):
         dims = spec.spatial_dims
-        pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+        pool = MaxPool2d if dims == 2 else MaxPool3d
         super().__init__(*pre_activation(spec, channels), conv_cls(dims)(channels, channels, 1),
                          nn.Dropout(DROPOUT, inplace=True), pool(tuple(stride), tuple(stride)))
 

@@ -49,7 +49,10 @@ class SoftDiceLoss(nn.Module):
             labels = _labels(target, logits)  # (B, *spatial)
             axes = tuple(range(2, logits.ndim))
             with torch.no_grad():
-                onehot = torch.zeros_like(probs).scatter_(1, labels.unsqueeze(1), 1.0)
+                # bool: the product below keeps it for backward, at 1 byte a voxel instead of 4 (the same
+                # values as a float one-hot; satnet.planning.memory models this loss)
+                onehot = torch.zeros(probs.shape, dtype=torch.bool, device=probs.device)
+                onehot.scatter_(1, labels.unsqueeze(1), True)
                 if not self.include_background:
                     onehot = onehot[:, 1:]
                 volume_target = onehot.sum(axes)  # (B, K')

@@ -116,6 +116,35 @@ def test_instance_norm_under_autocast_runs_in_the_activations_precision():
     assert seen.calls[-1] == (torch.float32, torch.float32, False)
 
 
+@pytest.mark.parametrize("mean", [0.0, 10.0, 30.0])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_channels_last_instance_norm_is_exact_far_from_zero_mean_and_under_autocast(mean, autocast):
+    """An fp32 channels_last input (under CPU autocast: the output of an op autocast runs in fp32, e.g.
+    max pooling) keeps fp32 statistics; a mean many stds from 0 does not cancel its variance."""
+    torch.manual_seed(0)
+    norm = InstanceNorm3d(4, affine=True)
+    x = (mean + torch.randn(2, 4, 6, 7, 5)).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = norm(x)
+    expected = nn.functional.instance_norm(x.detach().double(), eps=norm.eps)
+    assert out.dtype == torch.float32
+    assert float((out.detach().double() - expected).abs().max()) < 2e-5
+
+
+def test_group_norm_and_max_pooling_run_in_the_activations_precision_under_autocast():
+    """CUDA autocast runs group_norm in fp32 and CPU autocast max_pool3d: either way a low-precision step
+    would keep fp32 copies on one device and not on the other, which the memory model (traced under CPU
+    autocast) could not know. satnet's layers run both in the activation's precision."""
+    from satnet.nets.layers import GroupNorm, MaxPool3d
+
+    x = torch.randn(2, 8, 4, 4, 4).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert GroupNorm(4, 8)(x).dtype == torch.bfloat16
+        assert MaxPool3d(2, 2)(x).dtype == torch.bfloat16
+        assert nn.MaxPool3d(2, 2)(x).dtype == torch.float32  # what torch's own layer does on the CPU
+    torch.testing.assert_close(GroupNorm(4, 8)(x.float()), nn.GroupNorm(4, 8)(x.float()))
+
+
 def test_channels_last_instance_norm_path_is_for_cpu_tensors_only():
     """Its forward calls native_group_norm on the channels_last memory, which CUDA's kernel refuses
     ("Expected X.is_contiguous"; seen on an H200): other devices take F.group_norm."""

@@ -70,6 +70,11 @@ def test_activation_bytes_on_meta_equal_what_a_cpu_forward_saves(arch):
     assert activation_bytes(spec.replace(skip="org"), (8, 16, 12), batch_size=2) > cpu
 
 
+def test_saved_storage_bytes_leave_out_weights_and_the_input():
+    model = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ReLU())  # saves x, weight, relu out
+    assert saved_storage_bytes(model, torch.randn(1, 2, 4, 4, 4)) == 4 * 4**3 * 4  # the ReLU output only
+
+
 def test_parameter_table_covers_every_arch_dim_and_skip():
     rows = parameter_table()
     assert len(rows) == len(ARCH_NAMES) * 2 * len(SKIP_MODES)
