@@ -110,8 +110,8 @@ def activation_bytes(spec: NetworkSpec | Mapping[str, Any], patch_size: Sequence
     The network runs on the meta device (no memory, a fraction of a second for large 3D patches),
     and every distinct storage saved for backward is counted once: exactly what a CPU forward of
     the same batch saves (the tests check). Weights, gradients, optimizer state and backward's
-    transient buffers are not included. Under autocast roughly half (measured against CPU bf16
-    autocast on tiny 3D nets: U-Net and V-Net 0.50, Tiramisu 0.62-0.67: its norm outputs stay fp32).
+    transient buffers are not included. Under autocast about half (satnet.planning.memory models
+    a step at any precision exactly).
     """
     spec = as_spec(spec)
     with torch.device("meta"):
