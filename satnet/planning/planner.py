@@ -46,9 +46,9 @@ MAX_BATCH_FRACTION = 0.05  # of the dataset's voxels in one batch (nnU-Net's cap
 SMALL_OBJECT_VOXELS = 8
 ANISOTROPY_RATIO = 3.0
 # Why DEFAULT_SKIP, in one line for plan-and-preprocess; docs/results.md ("The skip study") has the evidence.
-DEFAULT_SKIP_WHY = ("the default until the skip study of docs/results.md settles it: in every run so far (one seed each, "
-                    "300-750 iterations) SAT cost 0.02-0.09 Dice against plain skips for about 9% less training "
-                    "memory; add --skip org for the more accurate plain U-Net")
+DEFAULT_SKIP_WHY = ("the default until the skip study of docs/results.md settles it: SAT cost 0.02-0.09 Dice against "
+                    "plain skips at 300-750 iterations and 0.003-0.012 at 1,500-2,500 (one seed so far), for 7-10% "
+                    "less training memory; add --skip org for the more accurate plain U-Net")
 
 
 def skip_choice_line(options: "PlannerOptions", explicit: bool) -> str:
