@@ -29,7 +29,7 @@ from satnet.contracts import read_json
 from satnet.errors import DatasetCheckError, InputError, did_you_mean
 from satnet.io.cases import check_case_id
 from satnet.io.geometry import ImageGeometry
-from satnet.io.images import SUPPORTED_ENDINGS, image_ending, read_image, read_label
+from satnet.io.images import LOSSY_ENDINGS, SUPPORTED_ENDINGS, image_ending, read_image, read_label
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,13 @@ def _ending_errors(ending: Any) -> list[str]:
         return [f'file_ending must be a string starting with ".", e.g. ".nii.gz" or ".png", not {ending!r}']
     if ending.lower() not in SUPPORTED_ENDINGS:
         return [f"file_ending {ending!r} is not supported; satnet reads {', '.join(SUPPORTED_ENDINGS)}"]
+    if ending.lower() in LOSSY_ENDINGS:
+        return [f"file_ending {ending!r} is JPEG, whose lossy compression cannot hold exact label values (and "
+                f"satnet writes its masks in the dataset's format): {_TO_PNG}"]
     return []
+
+
+_TO_PNG = 'convert the images and labels to .png (lossless) and set file_ending to ".png"'
 
 
 @dataclass(frozen=True)
@@ -360,8 +366,9 @@ def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: 
     elif not matching:
         counts = Counter(image_ending(p) or "".join(p.suffixes) or "(no ending)" for p in others)
         found, count = counts.most_common(1)[0]
-        fix = (f"set file_ending to {found!r} in dataset.json" if found in SUPPORTED_ENDINGS
-               else f"convert them to one of {', '.join(SUPPORTED_ENDINGS)}")
+        fix = (f"JPEG is lossy: {_TO_PNG} in dataset.json" if found in LOSSY_ENDINGS
+               else f"set file_ending to {found!r} in dataset.json" if found in SUPPORTED_ENDINGS
+               else f"convert them to one of {', '.join(e for e in SUPPORTED_ENDINGS if e not in LOSSY_ENDINGS)}")
         problems.add(folder, f"holds no file ending in {ending!r} (file_ending in dataset.json) but {count} "
                              f"ending in {found!r}: {fix}")
     else:

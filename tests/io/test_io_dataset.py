@@ -62,6 +62,9 @@ def test_missing_and_unparsable_file(tmp_path):
         ({"numTraining": True}, r"numTraining must be"),
         ({"file_ending": "nii.gz"}, r'file_ending must be a string starting with "."'),
         ({"file_ending": ".dcm"}, r"file_ending '.dcm' is not supported; satnet reads .nii.gz"),
+        ({"file_ending": ".jpg"}, r"file_ending '.jpg' is JPEG, whose lossy compression cannot hold exact label "
+                                  r"values .*: convert the images and labels to .png \(lossless\) and set file_ending"),
+        ({"file_ending": ".JPEG"}, r"file_ending '.JPEG' is JPEG, whose lossy"),
         ({"channel_names": {"1": "CT"}}, r"channel_names keys must be 0 \(one per channel, from 0\), not 1"),
         ({"channel_names": {"0": 5}}, r"channel_names values must be non-empty strings"),
         ({"channel_names": []}, r"channel_names must map"),
@@ -139,6 +142,23 @@ def test_find_cases_in_folder(tmp_path, dataset_3d):
         find_cases_in_folder(folder, ".png", 1)
     with pytest.raises(DatasetCheckError, match="folder not found"):
         find_cases_in_folder(tmp_path / "absent", ".png", 1)
+
+
+def test_jpeg_files_are_not_offered_as_the_file_ending(tmp_path, dataset_2d):
+    # Before, a dataset of .jpg files with file_ending ".png" was told to set file_ending to ".jpg".
+    from PIL import Image
+
+    root = tmp_path / "jpg"
+    shutil.copytree(dataset_2d, root)
+    for folder in ("imagesTr", "labelsTr"):
+        for png in (root / folder).glob("*.png"):
+            Image.open(png).save(png.with_suffix(".jpg"))
+            png.unlink()
+    with pytest.raises(DatasetCheckError) as info:
+        find_training_cases(root, load_dataset_json(root))
+    assert "imagesTr: holds no file ending in '.png' (file_ending in dataset.json) but 4 ending in '.jpg': JPEG is " \
+           "lossy: convert the images and labels to .png" in str(info.value)
+    assert "set file_ending to '.jpg'" not in str(info.value)
 
 
 def test_read_case_checks_the_channel_count(dataset_2d):
