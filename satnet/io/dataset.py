@@ -95,7 +95,7 @@ def parse_dataset_json(data: Any, path: str | Path) -> DatasetJson:
         )
     errors = _region_errors(data) or _missing_key_errors(data)
     if not errors:
-        errors = _channel_errors(data["channel_names"]) + _label_errors(data["labels"])
+        errors = _channel_errors(data["channel_names"]) + _label_errors(data["labels"]) + _ignore_errors(data)
         if isinstance(data["numTraining"], bool) or not isinstance(data["numTraining"], int) or data["numTraining"] < 0:
             errors.append(f"numTraining must be the number of training cases (an integer), not {data['numTraining']!r}")
         errors += _ending_errors(data["file_ending"])
@@ -119,6 +119,17 @@ def _region_errors(data: dict) -> list[str]:
             "satnet does not support regions yet: map each label name to one integer value"
         ]
     return []
+
+
+def _ignore_errors(data: dict) -> list[str]:
+    labels = data.get("labels")
+    if not isinstance(labels, dict) or "ignore" not in labels:
+        return []
+    return [
+        f'labels has an "ignore" entry ({labels["ignore"]!r}), nnU-Net v2\'s ignore label for voxels left out '
+        f"of the loss; satnet does not support it and would train those voxels as a class: relabel them in "
+        f'labelsTr (to background or a class) and remove the entry, or rename it if it is a real class'
+    ]
 
 
 def _missing_key_errors(data: dict) -> list[str]:

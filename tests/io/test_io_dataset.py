@@ -76,6 +76,9 @@ def test_missing_and_unparsable_file(tmp_path):
         ({"labels": {"0": "background", "1": "liver"}}, r"nnU-Net v1 order"),
         ({"labels": {"background": 0, "whole": [1, 2], "core": 2}}, r"region-based labels .* does not support regions yet"),
         ({"regions_class_order": [1, 2]}, r"does not support regions yet"),
+        ({"labels": {"background": 0, "object1": 1, "ignore": 2}},
+         r'labels has an "ignore" entry \(2\), nnU-Net v2\'s ignore label .*; satnet does not support it .*: relabel '
+         r"them in labelsTr \(to background or a class\) and remove the entry"),
         ({"channel_names": None, "modality": {"0": "CT"}}, r"nnU-Net v1 / Medical Segmentation Decathlon"),
     ],
 )
