@@ -34,6 +34,9 @@ from satnet.io.images import LOSSY_ENDINGS, SUPPORTED_ENDINGS, image_ending, rea
 logger = logging.getLogger(__name__)
 
 DATASET_JSON = "dataset.json"
+# The folders of the raw layout that hold case files: a work folder among them would mix satnet's outputs
+# into the dataset (and the next check would read them as cases).
+RAW_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -199,6 +202,24 @@ def _ending_errors(ending: Any) -> list[str]:
 
 
 _TO_PNG = 'convert the images and labels to .png (lossless) and set file_ending to ".png"'
+
+
+def check_work_dir_outside_raw(raw_dir: str | Path, work_dir: str | Path) -> None:
+    """Raise InputError when `work_dir` is the raw dataset folder itself, or one of its RAW_FOLDERS or a folder
+    inside one: plans, splits and preprocessed cases would be written among the raw files."""
+    raw, work = Path(raw_dir).resolve(), Path(work_dir).resolve()
+    if work == raw:
+        where = "the raw dataset folder itself"
+    else:
+        inside = [name for name in RAW_FOLDERS if work == raw / name or raw / name in work.parents]
+        if not inside:
+            return
+        where = f"{'' if work == raw / inside[0] else 'inside '}the raw dataset's {inside[0]} folder"
+    shown = str(work_dir) if Path(work_dir).is_absolute() else f"{work_dir} ({work})"
+    raise InputError(
+        f"work folder {shown} (-o) is {where}: satnet would write its plans and preprocessed data among the raw "
+        f"files; give -o a folder other than {raw} and outside its {', '.join(RAW_FOLDERS)}, e.g. -o {raw.parent / 'satnet_work' / raw.name}"
+    )
 
 
 @dataclass(frozen=True)
