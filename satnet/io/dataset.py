@@ -387,26 +387,39 @@ def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: 
         if p.is_dir():
             problems.add(p, "is a folder; only image files belong here: move it out")
     matching = [p for p in files if p.name.endswith(ending)]
-    others = [p for p in files if not p.name.endswith(ending)]
+    recased = [p for p in files if _recased_ending(p, ending)]  # ".NII.GZ" for ".nii.gz"
+    others = [p for p in files if p not in matching and p not in recased]
     if not files:
         problems.add(folder, f"is empty: put the files there named {pattern}")
-    elif ignored is not None:  # scans to predict: the model reads the ending it was trained on
-        for p in others:
-            problems.add(p, f"is a {image_ending(p)} file, but the model reads {ending} files (the format it was "
-                            f"trained on): convert it to {ending} (e.g. SimpleITK.WriteImage(SimpleITK.ReadImage(src), "
-                            f"dst)) and name it {{case}}_0000{ending}")
-    elif not matching:
-        counts = Counter(image_ending(p) or "".join(p.suffixes) or "(no ending)" for p in others)
+    elif not matching and ignored is None:
+        counts = Counter(_recased_ending(p, ending) or image_ending(p) or "".join(p.suffixes) or "(no ending)"
+                         for p in files)
         found, count = counts.most_common(1)[0]
-        fix = (f"JPEG is lossy: {_TO_PNG} in dataset.json" if found in LOSSY_ENDINGS
+        fix = (f"the letter case counts: rename the files to end in {ending!r}, or set file_ending to {found!r} in "
+               f"dataset.json" if found.lower() == ending.lower()
+               else f"JPEG is lossy: {_TO_PNG} in dataset.json" if found in LOSSY_ENDINGS
                else f"set file_ending to {found!r} in dataset.json" if found in SUPPORTED_ENDINGS
                else f"convert them to one of {', '.join(e for e in SUPPORTED_ENDINGS if e not in LOSSY_ENDINGS)}")
         problems.add(folder, f"holds no file ending in {ending!r} (file_ending in dataset.json) but {count} "
                              f"ending in {found!r}: {fix}")
     else:
+        for p in recased:
+            problems.add(p, f"ends in {_recased_ending(p, ending)!r}, not {ending!r}: the letter case of the ending "
+                            f"counts; rename it to {p.name[: -len(ending)]}{ending}")
         for p in others:
-            problems.add(p, f"does not end in {ending!r} (file_ending in dataset.json): convert it or move it out")
-    return matching
+            if ignored is not None:  # scans to predict: the model reads the ending it was trained on
+                problems.add(p, f"is a {image_ending(p)} file, but the model reads {ending} files (the format it was "
+                                f"trained on): convert it to {ending} (e.g. SimpleITK.WriteImage("
+                                f"SimpleITK.ReadImage(src), dst)) and name it {{case}}_0000{ending}")
+            else:
+                problems.add(p, f"does not end in {ending!r} (file_ending in dataset.json): convert it or move it out")
+    return matching + recased  # a renamed ending is the only problem of such a file: its case pairs up as usual
+
+
+def _recased_ending(path: Path, ending: str) -> str | None:
+    """The ending of `path` as written when it differs from `ending` only in letter case, else None."""
+    written = path.name[-len(ending):]
+    return written if len(path.name) > len(ending) and written != ending and written.lower() == ending.lower() else None
 
 
 def _find_labels(

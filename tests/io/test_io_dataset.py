@@ -164,6 +164,34 @@ def test_jpeg_files_are_not_offered_as_the_file_ending(tmp_path, dataset_2d):
     assert "set file_ending to '.jpg'" not in str(info.value)
 
 
+def test_an_ending_in_other_letter_case_is_to_be_renamed(tmp_path, dataset_3d):
+    # Before: "does not end in '.nii.gz' ...: convert it", plus "has no image files" for its label; and to
+    # predict, "is a .nii.gz file, but the model reads .nii.gz files ...: convert it to .nii.gz".
+    root = tmp_path / "upper"
+    shutil.copytree(dataset_3d, root)
+    upper = root / "imagesTr" / "case_001_0000.NII.GZ"
+    (root / "imagesTr" / "case_001_0000.nii.gz").rename(upper)
+    with pytest.raises(DatasetCheckError) as info:
+        find_training_cases(root, load_dataset_json(root))
+    assert info.value.problems == [
+        "imagesTr/case_001_0000.NII.GZ: ends in '.NII.GZ', not '.nii.gz': the letter case of the ending counts; "
+        "rename it to case_001_0000.nii.gz"
+    ]
+    with pytest.raises(DatasetCheckError) as info:
+        find_cases_in_folder(root / "imagesTr", ".nii.gz", 1)
+    assert info.value.problems == [
+        "imagesTr/case_001_0000.NII.GZ: ends in '.NII.GZ', not '.nii.gz': the letter case of the ending counts; "
+        "rename it to case_001_0000.nii.gz"
+    ]
+    for path in (root / "labelsTr").iterdir():
+        path.rename(path.with_name(path.name.replace(".nii.gz", ".NII.GZ")))
+    with pytest.raises(DatasetCheckError) as info:
+        find_training_cases(root, load_dataset_json(root))
+    assert "labelsTr: holds no file ending in '.nii.gz' (file_ending in dataset.json) but 3 ending in '.NII.GZ': " \
+           "the letter case counts: rename the files to end in '.nii.gz', or set file_ending to '.NII.GZ' in " \
+           "dataset.json" in info.value.problems
+
+
 def test_read_case_checks_the_channel_count(dataset_2d):
     case = find_training_cases(dataset_2d, load_dataset_json(dataset_2d))[0]
     image, label, geometry = read_case(case, 3)
