@@ -263,6 +263,6 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
                 os.close(fd)
             os.replace(produced, path.parent / produced.name)
     except OSError as exc:
-        raise naming_file(exc, path)
+        raise naming_file(exc, path, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
