@@ -176,7 +176,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], Non
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise naming_file(exc, path)
+        raise naming_file(exc, path, tmp)
     return path
 
 
@@ -197,14 +197,24 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def naming_file(exc: BaseException, path: str | os.PathLike) -> BaseException:
-    """`exc`, or for an OSError without a file name (a write to a full disk has none) the same error naming
-    `path`, so the message says which file could not be written."""
-    if isinstance(exc, OSError) and exc.filename is None:
+def naming_file(exc: BaseException, path: str | os.PathLike,
+                temporary: str | os.PathLike | None = None) -> BaseException:
+    """`exc`, or for an OSError that names no file (a write to a full disk has none) or names the hidden
+    `temporary` file or folder the write went through (a rename onto a folder: "Is a directory"), the same
+    error naming `path`, so the message says which file could not be written."""
+    if isinstance(exc, OSError) and (exc.filename is None or _within(exc.filename, temporary)):
         named = OSError(exc.errno, exc.strerror or str(exc), str(path))  # the errno's subclass, e.g. PermissionError
         named.__cause__ = exc
         return named
     return exc
+
+
+def _within(filename: object, folder: str | os.PathLike | None) -> bool:
+    """Whether `filename` (an OSError's) is `folder` or lies inside it."""
+    if folder is None or not isinstance(filename, (str, bytes, os.PathLike)):
+        return False
+    file, folder = Path(os.fsdecode(filename)), Path(folder)
+    return file == folder or folder in file.parents
 
 
 def remove_temporaries(folder: str | os.PathLike, names: typing.Iterable[str] | None = None) -> int:

@@ -16,7 +16,13 @@ from typing import Iterable
 
 
 class SatnetError(Exception):
-    """Base class of every error satnet raises for something the user can fix."""
+    """Base class of every error satnet raises for something the user can fix.
+
+    A subclass whose __init__ takes other parameters than the message must define __reduce__ (as
+    DatasetCheckError does): worker processes send errors to the parent pickled, and the default
+    rebuilds an exception by calling its class with `args` (the message), which such an __init__
+    refuses, breaking the whole pool instead of reporting the error.
+    """
 
 
 class InputError(SatnetError, ValueError):
@@ -41,6 +47,9 @@ class DatasetCheckError(InputError):
         lines = [f"dataset {self.dataset_dir} failed {n} check{'s' if n != 1 else ''}; nothing was written:"]
         lines += [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+    def __reduce__(self):
+        return type(self), (self.dataset_dir, self.problems), self.__dict__
 
 
 def command(*parts: object) -> str:

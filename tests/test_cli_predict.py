@@ -90,6 +90,26 @@ def test_a_corrupt_case_makes_predict_exit_non_zero_naming_it(raw, tiny_work, tm
     assert (tmp_path / "out" / "case_004.nii.gz").is_file() and "Traceback" not in err
 
 
+def test_a_folder_in_the_way_of_a_mask_is_named_not_the_temporary_file(raw, tiny_work, tmp_path, capsys):
+    # Before, the error named the hidden temporary file (OUT/.case_003.nii.gz.xxxx.tmp/case_003.nii.gz).
+    out = tmp_path / "out"
+    (out / "case_003.nii.gz").mkdir(parents=True)
+    code, _, err = run(capsys, "predict", "-i", raw / "imagesTs", "-o", out, "-m", tiny_work, "--no-tta",
+                       "--threads", "1")
+    assert code == 1 and f"satnet predict: error: Is a directory ({out / 'case_003.nii.gz'});" in err, err
+    assert ".tmp" not in err and "Traceback" not in err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_evaluate_output_that_is_a_folder_is_named(raw, tmp_path, capsys):
+    # Before: "Is a directory (OUT/.summary.json.xxxx.tmp)", the temporary file's name.
+    summary = tmp_path / "summary.json"
+    summary.mkdir()
+    code, _, err = run(capsys, "evaluate", raw / "labelsTs", raw / "labelsTs", "-o", summary, "-j", "1")
+    assert code == 1 and f"satnet evaluate: error: Is a directory ({summary});" in err, err
+    assert ".tmp" not in err and list(tmp_path.iterdir()) == [summary]
+
+
 @pytest.mark.parametrize("flag, value, expected", [
     ("--part", "2/2", "argument --part: must be I/N with integers 0 <= I < N"),
     ("--step", "1.5", "argument --step: must be a number in (0, 1]"),

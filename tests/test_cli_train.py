@@ -3,6 +3,7 @@ flag and user errors give exit codes 2 and 1 with clear messages."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,22 @@ def test_user_errors_exit_1_with_the_fix(work_dir, capsys, args, message):
 def test_missing_plans_say_to_run_plan_and_preprocess(tmp_path, capsys):
     assert main(["train", str(tmp_path), "3d", "0"]) == 1
     assert "run `satnet plan-and-preprocess" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["plan-and-preprocess", "plan", "preprocess"])
+@pytest.mark.parametrize("inside, where", [
+    ("imagesTr", "is the raw dataset's imagesTr folder"),
+    ("labelsTr/work", "is inside the raw dataset's labelsTr folder"),
+    ("imagesTs", "is the raw dataset's imagesTs folder"),
+    (".", "is the raw dataset folder itself"),
+])
+def test_a_work_folder_among_the_raw_files_is_refused(dataset_3d, tmp_path, capsys, command, inside, where):
+    # Before, `-o RAW/imagesTr` was accepted and plans and preprocessed data were written among the raw files.
+    raw = tmp_path / "raw"
+    shutil.copytree(dataset_3d, raw)
+    before = sorted(p.relative_to(raw) for p in raw.rglob("*"))
+    assert main([command, str(raw), "-o", str(raw / inside), "--configs", "3d", "-j", "1", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"satnet {command}: error: work folder {raw / inside} (-o) {where}" in err, err
+    assert f"give -o a folder other than {raw.resolve()}" in err
+    assert sorted(p.relative_to(raw) for p in raw.rglob("*")) == before

@@ -66,11 +66,17 @@ def label_files(folder: str | Path, file_ending: str | None = None) -> dict[str,
 
 def dataset_labels(reference_dir: str | Path) -> tuple[dict[str, int] | None, str | None]:
     """(labels name -> value, file ending) from the dataset.json or plans.json beside `reference_dir`,
-    or (None, None) when there is neither."""
+    or (None, None) when there is neither; InputError naming the file when it holds no JSON object."""
     for name in (DATASET_JSON, PLANS_FILE):
         path = Path(reference_dir).parent / name
         if path.is_file():
             data = read_json(path, name)
+            if not isinstance(data, dict):
+                raise InputError(
+                    f"{path}: must hold a JSON object (with labels and file_ending), not a {type(data).__name__}; "
+                    f"evaluate reads the labels to score and the file ending from the {name} beside {reference_dir}: "
+                    f"fix it as docs/formats.md describes"
+                )
             labels, ending = data.get("labels"), data.get("file_ending")
             if isinstance(labels, dict) and all(isinstance(v, int) for v in labels.values()):
                 logger.info("labels and file ending from %s", path)

@@ -29,11 +29,14 @@ from satnet.contracts import read_json
 from satnet.errors import DatasetCheckError, InputError, did_you_mean
 from satnet.io.cases import check_case_id
 from satnet.io.geometry import ImageGeometry
-from satnet.io.images import SUPPORTED_ENDINGS, image_ending, read_image, read_label
+from satnet.io.images import LOSSY_ENDINGS, SUPPORTED_ENDINGS, image_ending, read_image, read_label
 
 logger = logging.getLogger(__name__)
 
 DATASET_JSON = "dataset.json"
+# The folders of the raw layout that hold case files: a work folder among them would mix satnet's outputs
+# into the dataset (and the next check would read them as cases).
+RAW_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -95,7 +98,7 @@ def parse_dataset_json(data: Any, path: str | Path) -> DatasetJson:
         )
     errors = _region_errors(data) or _missing_key_errors(data)
     if not errors:
-        errors = _channel_errors(data["channel_names"]) + _label_errors(data["labels"])
+        errors = _channel_errors(data["channel_names"]) + _label_errors(data["labels"]) + _ignore_errors(data)
         if isinstance(data["numTraining"], bool) or not isinstance(data["numTraining"], int) or data["numTraining"] < 0:
             errors.append(f"numTraining must be the number of training cases (an integer), not {data['numTraining']!r}")
         errors += _ending_errors(data["file_ending"])
@@ -119,6 +122,17 @@ def _region_errors(data: dict) -> list[str]:
             "satnet does not support regions yet: map each label name to one integer value"
         ]
     return []
+
+
+def _ignore_errors(data: dict) -> list[str]:
+    labels = data.get("labels")
+    if not isinstance(labels, dict) or "ignore" not in labels:
+        return []
+    return [
+        f'labels has an "ignore" entry ({labels["ignore"]!r}), nnU-Net v2\'s ignore label for voxels left out '
+        f"of the loss; satnet does not support it and would train those voxels as a class: relabel them in "
+        f'labelsTr (to background or a class) and remove the entry, or rename it if it is a real class'
+    ]
 
 
 def _missing_key_errors(data: dict) -> list[str]:
@@ -181,7 +195,31 @@ def _ending_errors(ending: Any) -> list[str]:
         return [f'file_ending must be a string starting with ".", e.g. ".nii.gz" or ".png", not {ending!r}']
     if ending.lower() not in SUPPORTED_ENDINGS:
         return [f"file_ending {ending!r} is not supported; satnet reads {', '.join(SUPPORTED_ENDINGS)}"]
+    if ending.lower() in LOSSY_ENDINGS:
+        return [f"file_ending {ending!r} is JPEG, whose lossy compression cannot hold exact label values (and "
+                f"satnet writes its masks in the dataset's format): {_TO_PNG}"]
     return []
+
+
+_TO_PNG = 'convert the images and labels to .png (lossless) and set file_ending to ".png"'
+
+
+def check_work_dir_outside_raw(raw_dir: str | Path, work_dir: str | Path) -> None:
+    """Raise InputError when `work_dir` is the raw dataset folder itself, or one of its RAW_FOLDERS or a folder
+    inside one: plans, splits and preprocessed cases would be written among the raw files."""
+    raw, work = Path(raw_dir).resolve(), Path(work_dir).resolve()
+    if work == raw:
+        where = "the raw dataset folder itself"
+    else:
+        inside = [name for name in RAW_FOLDERS if work == raw / name or raw / name in work.parents]
+        if not inside:
+            return
+        where = f"{'' if work == raw / inside[0] else 'inside '}the raw dataset's {inside[0]} folder"
+    shown = str(work_dir) if Path(work_dir).is_absolute() else f"{work_dir} ({work})"
+    raise InputError(
+        f"work folder {shown} (-o) is {where}: satnet would write its plans and preprocessed data among the raw "
+        f"files; give -o a folder other than {raw} and outside its {', '.join(RAW_FOLDERS)}, e.g. -o {raw.parent / 'satnet_work' / raw.name}"
+    )
 
 
 @dataclass(frozen=True)
@@ -349,25 +387,39 @@ def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: 
         if p.is_dir():
             problems.add(p, "is a folder; only image files belong here: move it out")
     matching = [p for p in files if p.name.endswith(ending)]
-    others = [p for p in files if not p.name.endswith(ending)]
+    recased = [p for p in files if _recased_ending(p, ending)]  # ".NII.GZ" for ".nii.gz"
+    others = [p for p in files if p not in matching and p not in recased]
     if not files:
         problems.add(folder, f"is empty: put the files there named {pattern}")
-    elif ignored is not None:  # scans to predict: the model reads the ending it was trained on
-        for p in others:
-            problems.add(p, f"is a {image_ending(p)} file, but the model reads {ending} files (the format it was "
-                            f"trained on): convert it to {ending} (e.g. SimpleITK.WriteImage(SimpleITK.ReadImage(src), "
-                            f"dst)) and name it {{case}}_0000{ending}")
-    elif not matching:
-        counts = Counter(image_ending(p) or "".join(p.suffixes) or "(no ending)" for p in others)
+    elif not matching and ignored is None:
+        counts = Counter(_recased_ending(p, ending) or image_ending(p) or "".join(p.suffixes) or "(no ending)"
+                         for p in files)
         found, count = counts.most_common(1)[0]
-        fix = (f"set file_ending to {found!r} in dataset.json" if found in SUPPORTED_ENDINGS
-               else f"convert them to one of {', '.join(SUPPORTED_ENDINGS)}")
+        fix = (f"the letter case counts: rename the files to end in {ending!r}, or set file_ending to {found!r} in "
+               f"dataset.json" if found.lower() == ending.lower()
+               else f"JPEG is lossy: {_TO_PNG} in dataset.json" if found in LOSSY_ENDINGS
+               else f"set file_ending to {found!r} in dataset.json" if found in SUPPORTED_ENDINGS
+               else f"convert them to one of {', '.join(e for e in SUPPORTED_ENDINGS if e not in LOSSY_ENDINGS)}")
         problems.add(folder, f"holds no file ending in {ending!r} (file_ending in dataset.json) but {count} "
                              f"ending in {found!r}: {fix}")
     else:
+        for p in recased:
+            problems.add(p, f"ends in {_recased_ending(p, ending)!r}, not {ending!r}: the letter case of the ending "
+                            f"counts; rename it to {p.name[: -len(ending)]}{ending}")
         for p in others:
-            problems.add(p, f"does not end in {ending!r} (file_ending in dataset.json): convert it or move it out")
-    return matching
+            if ignored is not None:  # scans to predict: the model reads the ending it was trained on
+                problems.add(p, f"is a {image_ending(p)} file, but the model reads {ending} files (the format it was "
+                                f"trained on): convert it to {ending} (e.g. SimpleITK.WriteImage("
+                                f"SimpleITK.ReadImage(src), dst)) and name it {{case}}_0000{ending}")
+            else:
+                problems.add(p, f"does not end in {ending!r} (file_ending in dataset.json): convert it or move it out")
+    return matching + recased  # a renamed ending is the only problem of such a file: its case pairs up as usual
+
+
+def _recased_ending(path: Path, ending: str) -> str | None:
+    """The ending of `path` as written when it differs from `ending` only in letter case, else None."""
+    written = path.name[-len(ending):]
+    return written if len(path.name) > len(ending) and written != ending and written.lower() == ending.lower() else None
 
 
 def _find_labels(

@@ -9,7 +9,8 @@ overlays its image exactly. Formats by file ending (SUPPORTED_ENDINGS):
   non-orthonormal; see satnet.io.image_formats).
 - .png, .bmp, .tif, .tiff, .jpg, .jpeg: Pillow, as 2D natural images with spacing (999, 1, 1)
   (RGB -> 3 channels, RGBA -> alpha dropped, grayscale -> 1). Segmentations are never written
-  as JPEG, whose lossy compression would change label values.
+  as JPEG, whose lossy compression would change label values, so the dataset check refuses it
+  as a dataset's file_ending (LOSSY_ENDINGS).
 
 Every failure a user can cause (unsupported ending, missing, corrupt or truncated file, a 4D
 volume, a label with fractional values, channel files that do not line up) raises an
@@ -44,6 +45,7 @@ from satnet.io.image_formats import (
 
 __all__ = [
     "SUPPORTED_ENDINGS",
+    "LOSSY_ENDINGS",
     "GEOMETRY_TOLERANCE",
     "GeometryTolerance",
     "ImageFileError",
@@ -55,7 +57,7 @@ __all__ = [
 ]
 
 SUPPORTED_ENDINGS: tuple[str, ...] = SITK_ENDINGS + NATURAL_ENDINGS
-_LOSSY_ENDINGS = (".jpg", ".jpeg")
+LOSSY_ENDINGS = (".jpg", ".jpeg")  # readable, never a dataset's file_ending: masks are written in it
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ def write_segmentation(seg: np.ndarray, geometry: ImageGeometry, path: str | Pat
     """
     path = Path(path)
     ending = _require_ending(path)
-    if ending in _LOSSY_ENDINGS:
+    if ending in LOSSY_ENDINGS:
         raise InputError(
             f"cannot write segmentation {path}: JPEG compression is lossy and changes label values; use .png"
         )
@@ -261,6 +263,6 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
                 os.close(fd)
             os.replace(produced, path.parent / produced.name)
     except OSError as exc:
-        raise naming_file(exc, path)
+        raise naming_file(exc, path, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -56,8 +56,13 @@ def map_cases(
 
 def _ignore_interrupts() -> None:
     """Worker initializer: Ctrl-C reaches the whole process group, but only the parent should handle it
-    (it stops the workers); otherwise every worker prints a KeyboardInterrupt traceback."""
+    (it stops the workers); otherwise every worker prints a KeyboardInterrupt traceback.
+
+    SIGTERM gets its default action back: a forked worker inherits satnet.cli's handler, which raises
+    `Terminated`, so `stop_workers` (and a pool shutting down) made every worker print a traceback.
+    A worker ended mid-write leaves at most a hidden temporary file, which the next run removes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def stop_workers(pool: ProcessPoolExecutor) -> None:

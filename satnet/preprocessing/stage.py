@@ -18,7 +18,7 @@ from satnet.contracts import atomic_write, atomic_write_json, check_writable_fol
 from satnet.errors import SatnetError
 from satnet.io.cases import is_complete, save_case
 from satnet.io.checks import RawDataset, check_dataset
-from satnet.io.dataset import RawCase
+from satnet.io.dataset import RawCase, check_work_dir_outside_raw
 from satnet.io.images import read_image, read_label
 from satnet.io.pool import map_cases
 from satnet.io.workdir import WorkDir
@@ -44,6 +44,7 @@ def plan(raw_dir: Path, work_dir: Path, options: PlannerOptions, workers: int) -
     Everything that can fail (the checks, the fingerprint, the planner, the splits) runs before
     the first file is written, so a failed plan leaves WORK_DIR as it was.
     """
+    check_work_dir_outside_raw(raw_dir, work_dir)
     dataset = check_dataset(raw_dir, workers=workers)  # raises with every problem before anything is written
     splits = make_splits([c.case_id for c in dataset.cases])
     ensure_writable(work_dir)
@@ -156,6 +157,7 @@ def preprocess(dataset: RawDataset, plans: Plans, work_dir: Path, configs: Seque
 
 def preprocess_from_plans(raw_dir: Path, work_dir: Path, configs: Sequence[str] | None, workers: int) -> Plans:
     """`satnet preprocess`: preprocess with an existing WORK_DIR/plans.json."""
+    check_work_dir_outside_raw(raw_dir, work_dir)
     plans = load_plans(work_dir)
     dataset = check_dataset(raw_dir, workers=workers)
     preprocess(dataset, plans, work_dir, configs or list(plans.configurations), workers)

@@ -111,6 +111,36 @@ def test_workers_give_the_same_summary(folders):
     assert one == two and not math.isnan(two["mean"]["dice"])
 
 
+def test_a_corrupt_prediction_under_two_workers_is_named(folders, capfd):
+    # Before, the worker's ImageFileError could not be unpickled in the parent: the pool broke and the error
+    # said a worker had died for lack of memory, after a "satnet.cli.Terminated" traceback from each worker.
+    from satnet.cli import main
+
+    reference_dir, prediction_dir = folders
+    corrupt = prediction_dir / "b.nii.gz"
+    corrupt.write_bytes(corrupt.read_bytes()[:60])  # truncated
+    assert main(["evaluate", str(reference_dir), str(prediction_dir), "-j", "2"]) == 1
+    err = capfd.readouterr().err
+    assert f"{corrupt}: cannot be read as an image" in err, err
+    assert "worker process died" not in err and "Traceback" not in err, err
+    assert not (prediction_dir / "summary.json").exists()
+
+
+@pytest.mark.parametrize("content", ["[]", "3", '"labels"'])
+def test_a_dataset_json_that_is_no_object_is_named(folders, content, capsys):
+    # Before: a bare "AttributeError: 'list' object has no attribute 'get'".
+    from satnet.cli import main
+
+    dataset_json = folders[0].parent / "dataset.json"
+    dataset_json.write_text(content)
+    with pytest.raises(InputError, match=rf"{dataset_json}: must hold a JSON object \(with labels and file_ending\)"):
+        evaluate_folders(*folders)
+    assert main(["evaluate", *map(str, folders)]) == 1
+    err = capsys.readouterr().err
+    assert f"satnet evaluate: error: {dataset_json}: must hold a JSON object" in err and "Traceback" not in err
+    assert not (folders[1] / "summary.json").exists()
+
+
 def test_2d_files_report_areas_not_volumes(tmp_path):
     """A 2D file is read as (1, Y, X) with a placeholder Z spacing, which must not enter the size."""
     (tmp_path / "dataset.json").write_text(json.dumps({

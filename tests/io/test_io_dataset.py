@@ -62,6 +62,9 @@ def test_missing_and_unparsable_file(tmp_path):
         ({"numTraining": True}, r"numTraining must be"),
         ({"file_ending": "nii.gz"}, r'file_ending must be a string starting with "."'),
         ({"file_ending": ".dcm"}, r"file_ending '.dcm' is not supported; satnet reads .nii.gz"),
+        ({"file_ending": ".jpg"}, r"file_ending '.jpg' is JPEG, whose lossy compression cannot hold exact label "
+                                  r"values .*: convert the images and labels to .png \(lossless\) and set file_ending"),
+        ({"file_ending": ".JPEG"}, r"file_ending '.JPEG' is JPEG, whose lossy"),
         ({"channel_names": {"1": "CT"}}, r"channel_names keys must be 0 \(one per channel, from 0\), not 1"),
         ({"channel_names": {"0": 5}}, r"channel_names values must be non-empty strings"),
         ({"channel_names": []}, r"channel_names must map"),
@@ -73,6 +76,9 @@ def test_missing_and_unparsable_file(tmp_path):
         ({"labels": {"0": "background", "1": "liver"}}, r"nnU-Net v1 order"),
         ({"labels": {"background": 0, "whole": [1, 2], "core": 2}}, r"region-based labels .* does not support regions yet"),
         ({"regions_class_order": [1, 2]}, r"does not support regions yet"),
+        ({"labels": {"background": 0, "object1": 1, "ignore": 2}},
+         r'labels has an "ignore" entry \(2\), nnU-Net v2\'s ignore label .*; satnet does not support it .*: relabel '
+         r"them in labelsTr \(to background or a class\) and remove the entry"),
         ({"channel_names": None, "modality": {"0": "CT"}}, r"nnU-Net v1 / Medical Segmentation Decathlon"),
     ],
 )
@@ -139,6 +145,51 @@ def test_find_cases_in_folder(tmp_path, dataset_3d):
         find_cases_in_folder(folder, ".png", 1)
     with pytest.raises(DatasetCheckError, match="folder not found"):
         find_cases_in_folder(tmp_path / "absent", ".png", 1)
+
+
+def test_jpeg_files_are_not_offered_as_the_file_ending(tmp_path, dataset_2d):
+    # Before, a dataset of .jpg files with file_ending ".png" was told to set file_ending to ".jpg".
+    from PIL import Image
+
+    root = tmp_path / "jpg"
+    shutil.copytree(dataset_2d, root)
+    for folder in ("imagesTr", "labelsTr"):
+        for png in (root / folder).glob("*.png"):
+            Image.open(png).save(png.with_suffix(".jpg"))
+            png.unlink()
+    with pytest.raises(DatasetCheckError) as info:
+        find_training_cases(root, load_dataset_json(root))
+    assert "imagesTr: holds no file ending in '.png' (file_ending in dataset.json) but 4 ending in '.jpg': JPEG is " \
+           "lossy: convert the images and labels to .png" in str(info.value)
+    assert "set file_ending to '.jpg'" not in str(info.value)
+
+
+def test_an_ending_in_other_letter_case_is_to_be_renamed(tmp_path, dataset_3d):
+    # Before: "does not end in '.nii.gz' ...: convert it", plus "has no image files" for its label; and to
+    # predict, "is a .nii.gz file, but the model reads .nii.gz files ...: convert it to .nii.gz".
+    root = tmp_path / "upper"
+    shutil.copytree(dataset_3d, root)
+    upper = root / "imagesTr" / "case_001_0000.NII.GZ"
+    (root / "imagesTr" / "case_001_0000.nii.gz").rename(upper)
+    with pytest.raises(DatasetCheckError) as info:
+        find_training_cases(root, load_dataset_json(root))
+    assert info.value.problems == [
+        "imagesTr/case_001_0000.NII.GZ: ends in '.NII.GZ', not '.nii.gz': the letter case of the ending counts; "
+        "rename it to case_001_0000.nii.gz"
+    ]
+    with pytest.raises(DatasetCheckError) as info:
+        find_cases_in_folder(root / "imagesTr", ".nii.gz", 1)
+    assert info.value.problems == [
+        "imagesTr/case_001_0000.NII.GZ: ends in '.NII.GZ', not '.nii.gz': the letter case of the ending counts; "
+        "rename it to case_001_0000.nii.gz"
+    ]
+    for path in (root / "labelsTr").iterdir():
+        path.rename(path.with_name(path.name.replace(".nii.gz", ".NII.GZ")))
+    with pytest.raises(DatasetCheckError) as info:
+        find_training_cases(root, load_dataset_json(root))
+    assert "labelsTr: holds no file ending in '.nii.gz' (file_ending in dataset.json) but 3 ending in '.NII.GZ': " \
+           "the letter case counts: rename the files to end in '.nii.gz', or set file_ending to '.NII.GZ' in " \
+           "dataset.json" in info.value.problems
 
 
 def test_read_case_checks_the_channel_count(dataset_2d):

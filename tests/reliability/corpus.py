@@ -124,6 +124,11 @@ def _test_images_extra_channel(box: Sandbox) -> None:
     shutil.copyfile(box.test_images / "case_003_0000.nii.gz", box.test_images / "case_003_0001.nii.gz")
 
 
+def _truncated_prediction(box: Sandbox) -> None:
+    shutil.copytree(box.raw / "labelsTr", box.out)
+    truncate(box.out / "case_001.nii.gz")
+
+
 def _truncate_test_images(box: Sandbox) -> None:
     for path in box.test_images.iterdir():
         truncate(path)
@@ -197,6 +202,15 @@ CASES: list[BadInput] = [
     BadInput("file_ending_mismatch", "file_ending .nrrd, files are .nii.gz", ("raw3d",),
              dataset_json_edit(lambda d: d.update(file_ending=".nrrd")), PLAN, "imagesTr",
              "set file_ending to '.nii.gz'"),
+    BadInput("ignore_label", 'labels with nnU-Net\'s "ignore": 3', ("raw3d",),
+             dataset_json_edit(lambda d: d["labels"].update(ignore=3)), PLAN, "dataset.json",
+             "relabel them in labelsTr"),
+    BadInput("jpeg_file_ending", "file_ending .jpg", ("raw2d",),
+             dataset_json_edit(lambda d: d.update(file_ending=".jpg")), PLAN_2D, "dataset.json",
+             "convert the images and labels to .png"),
+    BadInput("upper_case_ending", "imagesTr/case_001_0000.NII.GZ among .nii.gz files", ("raw3d",),
+             lambda b: image(b, 1).rename(image(b, 1).with_name("case_001_0000.NII.GZ")), PLAN,
+             "case_001_0000.NII.GZ", "rename it to case_001_0000.nii.gz"),
     BadInput("labels_not_contiguous", "labels 0, 1, 3", ("raw3d",),
              dataset_json_edit(lambda d: d.update(labels={"background": 0, "object1": 1, "object2": 3})), PLAN,
              "dataset.json", "renumber the labels"),
@@ -226,6 +240,9 @@ CASES: list[BadInput] = [
              lambda b: read_only_folder(b.root / "locked"),
              "plan-and-preprocess {raw} -o {root}/locked/work --configs 3d -j 1", "locked/work",
              "choose another with -o"),
+    BadInput("work_dir_in_images", "WORK_DIR is RAW/imagesTr", ("raw3d",),
+             lambda b: None, "plan-and-preprocess {raw} -o {raw}/imagesTr --configs 3d -j 1", "-o",
+             "give -o a folder other than"),
     BadInput("preprocess_without_plans", "`satnet preprocess` on an empty WORK_DIR", ("raw3d",),
              lambda b: None, "preprocess {raw} -o {work} -j 1", "plans.json", "run `satnet plan-and-preprocess"),
     # ---- plans.json edited by hand, splits, checkpoints (train)
@@ -274,6 +291,15 @@ CASES: list[BadInput] = [
              "choose another with -o"),
     BadInput("predict_output_is_input", "-o the input folder", ("work",),
              lambda b: None, PREDICT.replace("-o {out}", "-o {tests}"), "-o", "choose another -o"),
+    # ---- evaluate
+    BadInput("evaluate_truncated_prediction", "a prediction cut in half, evaluated by 2 workers", ("raw3d",),
+             _truncated_prediction, "evaluate {raw}/labelsTr {out} -j 2", "out/case_001.nii.gz", "export it again"),
+    BadInput("evaluate_dataset_json_list", "dataset.json holding [] beside GT_DIR", ("raw3d",),
+             lambda b: (b.raw / "dataset.json").write_text("[]"), "evaluate {raw}/labelsTr {raw}/labelsTr -j 1",
+             "dataset.json", "must hold a JSON object"),
+    BadInput("evaluate_output_is_a_folder", "evaluate -o a folder", ("raw3d",),
+             lambda b: None, "evaluate {raw}/labelsTr {raw}/labelsTr -j 1 -o {raw}/imagesTs",
+             "/imagesTs)", "check that the path exists"),
 ]
 
 

@@ -149,6 +149,16 @@ FOUND_AND_FIXED = """\
   grayscale PNG among RGB ones is named as the file to convert instead of pointing at channel_names.
 - `--spacing` errors now read like argparse's ("argument --spacing: must be ..."); one np.load in the data
   loader now says allow_pickle=False explicitly.
+- Inputs that an audit of the CLI found handled wrongly: a corrupt prediction under `evaluate -j 2` was
+  reported as "a worker process died ... for lack of memory" after a `satnet.cli.Terminated` traceback per
+  worker (ImageFileError and DatasetCheckError could not be unpickled, breaking the pool; forked workers kept
+  the CLI's SIGTERM handler): every satnet exception now survives pickling (tests/test_errors.py) and pool
+  workers take SIGTERM's default action. A `.jpg` file_ending and nnU-Net's `"ignore"` label passed the check
+  and trained (the first then failed at every mask write, the second trained the ignored voxels as a class):
+  both are refused. `-o RAW/imagesTr` wrote plans and preprocessed data among the raw files: a work folder
+  in (or equal to) the raw folders is refused. `case_001_0000.NII.GZ` was told to be converted to `.nii.gz`:
+  it is told to rename its ending. A dataset.json holding `[]` gave evaluate a bare AttributeError. A write
+  onto a folder (`evaluate -o FOLDER`) named the hidden temporary file instead of the target.
 """
 
 

@@ -66,6 +66,24 @@ def test_ctrl_c_stops_pool_workers_busy_with_a_long_case():
         proc.kill()
 
 
+def _sigterm_action(_: object) -> str:
+    return str(signal.getsignal(signal.SIGTERM))
+
+
+def test_pool_workers_take_the_default_sigterm_action():
+    # A forked worker inherited satnet.cli's SIGTERM handler, so stopping the pool (after any error in a
+    # case) made every worker print a "satnet.cli.Terminated" traceback.
+    from satnet.cli import _raise_terminated
+    from satnet.io.pool import map_cases
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        actions = map_cases(_sigterm_action, [0, 1], workers=2, start_method="fork")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert actions == [str(signal.SIG_DFL)] * 2
+
+
 @pytest.mark.slow
 def test_sigterm_ends_train_and_its_augmentation_workers(tmp_path):
     work = make_work_dir(tmp_path)
