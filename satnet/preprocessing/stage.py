@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from satnet.contracts import atomic_write_json, check_writable_folder, dumps_json, remove_temporaries
-from satnet.errors import SatnetError
+from satnet.errors import InputError, SatnetError, command
 from satnet.io.cases import is_complete, save_case
 from satnet.io.checks import RawDataset, check_dataset
-from satnet.io.dataset import RawCase
+from satnet.io.dataset import DatasetJson, RawCase, load_dataset_json
 from satnet.io.images import read_image, read_label
 from satnet.io.pool import map_cases
 from satnet.io.workdir import WorkDir
@@ -153,9 +153,30 @@ def preprocess(dataset: RawDataset, plans: Plans, work_dir: Path, configs: Seque
         map_cases(work, todo, workers, f"preprocess {name}")
 
 
+def check_planned_for(dataset_json: DatasetJson, plans: Plans, work_dir: Path) -> None:
+    """Raise InputError, before anything is written, when WORK_DIR's plans.json was made for a dataset with
+    other channels, labels or file ending than `dataset_json`."""
+    raw, plans_file = dataset_json.path.parent, WorkDir(work_dir).plans
+    pairs = {  # what differs: (this dataset's, the plans')
+        "channels": (", ".join(dataset_json.channel_names.values()), ", ".join(plans.channel_names.values()),
+                     dataset_json.channel_names != plans.channel_names),
+        "labels": (", ".join(f"{k}={v}" for k, v in dataset_json.labels.items()),
+                   ", ".join(f"{k}={v}" for k, v in plans.labels.items()), dataset_json.labels != plans.labels),
+        "file ending": (dataset_json.file_ending, plans.file_ending, dataset_json.file_ending != plans.file_ending),
+    }
+    differ = {k: v[:2] for k, v in pairs.items() if v[2]}
+    if differ:
+        details = "; ".join(f"{k}: {raw} has {mine}, {plans_file} {theirs}" for k, (mine, theirs) in differ.items())
+        raise InputError(
+            f"{work_dir} was planned for another dataset ({'/'.join(differ)} differ: {details}); plan it again with "
+            f"`{command('satnet', 'plan-and-preprocess', raw, '-o', work_dir)}`, or choose another -o"
+        )
+
+
 def preprocess_from_plans(raw_dir: Path, work_dir: Path, configs: Sequence[str] | None, workers: int) -> Plans:
-    """`satnet preprocess`: preprocess with an existing WORK_DIR/plans.json."""
+    """`satnet preprocess`: preprocess with an existing WORK_DIR/plans.json, made for this dataset."""
     plans = load_plans(work_dir)
+    check_planned_for(load_dataset_json(raw_dir), plans, work_dir)  # before the files are read or anything written
     dataset = check_dataset(raw_dir, workers=workers)
     preprocess(dataset, plans, work_dir, configs or list(plans.configurations), workers)
     return plans

@@ -1,6 +1,7 @@
 """A rerun of preprocessing redoes exactly the cases whose raw files changed (satnet/preprocessing/sources.py),
 and their reference copies in gt_segmentations; cases of older work folders without the record are kept
-unless their label or geometry shows the change; a changed plan rebuilds the folder (stamp.json)."""
+unless their label or geometry shows the change; a changed plan rebuilds the folder (stamp.json); another
+dataset is refused before anything is written."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from satnet.cli import main
 from satnet.planning.planner import PlannerOptions
 from satnet.preprocessing import stage
 from satnet.synthetic import make_dataset_3d
@@ -145,3 +147,28 @@ def test_a_changed_normalisation_in_plans_json_rebuilds_the_folder(copies, tmp_p
     stage.preprocess_from_plans(raw, work, None, workers=1)
     fresh = fresh_preprocessing(raw, work, tmp_path)
     assert all(case_bytes(data_folder(work), c) == case_bytes(fresh, c) for c in CASES)
+
+
+def files_of(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_another_dataset_is_refused_before_anything_is_written(copies, dataset_2d, capsys):
+    _, work = copies
+    before = files_of(work)
+    assert main(["preprocess", str(dataset_2d), "-o", str(work), "-j", "1", "-q"]) == 1
+    error = capsys.readouterr().err
+    assert f"{work} was planned for another dataset (channels/labels/file ending differ: channels: {dataset_2d} " \
+           f"has R, G, B, {work / 'plans.json'} MRI; labels: " in error
+    assert f"plan it again with `satnet plan-and-preprocess {dataset_2d} -o {work}`, or choose another -o" in error
+    assert files_of(work) == before
+
+
+def test_other_labels_alone_are_named(copies, capsys):
+    raw, work = copies
+    dataset = json.loads((raw / "dataset.json").read_text())
+    dataset["labels"] = {"background": 0, "object1": 1, "tumour": 2}
+    (raw / "dataset.json").write_text(json.dumps(dataset))
+    assert main(["preprocess", str(raw), "-o", str(work), "-j", "1", "-q"]) == 1
+    assert (f"(labels differ: labels: {raw} has background=0, object1=1, tumour=2, {work / 'plans.json'} "
+            f"background=0, object1=1, object2=2)") in capsys.readouterr().err
