@@ -26,7 +26,7 @@ from satnet.names import CHECKPOINT_NAMES, DEFAULT_CHECKPOINT, PREDICT_CHECKPOIN
 from satnet.planning.plans import ConfigurationPlan, Plans, load_plans
 
 logger = logging.getLogger(__name__)
-
+MODEL_FLAG_COMMANDS = ("predict", "export", "visualize")  # they take the work folder as -m
 
 
 def results_dir(work_dir: str | Path, config: str) -> Path:
@@ -102,9 +102,17 @@ def _other_checkpoints_hint(work_dir: Path, config: str, checkpoint: str) -> str
     return f"; folds with {checkpoint_name(other[0])} exist: use --checkpoint {other[0]}" if other else ""
 
 
-def check_configuration(work_dir: str | Path, config: str) -> Plans:
-    """WORK_DIR/plans.json, after checking that it plans `config` (a did-you-mean error otherwise)."""
-    plans = load_plans(work_dir)
+def given_as(command: str | None) -> str:
+    """How `satnet <command>` takes the work folder: "-m" (predict, export, visualize) or "WORK_DIR" (train, ...)."""
+    return "-m" if command in MODEL_FLAG_COMMANDS else "WORK_DIR"
+
+
+def check_configuration(work_dir: str | Path, config: str, command: str | None = None) -> Plans:
+    """WORK_DIR/plans.json, after checking that it plans `config` (a did-you-mean error otherwise).
+
+    command: the satnet command asking ("predict", "export", "visualize", "train"), so hints name its flags.
+    """
+    plans = load_plans(work_dir, given_as(command))
     if config not in plans.configurations:
         error = unknown_name_error("configuration", config, plans.configurations)
         raise ConfigError(f"{error} (in {WorkDir(work_dir).plans}); choose one with -c, or plan it with "
@@ -147,14 +155,18 @@ def load_configuration(
     folds: Sequence[str] | None = None,
     checkpoint: str = DEFAULT_CHECKPOINT,
     device: str = "cpu",
+    command: str | None = None,
 ) -> ConfigurationModels:
-    """Load the checkpoints of `config` (see `resolve_folds`) once each, onto `device`, in eval mode."""
+    """Load the checkpoints of `config` (see `resolve_folds`) once each, onto `device`, in eval mode.
+
+    command: the satnet command asking ("predict", "export", "visualize", "train"), so hints name its flags.
+    """
     from satnet.nets import build_network
     from satnet.nets.spec import NetworkSpec
 
     if checkpoint not in CHECKPOINT_NAMES:
         raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, not {checkpoint!r}")
-    check_configuration(work_dir, config)
+    check_configuration(work_dir, config, command)
     folds = resolve_folds(work_dir, config, folds, checkpoint)
     networks, reference = [], None
     for fold in folds:
