@@ -163,4 +163,5 @@ def test_find_best_without_trained_folds_says_what_to_train(tiny_work, capsys):
     (tiny_work / "gt_segmentations").mkdir(exist_ok=True)
     code, _, err = run(capsys, "find-best", tiny_work, "-j", "1")
     assert code == 1 and "no configuration has validation outputs for all 3 folds" in err
-    assert f"`satnet train {tiny_work} 3d 0`" in err
+    assert f"train them with `satnet train {tiny_work} 3d 1`; `satnet train {tiny_work} 3d 2`" in err
+    assert f"`satnet train {tiny_work} 3d 0 --validation-only`" in err  # fold 0 has its checkpoint_final.pt

@@ -190,7 +190,7 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
 
 
 def _run_find_best(args: argparse.Namespace) -> int:
-    from satnet.inference.find_best import find_best
+    from satnet.inference.find_best import find_best, missing_folds_fix
     from satnet.io.pool import default_workers
 
     result = find_best(args.work_dir, workers=args.workers or default_workers())
@@ -200,7 +200,7 @@ def _run_find_best(args: argparse.Namespace) -> int:
         print(f"  {rank}. {cand['name']}: {dice}")
     for config, folds in result["incomplete"].items():
         print(f"  (not ranked: {config}, folds {', '.join(map(str, folds))} missing: "
-              f"`{command('satnet', 'train', args.work_dir, config, folds[0])}`)")
+              f"{missing_folds_fix(args.work_dir, config, folds)})")
     best, post = result["best"], result["postprocessing"]
     after = best["mean_dice_postprocessed"]
     print(f"best: {best['name']}; postprocessing {post['decision']} -> mean Dice "

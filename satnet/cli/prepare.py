@@ -167,7 +167,8 @@ def _add_preprocess(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="preprocess with an existing WORK_DIR/plans.json (resumable)",
                        description="Preprocess every case of RAW_DATASET_DIR for the configurations of "
                                    "WORK_DIR/plans.json (crop, normalise, resample). Cases already done are kept, so "
-                                   "an interrupted run continues where it stopped.")
+                                   "an interrupted run continues where it stopped; a case whose image or label "
+                                   "files changed since is made again.")
     _planning_arguments(p, with_options=False)
     p.set_defaults(handler=_run_preprocess)
     return p

@@ -34,6 +34,7 @@ import torch
 from satnet import __version__
 from satnet.contracts import Contract, atomic_write_json, new_file_mode, read_json
 from satnet.errors import ConfigError, InputError, MissingFileError, SatnetError
+from satnet.io.workdir import EXPORT_FILE  # noqa: F401 (re-exported: satnet_model.json)
 from satnet.names import EXPORT_FORMATS
 from satnet.inference.models import ConfigurationModels, load_configuration, postprocessing_path
 from satnet.planning.fingerprint import FINGERPRINT_FILE, load_fingerprint
@@ -41,7 +42,6 @@ from satnet.planning.plans import Plans
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FILE = "satnet_model.json"
 EXPORT_FORMAT_VERSION = 1
 FORMATS = EXPORT_FORMATS
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml"}
@@ -93,7 +93,7 @@ def export_configuration(work_dir: str | Path, config: str, out_dir: str | Path,
     if out_dir.resolve() == work_dir.resolve() or work_dir.resolve() in out_dir.resolve().parents:
         raise InputError(f"export into a folder outside the work folder {work_dir}, not {out_dir}: the exported "
                          f"model is meant to travel without it; choose another -o")
-    models = load_configuration(work_dir, config, folds, checkpoint, "cpu")
+    models = load_configuration(work_dir, config, folds, checkpoint, "cpu", "export")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for fold, network in zip(models.folds, models.networks):

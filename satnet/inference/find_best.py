@@ -31,6 +31,7 @@ from satnet.io.geometry import ImageGeometry
 from satnet.io.images import read_label
 from satnet.io.pool import map_cases
 from satnet.io.workdir import ENSEMBLE_PREFIX, WorkDir, results_name
+from satnet.names import DEFAULT_CHECKPOINT
 from satnet.planning.plans import Plans, load_plans
 from satnet.planning.splits import Splits, load_splits
 
@@ -130,16 +131,36 @@ def _survey(work_dir: Path, plans: Plans, splits: Splits) -> tuple[list[str], di
         else:
             complete.append(config)
     if not complete:
-        lines = [f"{c}: folds {', '.join(map(str, m))} missing; train them with "
-                 + "; ".join(f"`{command('satnet', 'train', work_dir, c, k)}`" for k in m) for c, m in incomplete.items()]
+        lines = [f"{c}: folds {', '.join(map(str, m))} missing; {missing_folds_fix(work_dir, c, m)}"
+                 for c, m in incomplete.items()]
         raise MissingFileError(
             f"no configuration has validation outputs for all {len(splits.folds)} folds under {root}:\n"
             + "\n".join(f"  - {line}" for line in lines)
         )
     for config, missing in incomplete.items():
-        logger.warning("warning: %s is left out: folds %s are not trained (`%s`)", config,
-                       ", ".join(map(str, missing)), command("satnet", "train", work_dir, config, missing[0]))
+        logger.warning("warning: %s is left out: folds %s have no validation outputs; %s", config,
+                       ", ".join(map(str, missing)), missing_folds_fix(work_dir, config, missing))
     return complete, incomplete
+
+
+def missing_folds_fix(work_dir: Path, config: str, folds: Sequence[int]) -> str:
+    """The commands that give `folds` of `config` their validation outputs: train an untrained fold, resume an
+    unfinished one, validate one trained with --no-validation (its checkpoint_final.pt is there)."""
+    paths = WorkDir(work_dir)
+    trained = [k for k in folds if paths.checkpoint(config, k, DEFAULT_CHECKPOINT).is_file()]
+    unfinished = [k for k in folds if k not in trained and paths.checkpoint(config, k, "latest").is_file()]
+    untrained = [k for k in folds if k not in trained and k not in unfinished]
+    fixes = []
+    if untrained:
+        fixes.append(f"train {'them' if len(untrained) > 1 else 'it'} with "
+                     + "; ".join(f"`{command('satnet', 'train', work_dir, config, k)}`" for k in untrained))
+    for k in unfinished:
+        fixes.append(f"fold {k} did not finish training: resume it with "
+                     f"`{command('satnet', 'train', work_dir, config, k, '--resume')}`")
+    for k in trained:
+        fixes.append(f"fold {k} was trained without its validation (--no-validation): run it with "
+                     f"`{command('satnet', 'train', work_dir, config, k, '--validation-only')}`")
+    return "; ".join(fixes)
 
 
 def _evaluate_configuration(work_dir: Path, config: str, fold_of: dict[str, int], plans: Plans, labels: list[int],

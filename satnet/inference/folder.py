@@ -128,10 +128,10 @@ def predict_folder(
             loaded.folds = [f for f in loaded.folds if f in {str(x) for x in folds}]
         configs = [export_info.config]
     else:
-        plans = load_plans(work_dir)
+        plans = load_plans(work_dir, "-m")
         configs = list(configs) if configs else default_configurations(work_dir, plans)
         for config in configs:
-            check_configuration(work_dir, config)
+            check_configuration(work_dir, config, "predict")
     ending, num_channels = plans.file_ending, len(plans.channel_names)
     cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
     remove_unfinished_outputs(output_dir, [c.case_id for c in cases], ending)  # this part's cases only
@@ -150,7 +150,7 @@ def predict_folder(
         postprocessing = (PostprocessingDecision.from_dict(export_info.postprocessing, f"{work_dir}: postprocessing")
                           if export_info.postprocessing else None)
     else:
-        models = [load_configuration(work_dir, c, folds, checkpoint, str(device)) for c in configs]
+        models = [load_configuration(work_dir, c, folds, checkpoint, str(device), "predict") for c in configs]
         postprocessing = _postprocessing(work_dir, configs)
     _check_models_agree(models, num_channels, plans.labels)
     ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1,

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Sequence
 
 from satnet.contracts import read_json
-from satnet.errors import ConfigError, InputError, MissingFileError, command, unknown_name_error
+from satnet.errors import ConfigError, InputError, MissingFileError, SatnetError, command, unknown_name_error
 from satnet.io.checkpoints import CheckpointMeta, load_checkpoint
 from satnet.io.workdir import FOLD_FOLDER, RESULTS_FOLDER, WorkDir, checkpoint_name
 from satnet.names import CHECKPOINT_NAMES, DEFAULT_CHECKPOINT, PREDICT_CHECKPOINTS
 from satnet.planning.plans import ConfigurationPlan, Plans, load_plans
+from satnet.planning.splits import load_splits
 
 logger = logging.getLogger(__name__)
-
+MODEL_FLAG_COMMANDS = ("predict", "export", "visualize")  # they take the work folder as -m
 
 
 def results_dir(work_dir: str | Path, config: str) -> Path:
@@ -57,11 +58,14 @@ def trained_folds(work_dir: str | Path, config: str, checkpoint: str = DEFAULT_C
     return sorted((f for f in folds if checkpoint_path(work_dir, config, f, checkpoint).is_file()), key=_fold_key)
 
 
-def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None, checkpoint: str) -> list[str]:
+def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None, checkpoint: str,
+                  asked_by: str | None = None) -> list[str]:
     """The folds to predict with: `folds` (each must have the checkpoint) or, when None, every
-    numbered fold that has it ("all" only when no numbered fold has). Errors name the fix."""
+    numbered fold that has it ("all" only when no numbered fold has). Errors name the fix, in the
+    words of the command `asked_by` ("predict", "export", "visualize", "train"; None: neutral)."""
     work_dir = Path(work_dir)
     have = trained_folds(work_dir, config, checkpoint)
+    num_folds = _num_folds(work_dir)
     if folds is None:
         numbered = [f for f in have if f != "all"]
         folds = numbered or have
@@ -71,7 +75,8 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
                 fix = (f"fold(s) {', '.join(unfinished)} have only checkpoint_latest.pt: training did not finish; "
                        f"resume it with `{command('satnet', 'train', work_dir, config, unfinished[0], '--resume')}`")
             else:
-                fix = (f"train one with `{command('satnet', 'train', work_dir, config, 0)}` (folds 0..4 for the "
+                ensemble = f"folds 0..{num_folds - 1}" if num_folds else "every fold of splits.json"
+                fix = (f"train one with `{command('satnet', 'train', work_dir, config, 0)}` ({ensemble} for the "
                        f"cross-validation ensemble)")
             raise MissingFileError(
                 f"configuration {config!r} has no trained fold with {checkpoint_name(checkpoint)} under "
@@ -80,14 +85,41 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
         return list(folds)
     missing = [str(f) for f in folds if str(f) not in have]
     if missing:
-        lines = [f"fold {f}: {checkpoint_path(work_dir, config, f, checkpoint)} not found; train it with "
-                 f"`{command('satnet', 'train', work_dir, config, f)}`" + _unfinished_hint(work_dir, config, f) for f in missing]
+        lines = [_missing_fold_line(work_dir, config, f, checkpoint, num_folds) for f in missing]
         raise MissingFileError(
             f"configuration {config!r} lacks {checkpoint_name(checkpoint)} for {len(missing)} of the requested folds:\n"
-            + "\n".join(f"  - {line}" for line in lines)
-            + (f"\n(trained folds: {', '.join(have)}; leave out -f to use them)" if have else "")
+            + "\n".join(f"  - {line}" for line in lines) + _trained_folds_hint(have, asked_by)
         )
     return [str(f) for f in folds]
+
+
+def _num_folds(work_dir: Path) -> int | None:
+    """How many folds WORK_DIR/splits.json has; None when it cannot be read (the hints then stay general)."""
+    try:
+        return len(load_splits(work_dir).folds)
+    except SatnetError:
+        return None
+
+
+def _missing_fold_line(work_dir: Path, config: str, fold: str, checkpoint: str, num_folds: int | None) -> str:
+    if num_folds is not None and fold != "all" and int(fold) >= num_folds:
+        return (f"fold {fold}: {WorkDir(work_dir).splits} has no fold {fold}, only folds 0..{num_folds - 1} (and all, "
+                f"trained on every case); choose one of those")
+    return (f"fold {fold}: {checkpoint_path(work_dir, config, fold, checkpoint)} not found; train it with "
+            f"`{command('satnet', 'train', work_dir, config, fold)}`" + _unfinished_hint(work_dir, config, fold))
+
+
+def _trained_folds_hint(have: list[str], asked_by: str | None) -> str:
+    """"(trained folds: 0, 1; <how this command uses them>)", or "" when none is trained."""
+    if not have:
+        return ""
+    use = {
+        "predict": "leave out -f to use them",
+        "export": "leave out -f to use them",
+        "visualize": "give one of them with -f",
+        "train": "give one of them as FOLD",
+    }.get(asked_by or "")
+    return f"\n(trained folds: {', '.join(have)}{'; ' + use if use else ''})"
 
 
 def _unfinished_hint(work_dir: Path, config: str, fold: str) -> str:
@@ -102,9 +134,17 @@ def _other_checkpoints_hint(work_dir: Path, config: str, checkpoint: str) -> str
     return f"; folds with {checkpoint_name(other[0])} exist: use --checkpoint {other[0]}" if other else ""
 
 
-def check_configuration(work_dir: str | Path, config: str) -> Plans:
-    """WORK_DIR/plans.json, after checking that it plans `config` (a did-you-mean error otherwise)."""
-    plans = load_plans(work_dir)
+def given_as(asked_by: str | None) -> str:
+    """How `satnet <asked_by>` takes the work folder: "-m" (predict, export, visualize) or "WORK_DIR" (train, ...)."""
+    return "-m" if asked_by in MODEL_FLAG_COMMANDS else "WORK_DIR"
+
+
+def check_configuration(work_dir: str | Path, config: str, asked_by: str | None = None) -> Plans:
+    """WORK_DIR/plans.json, after checking that it plans `config` (a did-you-mean error otherwise).
+
+    asked_by: the satnet command asking ("predict", "export", "visualize", "train"), so hints name its flags.
+    """
+    plans = load_plans(work_dir, given_as(asked_by))
     if config not in plans.configurations:
         error = unknown_name_error("configuration", config, plans.configurations)
         raise ConfigError(f"{error} (in {WorkDir(work_dir).plans}); choose one with -c, or plan it with "
@@ -147,15 +187,19 @@ def load_configuration(
     folds: Sequence[str] | None = None,
     checkpoint: str = DEFAULT_CHECKPOINT,
     device: str = "cpu",
+    asked_by: str | None = None,
 ) -> ConfigurationModels:
-    """Load the checkpoints of `config` (see `resolve_folds`) once each, onto `device`, in eval mode."""
+    """Load the checkpoints of `config` (see `resolve_folds`) once each, onto `device`, in eval mode.
+
+    asked_by: the satnet command asking ("predict", "export", "visualize", "train"), so hints name its flags.
+    """
     from satnet.nets import build_network
     from satnet.nets.spec import NetworkSpec
 
     if checkpoint not in CHECKPOINT_NAMES:
         raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, not {checkpoint!r}")
-    check_configuration(work_dir, config)
-    folds = resolve_folds(work_dir, config, folds, checkpoint)
+    check_configuration(work_dir, config, asked_by)
+    folds = resolve_folds(work_dir, config, folds, checkpoint, asked_by)
     networks, reference = [], None
     for fold in folds:
         path = checkpoint_path(work_dir, config, fold, checkpoint)

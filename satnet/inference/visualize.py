@@ -82,7 +82,7 @@ def visualize_scan(
     work_dir: str | Path, config: str, fold: str, scan: str | Path, out_dir: str | Path, checkpoint: str = DEFAULT_CHECKPOINT
 ) -> dict:
     """Write the gate pictures and gates.json for one scan; returns the JSON content."""
-    models = load_configuration(work_dir, config, [str(fold)], checkpoint, "cpu")
+    models = load_configuration(work_dir, config, [str(fold)], checkpoint, "cpu", "visualize")
     network, plan, plans = models.networks[0], models.plan, models.plans
     gates = [(name, g) for name, g in network.gates() if g.skip != "org"]
     if not gates:

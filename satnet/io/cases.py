@@ -4,7 +4,7 @@ Per case three files:
 - `<case>.npy`: float32 image, (C, Z, Y, X), normalised and resampled.
 - `<case>_seg.npy`: int8 label, (1, Z, Y, X), values 0..K.
 - `<case>.json`: CaseProperties (the geometry of the raw image, the crop box, shapes, sampled
-  foreground voxel locations per label).
+  foreground voxel locations per label, the raw files it was made from).
 
 Plain .npy because training reads random patches from memory-mapped arrays, which costs no
 decompression and no more RAM than the patch. Every file is written atomically, and the JSON
@@ -13,6 +13,7 @@ last: a case is complete exactly when its JSON exists, so a killed run leaves at
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from dataclasses import dataclass, field
@@ -50,6 +51,32 @@ def check_case_id(case_id: str, source: str = "") -> str:
 
 
 @dataclass
+class SourceFile(Contract):
+    """One raw file a preprocessed case was made from: `file` relative to the raw dataset folder
+    ("imagesTr/case_000_0000.nii.gz"), its size in bytes and the SHA-256 of its bytes (hex)."""
+
+    file: str
+    size: int
+    sha256: str
+
+
+def source_file(path: str | Path, raw_dir: str | Path) -> SourceFile:
+    """The SourceFile of `path` (inside `raw_dir`), hashed in 1 MiB blocks."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    try:
+        name = path.relative_to(raw_dir).as_posix()
+    except ValueError:
+        name = path.name
+    return SourceFile(file=name, size=size, sha256=digest.hexdigest())
+
+
+@dataclass
 class CaseProperties(Contract):
     """What is needed to map a preprocessed case back onto its raw image, and to sample patches.
 
@@ -59,6 +86,9 @@ class CaseProperties(Contract):
     - spacing_after_resampling: (Z, Y, X) mm, the configuration's target spacing.
     - class_locations: label value (as a string) -> up to N sampled voxel coordinates
       [z, y, x] in the preprocessed array, used to force foreground into patches.
+    - sources: the raw files the case was made from (channel files in order, then the label),
+      so a rerun redoes the case when one changed; None in cases preprocessed before the field
+      existed (satnet.preprocessing.sources decides what to do with those).
     """
 
     FORMAT_VERSION = 1
@@ -70,6 +100,7 @@ class CaseProperties(Contract):
     shape_after_resampling: list[int]
     spacing_after_resampling: list[float]
     class_locations: dict[str, list[list[int]]] = field(default_factory=dict)
+    sources: list[SourceFile] | None = None
     format_version: int = 1
 
 

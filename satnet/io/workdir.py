@@ -19,7 +19,9 @@
             validation/                 the fold's validation cases: {case}{ending}, {case}.npz, summary.json
 
 `WorkDir(work_dir)` answers each path; the stages ask it instead of joining names themselves, and
-docs/formats.md draws the same tree. This module imports nothing from satnet (floor 2, io).
+docs/formats.md draws the same tree. EXPORT_FILE is not in WORK_DIR: it marks the folder `satnet
+export` writes, named here so that the loaders of a work folder can tell a user who gives one
+instead. This module imports nothing from satnet (floor 2, io).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ VALIDATION_FOLDER = "validation"
 TRAINING_LOG_FILE = "training_log.json"
 PROGRESS_PLOT_FILE = "progress.png"
 ENSEMBLE_PREFIX = "ensemble_"
+EXPORT_FILE = "satnet_model.json"  # in an exported model's folder (satnet.inference.exported), not in WORK_DIR
 FOLD_FOLDER = re.compile(r"^fold_(\d+|all)$")  # fold_0, fold_1, ..., fold_all
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from satnet.contracts import Contract, atomic_write_json, read_json
-from satnet.errors import ConfigError, unknown_name_error
+from satnet.errors import ConfigError, command, unknown_name_error
 from satnet.io.cases import is_safe_name
-from satnet.io.workdir import PLANS_FILE, WorkDir  # noqa: F401 (PLANS_FILE re-exported)
+from satnet.io.dataset import DATASET_JSON
+from satnet.io.workdir import EXPORT_FILE, PLANS_FILE, WorkDir  # noqa: F401 (PLANS_FILE re-exported)
 from satnet.names import (
     ARCH_NAMES,
     CONFIG_NAMES,
@@ -267,14 +268,34 @@ def _enclosing_work_dir(folder: Path) -> Path | None:
     return None
 
 
-def load_plans(work_dir: str | Path) -> Plans:
-    """Read WORK_DIR/plans.json; a missing or invalid file gives an error naming it and the fix."""
+def _not_a_work_folder(folder: Path, given_as: str) -> str | None:
+    """The fix when `folder` (without plans.json) is a raw dataset, an exported model or inside a work folder."""
+    expects = "-m expects" if given_as == "-m" else f"{given_as} must be"
+    if (folder / DATASET_JSON).is_file():
+        return (f"{folder} is a raw dataset (it holds {DATASET_JSON}): {expects} a work folder made by "
+                f"plan-and-preprocess, not the raw dataset; make one with "
+                f"`{command('satnet', 'plan-and-preprocess', folder, '-o', 'WORK_DIR')}`, train it, and give WORK_DIR")
+    if (folder / EXPORT_FILE).is_file():
+        return (f"{folder} is a model exported by `satnet export` (it holds {EXPORT_FILE}), not a work folder: only "
+                f"`{command('satnet', 'predict', '-m', folder)}` takes it; {expects} the work folder the "
+                f"model was trained in")
+    inside = _enclosing_work_dir(folder)
+    if inside is not None:
+        return (f"{folder} is inside the work folder {inside}: give that folder (the one holding plans.json), and "
+                f"choose a configuration and fold with -c and -f")
+    return None
+
+
+def load_plans(work_dir: str | Path, given_as: str = "WORK_DIR") -> Plans:
+    """Read WORK_DIR/plans.json; a missing or invalid file gives an error naming it and the fix.
+
+    given_as: how the command took the folder ("-m" for predict, export and visualize), for the hint
+    when the folder is not a work folder at all (a raw dataset, an exported model).
+    """
     path = WorkDir(work_dir).plans
     fix = f"run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first"
-    inside = _enclosing_work_dir(Path(work_dir))
-    if inside is not None and not path.is_file():
-        fix = (f"{work_dir} is inside the work folder {inside}: give that folder (the one holding plans.json), and "
-               f"choose a configuration and fold with -c and -f")
+    if not path.is_file():
+        fix = _not_a_work_folder(Path(work_dir), given_as) or fix
     data = read_json(path, "plans file", fix)
     try:
         return Plans.from_dict(data, str(path))

@@ -4,7 +4,9 @@ Each step writes its file atomically into WORK_DIR and can be rerun alone (`satn
 `satnet preprocess`). Preprocessing is resumable: a case is complete when its JSON exists
 (see satnet/io/cases.py), so a rerun after a kill only does the missing cases, and the result
 is byte-identical to an uninterrupted run. A stamp file (`preprocessed/<id>/stamp.json`) records
-what determines the preprocessed data; if the plan changes, stale cases are removed first.
+what determines the preprocessed data; if the plan changes, stale cases are removed first. Each
+case's JSON records its raw files (size and SHA-256); a case whose raw files changed is made
+again, and its label copied again into gt_segmentations (satnet/preprocessing/sources.py).
 """
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from satnet.contracts import atomic_write, atomic_write_json, check_writable_folder, dumps_json, remove_temporaries
-from satnet.errors import SatnetError
+from satnet.contracts import atomic_write_json, check_writable_folder, dumps_json, remove_temporaries
+from satnet.errors import InputError, SatnetError, command
 from satnet.io.cases import is_complete, save_case
 from satnet.io.checks import RawDataset, check_dataset
-from satnet.io.dataset import RawCase, check_work_dir_outside_raw
+from satnet.io.dataset import DatasetJson, RawCase, check_work_dir_outside_raw, load_dataset_json
 from satnet.io.images import read_image, read_label
 from satnet.io.pool import map_cases
 from satnet.io.workdir import WorkDir
@@ -28,6 +30,7 @@ from satnet.planning.plans import ConfigurationPlan, Plans, load_plans, save_pla
 from satnet.planning.splits import make_splits, save_splits
 from satnet.preprocessing.case import preprocess_case
 from satnet.preprocessing.ceiling import ceiling_line, ceiling_warning, resampling_ceiling
+from satnet.preprocessing.sources import CaseSources, copy_reference_labels, hash_sources, remove_outdated_cases
 
 log = logging.getLogger(__name__)
 STAMP_FILE = "stamp.json"
@@ -90,16 +93,6 @@ def _existing_plans(work_dir: Path) -> Plans | None:
         return None
 
 
-def copy_reference_labels(dataset: RawDataset, work_dir: Path) -> None:
-    """Copy labelsTr into WORK_DIR/gt_segmentations, so validation needs only WORK_DIR."""
-    target = WorkDir(work_dir).gt_segmentations
-    for case in dataset.cases:
-        dest = target / case.label_file.name
-        if not dest.is_file() or dest.stat().st_size != case.label_file.stat().st_size:
-            data = case.label_file.read_bytes()
-            atomic_write(dest, lambda f, d=data: f.write(d))
-
-
 def _stamp(plan: ConfigurationPlan, plans: Plans) -> dict:
     """What determines the preprocessed arrays of a data folder."""
     return {
@@ -129,36 +122,63 @@ def _prepare_folder(folder: Path, stamp: dict) -> None:
     atomic_write_json(stamp_path, stamp)
 
 
-def preprocess_one(case: RawCase, plan: ConfigurationPlan, labels: dict[str, int], folder: Path) -> str:
+def preprocess_one(item: tuple[RawCase, CaseSources], plan: ConfigurationPlan, labels: dict[str, int],
+                   folder: Path) -> str:
+    """Preprocess one case and save it with the record of its raw files (hashed before they were read)."""
+    case, sources = item
     image, geometry = read_image(case.image_files)
     seg = read_label(case.label_file)[0] if case.label_file is not None else None
     data, seg_out, props = preprocess_case(image, geometry, seg, plan, case.case_id, labels)
+    props.sources = list(sources.files)
     save_case(folder, props, data, seg_out)
     return case.case_id
 
 
 def preprocess(dataset: RawDataset, plans: Plans, work_dir: Path, configs: Sequence[str], workers: int) -> None:
-    """Preprocess every case for each configuration's data folder, skipping complete cases."""
-    copy_reference_labels(dataset, work_dir)
-    done: set[str] = set()
+    """Preprocess every case for each configuration's data folder, skipping complete cases whose raw files
+    are unchanged (satnet.preprocessing.sources), and copy the labels that changed into gt_segmentations."""
+    sources = hash_sources(dataset, work_dir, workers)
+    folders = {}
     for name in configs:
         conf = plans.configuration(name)
-        folder = conf.data_dir(work_dir)
-        if str(folder) in done:
-            continue
-        done.add(str(folder))
+        folders.setdefault(conf.data_dir(work_dir), (name, conf))
+    for folder, (_, conf) in folders.items():
         _prepare_folder(folder, _stamp(conf, plans))
-        todo = [c for c in dataset.cases if not is_complete(folder, c.case_id)]
+        remove_outdated_cases(folder, dataset, sources)  # before the reference copies change: they are compared
+    copy_reference_labels(sources, work_dir)
+    for folder, (name, conf) in folders.items():
+        todo = [(c, sources[c.case_id]) for c in dataset.cases if not is_complete(folder, c.case_id)]
         if len(todo) < len(dataset.cases):
             log.info("%s: %d of %d cases already preprocessed", folder, len(dataset.cases) - len(todo), len(dataset.cases))
         work = functools.partial(preprocess_one, plan=conf, labels=plans.labels, folder=folder)
         map_cases(work, todo, workers, f"preprocess {name}")
 
 
+def check_planned_for(dataset_json: DatasetJson, plans: Plans, work_dir: Path) -> None:
+    """Raise InputError, before anything is written, when WORK_DIR's plans.json was made for a dataset with
+    other channels, labels or file ending than `dataset_json`."""
+    raw, plans_file = dataset_json.path.parent, WorkDir(work_dir).plans
+    pairs = {  # what differs: (this dataset's, the plans')
+        "channels": (", ".join(dataset_json.channel_names.values()), ", ".join(plans.channel_names.values()),
+                     dataset_json.channel_names != plans.channel_names),
+        "labels": (", ".join(f"{k}={v}" for k, v in dataset_json.labels.items()),
+                   ", ".join(f"{k}={v}" for k, v in plans.labels.items()), dataset_json.labels != plans.labels),
+        "file ending": (dataset_json.file_ending, plans.file_ending, dataset_json.file_ending != plans.file_ending),
+    }
+    differ = {k: v[:2] for k, v in pairs.items() if v[2]}
+    if differ:
+        details = "; ".join(f"{k}: {raw} has {mine}, {plans_file} {theirs}" for k, (mine, theirs) in differ.items())
+        raise InputError(
+            f"{work_dir} was planned for another dataset ({'/'.join(differ)} differ: {details}); plan it again with "
+            f"`{command('satnet', 'plan-and-preprocess', raw, '-o', work_dir)}`, or choose another -o"
+        )
+
+
 def preprocess_from_plans(raw_dir: Path, work_dir: Path, configs: Sequence[str] | None, workers: int) -> Plans:
-    """`satnet preprocess`: preprocess with an existing WORK_DIR/plans.json."""
+    """`satnet preprocess`: preprocess with an existing WORK_DIR/plans.json, made for this dataset."""
     check_work_dir_outside_raw(raw_dir, work_dir)
     plans = load_plans(work_dir)
+    check_planned_for(load_dataset_json(raw_dir), plans, work_dir)  # before the files are read or anything written
     dataset = check_dataset(raw_dir, workers=workers)
     preprocess(dataset, plans, work_dir, configs or list(plans.configurations), workers)
     return plans

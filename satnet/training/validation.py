@@ -62,7 +62,7 @@ def validate_trained_fold(work_dir: str | Path, config: str, fold: str, checkpoi
     from satnet.inference.models import load_configuration
     from satnet.planning.splits import fold_cases, load_splits
 
-    models = load_configuration(work_dir, config, [str(fold)], checkpoint, "cpu")
+    models = load_configuration(work_dir, config, [str(fold)], checkpoint, "cpu", "train")
     val_cases = fold_cases(load_splits(work_dir), fold).val
     fold_dir = WorkDir(work_dir).fold_dir(config, fold)
     return final_validation(work_dir, fold_dir, models.networks[0], models.plans, models.plan,

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from satnet.cli import main
 from satnet.errors import MissingFileError
 from satnet.inference.find_best import find_best
 from satnet.inference.models import default_configurations, postprocessing_path
@@ -109,3 +110,19 @@ def test_no_configuration_with_all_folds_names_the_missing_ones(work):
     with pytest.raises(MissingFileError, match=r"3d: folds 3, 4 missing; train them with `satnet train \S+ 3d 3`; "
                                                r"`satnet train \S+ 3d 4`"):
         find_best(work)
+
+
+def test_a_fold_trained_without_validation_is_sent_to_validation_only_not_to_training(work, capsys):
+    fabricate(work, "3d", probabilities(reference()), folds=[0, 4])
+    for fold, checkpoint in ((1, "final"), (3, "latest")):  # trained with --no-validation; stopped before its end
+        (work / "results" / "3d" / f"fold_{fold}").mkdir(parents=True)
+        (work / "results" / "3d" / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt").touch()
+    with pytest.raises(MissingFileError) as error:
+        find_best(work)
+    line = next(line for line in str(error.value).splitlines() if line.startswith("  - 3d:"))
+    assert line == (f"  - 3d: folds 1, 2, 3 missing; train it with `satnet train {work} 3d 2`; fold 3 did not finish "
+                    f"training: resume it with `satnet train {work} 3d 3 --resume`; fold 1 was trained without its "
+                    f"validation (--no-validation): run it with `satnet train {work} 3d 1 --validation-only`")
+    fabricate(work, "3d_org", probabilities(reference()))  # now a configuration is complete: 3d is left out
+    main(["find-best", str(work), "-j", "1"])
+    assert f"3d, folds 1, 2, 3 missing: train it with `satnet train {work} 3d 2`; " in capsys.readouterr().out

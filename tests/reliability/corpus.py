@@ -285,7 +285,7 @@ CASES: list[BadInput] = [
     BadInput("predict_truncated_inputs", "every input image cut in half", ("work",),
              _truncate_test_images, PREDICT, "case_003", "--continue"),
     BadInput("predict_missing_fold", "predict with -f 3, a fold never trained", ("work",),
-             lambda b: None, PREDICT.replace("-f 0", "-f 3"), "fold 3", "satnet train"),
+             lambda b: None, PREDICT.replace("-f 0", "-f 3"), "fold 3", "only folds 0..2"),  # 3 cases: 3 folds
     BadInput("predict_output_under_file", "-o below a regular file", ("work",),
              _work_under_a_file, PREDICT.replace("-o {out}", "-o {root}/a_file/out"), "a_file/out",
              "choose another with -o"),
