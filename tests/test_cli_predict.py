@@ -144,3 +144,10 @@ def test_find_best_without_trained_folds_says_what_to_train(tiny_work, capsys):
     code, _, err = run(capsys, "find-best", tiny_work, "-j", "1")
     assert code == 1 and "no configuration has validation outputs for all 3 folds" in err
     assert f"`satnet train {tiny_work} 3d 0`" in err
+
+
+def test_a_configuration_given_twice_is_refused(raw, tiny_work, tmp_path, capsys):
+    code, _, err = run(capsys, "predict", "-i", raw / "imagesTs", "-o", tmp_path / "out", "-m", tiny_work,
+                       "-c", "3d", "3d")
+    assert code == 1 and "-c names 3d more than once (3d 3d); give each configuration once" in err
+    assert not (tmp_path / "out").exists()

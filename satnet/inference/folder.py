@@ -98,7 +98,7 @@ def predict_folder(
 ) -> PredictionReport:
     """Predict every case of `input_dir` into `output_dir`; see the module docstring.
 
-    configs: None -> find-best's recommendation, else "3d" if planned, else the first planned.
+    configs: None -> find-best's recommendation, else "3d" if planned, else the first planned; each at most once.
     folds: None -> every fold with the checkpoint (per configuration).
     resume: skip cases whose outputs exist (`output_complete`).
     work_dir may also be a folder of `satnet export` (satnet.inference.exported), predicted by OpenVINO or ONNX
@@ -109,6 +109,10 @@ def predict_folder(
     """
     input_dir, output_dir, work_dir = Path(input_dir), Path(output_dir), Path(work_dir)
     settings = settings or InferenceSettings()
+    if configs and len(set(configs)) < len(configs):
+        twice = next(c for c in configs if list(configs).count(c) > 1)
+        raise ConfigError(f"-c names {twice} more than once ({' '.join(configs)}); give each configuration once "
+                          f"(two different ones are ensembled)")
     _check_folders(input_dir, output_dir)
     check_writable_folder(output_dir, "output folder", "choose another with -o")  # created by the first write
     exported = is_exported_folder(work_dir)
