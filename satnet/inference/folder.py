@@ -21,7 +21,7 @@ import torch
 
 from satnet import __version__
 from satnet.contracts import atomic_write_json, check_writable_folder
-from satnet.errors import ConfigError, InputError
+from satnet.errors import ConfigError, InputError, MissingFileError
 from satnet.inference.export import (
     CasePrediction,
     export_ensemble,
@@ -30,11 +30,13 @@ from satnet.inference.export import (
     write_case,
 )
 from satnet.inference.exported import (
+    EXPORT_FILE,
     is_exported_folder,
     load_exported,
     onnxruntime_available,
     openvino_available,
     training_reference,
+    unfinished_export,
 )
 from satnet.inference.models import (
     ConfigurationModels,
@@ -116,6 +118,9 @@ def predict_folder(
     _check_folders(input_dir, output_dir)
     check_writable_folder(output_dir, "output folder", "choose another with -o")  # created by the first write
     exported = is_exported_folder(work_dir)
+    if not exported and unfinished_export(work_dir):
+        raise MissingFileError(f"{work_dir} holds exported networks but no {EXPORT_FILE}: an export into it was "
+                               f"interrupted; export it again with `satnet export -m WORK_DIR -c CONFIG -o {work_dir}`")
     backend = _resolve_backend(backend, exported, work_dir)
     if exported:
         loaded, export_info = load_exported(work_dir, runtime=backend)
