@@ -131,7 +131,7 @@ def _add_predict(sub) -> argparse.ArgumentParser:
                         "3d if planned, else the first)")
     p.add_argument("-f", "--folds", nargs="+", type=fold_arg, default=None, metavar="FOLD",
                    help="folds to ensemble (default: every fold with the checkpoint)")
-    checkpoint_argument(p)
+    checkpoint_argument(p, unset=True)
     p.add_argument("--step", type=fraction, default=0.5,
                    help="sliding-window step as a fraction of the patch, in (0, 1] (default 0.5)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation (about 8x faster in 3D)")
@@ -145,9 +145,11 @@ def _add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write {case}.npz: float16 class probabilities (K, Z, Y, X) on the input's grid")
     p.add_argument("--precision", **one_of(PREDICT_PRECISIONS), default=DEFAULT_PREDICT_PRECISION,
-                   help=f"bf16 autocast where the device computes bf16 natively (default {DEFAULT_PREDICT_PRECISION})")
+                   help=f"bf16 autocast where the device computes bf16 natively (default {DEFAULT_PREDICT_PRECISION}); "
+                        "an exported model runs in fp32 and refuses bf16")
     p.add_argument("--device", **one_of(DEVICES), default=DEFAULT_DEVICE,
-                   help=f"auto: CUDA when available, else the CPU (default {DEFAULT_DEVICE})")
+                   help=f"auto: CUDA when available, else the CPU (default {DEFAULT_DEVICE}); an exported model runs "
+                        "on the CPU and refuses cuda")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="PyTorch CPU threads (default: the cores available; on a busy shared machine fewer can be "
                         "faster)")

@@ -77,6 +77,19 @@ class ExportedModel(Contract):
     satnet_version: str = ""
     format_version: int = EXPORT_FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        # Contract.from_dict puts the file's name in front of these messages
+        fix = "export the model again with `satnet export`"
+        if self.format not in FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}; {fix}")
+        if not (isinstance(self.folds, list) and isinstance(self.files, list) and len(self.folds) == len(self.files)):
+            raise ConfigError(f"folds and files must be lists of the same length (one network file per fold), not "
+                              f"{self.folds!r} and {self.files!r}; {fix}")
+        wrong = [f for f in self.files if not (isinstance(f, str) and EXPORT_NAME.match(f) and f.endswith(SUFFIX[self.format]))]
+        if wrong:
+            raise ConfigError(f"files must name fold_<k>{SUFFIX[self.format]} files beside it ({self.format} format), "
+                              f"not {wrong[0]!r}; {fix}")
+
 
 def training_reference(work_dir: Path) -> tuple[list[float] | None, int | None]:
     """The training cases' median spacing and slice count (fingerprint.json), to check scans against."""

@@ -31,6 +31,7 @@ from satnet.inference.export import (
 )
 from satnet.inference.exported import (
     EXPORT_FILE,
+    ExportedModel,
     is_exported_folder,
     load_exported,
     onnxruntime_available,
@@ -91,7 +92,7 @@ def predict_folder(
     work_dir: str | Path,
     configs: Sequence[str] | None = None,
     folds: Sequence[str] | None = None,
-    checkpoint: str = DEFAULT_CHECKPOINT,
+    checkpoint: str | None = None,
     settings: InferenceSettings | None = None,
     save_probabilities: bool = False,
     resume: bool = False,
@@ -102,9 +103,11 @@ def predict_folder(
 
     configs: None -> find-best's recommendation, else "3d" if planned, else the first planned; each at most once.
     folds: None -> every fold with the checkpoint (per configuration).
+    checkpoint: None -> DEFAULT_CHECKPOINT.
     resume: skip cases whose outputs exist (`output_complete`).
     work_dir may also be a folder of `satnet export` (satnet.inference.exported), predicted by OpenVINO or ONNX
-    Runtime; backend: "torch" (a work folder's checkpoints), "openvino" or "onnxruntime" (an exported folder),
+    Runtime on the CPU in fp32 (settings asking for another device or precision, and a checkpoint, are refused);
+    backend: "torch" (a work folder's checkpoints), "openvino" or "onnxruntime" (an exported folder),
     or "auto" (torch, or for an exported folder openvino when installed, else onnxruntime), named in the log.
     Raises a SatnetError before predicting anything when the folder, the configuration or a
     checkpoint is wrong; a case that cannot be read is recorded in the report's `failed`.
@@ -123,19 +126,8 @@ def predict_folder(
                                f"interrupted; export it again with `satnet export -m WORK_DIR -c CONFIG -o {work_dir}`")
     backend = _resolve_backend(backend, exported, work_dir)
     if exported:
-        loaded, export_info = load_exported(work_dir, runtime=backend)
-        plans = loaded.plans
-        if configs and list(configs) != [export_info.config]:
-            raise ConfigError(f"{work_dir} holds configuration {export_info.config!r} only, not {' '.join(configs)}; "
-                              f"leave out -c, or export that configuration too")
-        if folds and [str(f) for f in folds] != loaded.folds:
-            missing = [str(f) for f in folds if str(f) not in loaded.folds]
-            if missing:  # as a work folder's missing fold is an error, not a quiet smaller ensemble
-                raise ConfigError(f"{work_dir} holds folds {', '.join(export_info.folds)}, not {', '.join(missing)}; "
-                                  f"leave out -f to use every exported fold, or export those folds too")
-            loaded.networks = [n for f, n in zip(loaded.folds, loaded.networks) if f in {str(x) for x in folds}]
-            loaded.folds = [f for f in loaded.folds if f in {str(x) for x in folds}]
-        configs = [export_info.config]
+        loaded, export_info = _load_exported(work_dir, backend, configs, folds, checkpoint, settings)
+        plans, configs = loaded.plans, [export_info.config]
     else:
         plans = load_plans(work_dir)
         configs = list(configs) if configs else default_configurations(work_dir, plans)
@@ -159,7 +151,8 @@ def predict_folder(
         postprocessing = (PostprocessingDecision.from_dict(export_info.postprocessing, f"{work_dir}: postprocessing")
                           if export_info.postprocessing else None)
     else:
-        models = [load_configuration(work_dir, c, folds, checkpoint, str(device)) for c in configs]
+        models = [load_configuration(work_dir, c, folds, checkpoint or DEFAULT_CHECKPOINT, str(device))
+                  for c in configs]
         postprocessing = _postprocessing(work_dir, configs)
     _check_models_agree(models, num_channels, plans.labels)
     ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1,
@@ -174,8 +167,37 @@ def predict_folder(
     report.predicted, report.failed = run.predicted, run.failed
     report.seconds, report.peak_rss_mb = run.seconds, run.peak_rss_mb
     if report.predicted:  # a run that wrote no mask leaves the output folder as it was
-        _write_summary(output_dir, part, report, backend, configs, [m.folds for m in models], settings, work_dir)
+        _write_summary(output_dir, part, report, backend, configs, [m.folds for m in models], settings, work_dir,
+                       ensemble.precision, device)
     return report
+
+
+def _load_exported(work_dir: Path, backend: str, configs: Sequence[str] | None, folds: Sequence[str] | None,
+                   checkpoint: str | None, settings: InferenceSettings) -> tuple[ConfigurationModels, ExportedModel]:
+    """The exported folder's networks, the selected folds of them; flags that do not apply to it are refused."""
+    refused = [(flag, value, why) for flag, value, fits, why in (
+        ("--device", settings.device, settings.device in ("auto", "cpu"), "runs on the CPU (OpenVINO or ONNX Runtime)"),
+        ("--precision", settings.precision, settings.precision == "fp32", "runs in fp32"),
+        ("--checkpoint", checkpoint, checkpoint is None,
+         "holds the checkpoint it was exported from (`satnet export --checkpoint` chooses it)"),
+    ) if not fits]
+    if refused:
+        flag, value, why = refused[0]
+        raise ConfigError(f"{flag} {value} does not apply to {work_dir}: an exported model {why}; leave out {flag}, "
+                          f"or give -m the work folder to predict with torch")
+    loaded, export_info = load_exported(work_dir, runtime=backend)
+    if configs and list(configs) != [export_info.config]:
+        raise ConfigError(f"{work_dir} holds configuration {export_info.config!r} only, not {' '.join(configs)}; "
+                          f"leave out -c, or export that configuration too")
+    if folds and [str(f) for f in folds] != loaded.folds:
+        missing = [str(f) for f in folds if str(f) not in loaded.folds]
+        if missing:  # as a work folder's missing fold is an error, not a quiet smaller ensemble
+            raise ConfigError(f"{work_dir} holds folds {', '.join(export_info.folds)}, not {', '.join(missing)}; "
+                              f"leave out -f to use every exported fold, or export those folds too")
+        chosen = {str(x) for x in folds}
+        loaded.networks = [n for f, n in zip(loaded.folds, loaded.networks) if f in chosen]
+        loaded.folds = [f for f in loaded.folds if f in chosen]
+    return loaded, export_info
 
 
 SUMMARY_FILE = "predict_summary.json"
@@ -188,8 +210,10 @@ def summary_path(output_dir: Path, part: Part) -> Path:
 
 
 def _write_summary(output_dir: Path, part: Part, report: PredictionReport, backend: str, configs: list[str],
-                   folds: list[list[str]], settings: InferenceSettings, model: Path) -> None:
-    """What this run predicted: per case the seconds and the process's peak memory, the backend and settings."""
+                   folds: list[list[str]], settings: InferenceSettings, model: Path, precision: str,
+                   device: torch.device) -> None:
+    """What this run predicted: per case the seconds and the process's peak memory, the backend and settings
+    (the precision and device it ran in, which may differ from what was asked: bf16 falls back to fp32)."""
     cases = [{"case": c, "status": "predicted", "seconds": report.seconds.get(c),
               "peak_rss_mb": report.peak_rss_mb.get(c)} for c in report.predicted]
     cases += [{"case": c, "status": "failed", "reason": reason} for c, reason in sorted(report.failed.items())]
@@ -197,11 +221,9 @@ def _write_summary(output_dir: Path, part: Part, report: PredictionReport, backe
     atomic_write_json(summary_path(output_dir, part), {
         "format_version": 1, "satnet_version": __version__, "model": str(model), "backend": backend,
         "configurations": configs, "folds": folds, "step": settings.step, "mirror": settings.mirror,
-        "mirrors": settings.mirrors,
-        "precision": settings.precision, "threads": torch.get_num_threads(), "cases": cases,
+        "mirrors": settings.mirrors, "precision": precision, "device": str(device),
+        "threads": torch.get_num_threads(), "cases": cases,
     })
-
-
 
 
 def _resolve_backend(backend: str, exported: bool, work_dir: Path) -> str:
@@ -256,7 +278,9 @@ class _Ensemble:
         self.settings = settings
         self.device = device
         self.keep_probabilities = keep_probabilities
-        dtype = autocast_dtype(settings.precision, device)
+        torch_networks = any(isinstance(n, torch.nn.Module) for m in models for n in m.networks)
+        dtype = autocast_dtype(settings.precision, device) if torch_networks else None  # exported: fp32
+        self.precision = "bf16" if dtype == torch.bfloat16 else "fp32"  # what runs, recorded in the summary
         self.predictors = [  # torch networks get satnet's predictor; exported ones are predictors already
             [NetworkPredictor(n, dtype, settings.channels_last, len(m.plan.patch_size))
              if isinstance(n, torch.nn.Module) else n for n in m.networks]

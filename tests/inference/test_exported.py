@@ -247,3 +247,48 @@ def test_a_folder_mixing_two_exports_is_one_clear_error(fake, tmp_path, capsys, 
                                          r"\(1, 1, 8, 8\) .*export the model again"):
         PREDICTORS[runtime](tmp_path / "b" / "fold_0.onnx")(torch.zeros(1, 1, 8, 8))
 
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")
+@pytest.mark.parametrize("flag", [["--device", "cuda"], ["--precision", "bf16"], ["--checkpoint", "best"],
+                                  ["--checkpoint", "final"]])
+def test_flags_that_do_not_apply_to_an_exported_model_are_refused(fake, tmp_path, capsys, flag):
+    scans, work = fake
+    assert _export(capsys, work, "3d", tmp_path / "model")[0] == 0
+    code = main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model"), *flag, "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{' '.join(flag)} does not apply to {tmp_path / 'model'}: an exported model" in err, err
+    assert f"leave out {flag[0]}" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")
+def test_the_summary_of_an_exported_model_records_fp32_on_the_cpu(fake, tmp_path, capsys):
+    import json
+
+    scans, work = fake
+    assert _export(capsys, work, "3d", tmp_path / "model")[0] == 0
+    assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model"),
+                 "--backend", "onnxruntime", "--device", "cpu", "--no-tta", "-q"]) == 0
+    summary = json.loads((tmp_path / "out" / "predict_summary.json").read_text())
+    assert summary["precision"] == "fp32" and summary["device"] == "cpu"
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")
+@pytest.mark.parametrize("edit, expected", [
+    ({"format": "tflite"}, "format must be one of onnx, openvino, not 'tflite'"),
+    ({"folds": ["0", "1"]}, "folds and files must be lists of the same length"),
+    ({"files": ["../fold_0.onnx"]}, "files must name fold_<k>.onnx files beside it"),
+    ({"files": ["fold_0.xml"]}, "files must name fold_<k>.onnx files beside it"),
+])
+def test_a_wrong_satnet_model_json_is_one_clear_error(fake, tmp_path, capsys, edit, expected):
+    import json
+
+    scans, work = fake
+    model = tmp_path / "model"
+    assert _export(capsys, work, "3d", model, "-f", "0")[0] == 0
+    data = json.loads((model / EXPORT_FILE).read_text())
+    (model / EXPORT_FILE).write_text(json.dumps({**data, **edit}))
+    code = main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(model), "--backend",
+                 "onnxruntime", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{model / EXPORT_FILE}: {expected}" in err and "export the model again" in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

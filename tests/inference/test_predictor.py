@@ -227,6 +227,23 @@ def test_bf16_predicts_close_to_fp32(raw, work, tmp_path):
     assert 0 < difference.max() < 0.1  # bf16 really ran, and stayed close
 
 
+def test_the_summary_records_the_precision_that_ran(raw, work, tmp_path, monkeypatch):
+    import json
+
+    import satnet.inference.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "cpu_supports_bf16", lambda: False)  # bf16 asked, fp32 runs
+    predict_folder(raw / "imagesTs", tmp_path, work, settings=InferenceSettings(mirror=False, precision="bf16",
+                                                                                  device="cpu"), part=Part(0, 3))
+    summary = json.loads((tmp_path / "predict_summary_part0of3.json").read_text())
+    assert summary["precision"] == "fp32" and summary["device"] == "cpu"
+    if cpu_supports_bf16():
+        monkeypatch.undo()
+        predict_folder(raw / "imagesTs", tmp_path / "bf16", work,
+                       settings=InferenceSettings(mirror=False, precision="bf16", device="cpu"))
+        assert json.loads((tmp_path / "bf16" / "predict_summary.json").read_text())["precision"] == "bf16"
+
+
 def test_2d_rgb_png_round_trip(tmp_path):
     from satnet.synthetic import make_dataset_2d_rgb
 
