@@ -65,7 +65,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         report = predict_folder(
             args.input_dir, args.output_dir, args.work_dir, configs=args.configs, folds=args.folds,
             checkpoint=args.checkpoint, settings=settings, save_probabilities=args.save_probabilities,
-            resume=args.resume, part=Part(*args.part), backend=args.backend,
+            resume=args.resume, part=Part(*args.part), backend=args.backend, overwrite=args.overwrite,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -119,7 +119,8 @@ def _add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", dest="input_dir", type=existing_dir, required=True, metavar="INPUT_DIR",
                    help="folder of images named {case}_{channel:04d}<ending>")
     p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUTPUT_DIR",
-                   help="folder for the masks (created if needed)")
+                   help="folder for the masks (created if needed; masks there are replaced only if satnet predict "
+                        "wrote them, or with --overwrite)")
     p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
                    help="the work folder the models were trained in, or a folder made by `satnet export`")
     p.add_argument("--backend", **one_of(BACKENDS), default=DEFAULT_BACKEND,
@@ -155,6 +156,9 @@ def _add_predict(sub) -> argparse.ArgumentParser:
                         "faster)")
     p.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases whose outputs already exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace masks of the cases in OUTPUT_DIR that satnet predict did not write (without it, such "
+                        "files are refused: reference labels are not predictions)")
     p.add_argument("--part", type=part_arg, default=(0, 1), metavar="I/N",
                    help="predict every N-th case starting at I (0 <= I < N), to split a folder over processes")
     p.set_defaults(handler=_run_predict)

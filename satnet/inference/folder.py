@@ -13,6 +13,7 @@ or `results/ensemble_<A>+<B>/postprocessing.json`).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -51,7 +52,7 @@ from satnet.inference.postprocessing import PostprocessingDecision, load_postpro
 from satnet.inference.predictor import NetworkPredictor, predict_probabilities
 from satnet.inference.settings import InferenceSettings, autocast_dtype, resolve_device
 from satnet.io.checks import scan_problems
-from satnet.io.dataset import RawCase, find_cases_in_folder, read_case
+from satnet.io.dataset import DATASET_JSON, RAW_FOLDERS, RawCase, find_cases_in_folder, read_case
 from satnet.names import BACKENDS, DEFAULT_CHECKPOINT
 from satnet.planning.plans import load_plans
 from satnet.preprocessing.case import preprocess_case
@@ -84,6 +85,44 @@ def _check_folders(input_dir: Path, output_dir: Path) -> None:
         raise InputError(f"the output folder must differ from the input folder {input_dir}: masks named {{case}}"
                          f"<ending> beside the {{case}}_0000 images would be read as stray files next time; "
                          f"choose another -o")
+    resolved = output_dir.resolve()
+    raw = resolved.parent if resolved.name in RAW_FOLDERS else resolved
+    if (raw / DATASET_JSON).is_file():  # its labelsTs/labelsTr hold the reference labels, named as masks are
+        raise InputError(f"-o {output_dir} is a folder of the raw dataset {raw} (beside its {DATASET_JSON}): masks "
+                         f"written there would mix with or replace its images and reference labels; choose another -o")
+
+
+STARTED_FILE = "predict_started.json"  # written before a run's first mask
+SUMMARY_FILE = "predict_summary.json"  # written at its end
+
+
+def is_prediction_folder(output_dir: Path) -> bool:
+    """Whether `satnet predict` has written into `output_dir` before: predict_started.json (written before a
+    run's first mask), or a predict_summary*.json (written at the end, also by satnet before the former)."""
+    return (output_dir / STARTED_FILE).is_file() or any(output_dir.glob("predict_summary*.json"))
+
+
+def _check_not_replacing(output_dir: Path, case_ids: Sequence[str], file_ending: str, save_probabilities: bool,
+                         overwrite: bool) -> None:
+    """Refuse to replace files of these cases in a folder that `satnet predict` has not written into (reference
+    labels, another tool's masks) unless --overwrite: predict replaces only what it wrote."""
+    if overwrite or not output_dir.is_dir() or is_prediction_folder(output_dir):
+        return
+    names = [n for c in case_ids for n in ([f"{c}{file_ending}"] + ([probabilities_file(output_dir, c).name]
+                                                                     if save_probabilities else []))]
+    there = [n for n in names if os.path.lexists(output_dir / n)]
+    if there:
+        more = f" and {len(there) - 1} more file(s) of the cases to predict" if len(there) > 1 else ""
+        raise InputError(f"-o {output_dir} already holds {there[0]}{more}, which satnet predict did not write (the "
+                         f"folder has no {STARTED_FILE} or {SUMMARY_FILE}): predicting would replace "
+                         f"{'them' if more else 'it'}; choose another -o, or add --overwrite to replace "
+                         f"{'them' if more else 'it'}")
+
+
+def _mark_output_folder(output_dir: Path, model: Path) -> None:
+    """predict_started.json, before the run's first mask: from now on this folder is satnet predict's output."""
+    atomic_write_json(output_dir / STARTED_FILE, {"format_version": 1, "written_by": "satnet predict",
+                                                  "satnet_version": __version__, "model": str(model)})
 
 
 def predict_folder(
@@ -98,6 +137,7 @@ def predict_folder(
     resume: bool = False,
     part: Part = Part(),
     backend: str = "auto",
+    overwrite: bool = False,
 ) -> PredictionReport:
     """Predict every case of `input_dir` into `output_dir`; see the module docstring.
 
@@ -105,6 +145,8 @@ def predict_folder(
     folds: None -> every fold with the checkpoint (per configuration).
     checkpoint: None -> DEFAULT_CHECKPOINT.
     resume: skip cases whose outputs exist (`output_complete`).
+    overwrite: replace the cases' files in an `output_dir` that satnet predict has not written into before
+    (else refused, `_check_not_replacing`).
     work_dir may also be a folder of `satnet export` (satnet.inference.exported), predicted by OpenVINO or ONNX
     Runtime on the CPU in fp32 (settings asking for another device or precision, and a checkpoint, are refused);
     backend: "torch" (a work folder's checkpoints), "openvino" or "onnxruntime" (an exported folder),
@@ -135,13 +177,14 @@ def predict_folder(
             check_configuration(work_dir, config)
     ending, num_channels = plans.file_ending, len(plans.channel_names)
     cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
-    remove_unfinished_outputs(output_dir, [c.case_id for c in cases], ending)  # this part's cases only
     report = PredictionReport()
     if resume:
         done = {c.case_id for c in cases if output_complete(output_dir, c.case_id, ending, save_probabilities)}
         report.skipped = sorted(done)
         cases = [c for c in cases if c.case_id not in done]
         logger.info("%d case(s) already predicted in %s; %d to go", len(report.skipped), output_dir, len(cases))
+    _check_not_replacing(output_dir, [c.case_id for c in cases], ending, save_probabilities, overwrite)
+    remove_unfinished_outputs(output_dir, [c.case_id for c in cases] + report.skipped, ending)  # this part's only
     if not cases:
         return report
     device = resolve_device(settings.device) if not exported else torch.device("cpu")
@@ -158,8 +201,12 @@ def predict_folder(
     ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1,
                          training_reference=((export_info.training_spacing, export_info.training_slices) if exported
                                              else training_reference(work_dir)))
+    marked = []
 
     def finish(result) -> None:
+        if not marked:  # the writer thread is one thread: this runs once, before the first mask
+            _mark_output_folder(output_dir, work_dir)
+            marked.append(True)
         write_case(ensemble.export(*result), output_dir, ending, postprocessing, save_probabilities)
 
     run = run_pipelined(cases, lambda case: ensemble.load(case, num_channels), ensemble.predict, finish,
@@ -198,9 +245,6 @@ def _load_exported(work_dir: Path, backend: str, configs: Sequence[str] | None, 
         loaded.networks = [n for f, n in zip(loaded.folds, loaded.networks) if f in chosen]
         loaded.folds = [f for f in loaded.folds if f in chosen]
     return loaded, export_info
-
-
-SUMMARY_FILE = "predict_summary.json"
 
 
 def summary_path(output_dir: Path, part: Part) -> Path:

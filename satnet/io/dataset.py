@@ -34,6 +34,7 @@ from satnet.io.images import SUPPORTED_ENDINGS, image_ending, read_image, read_l
 logger = logging.getLogger(__name__)
 
 DATASET_JSON = "dataset.json"
+RAW_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")  # the folders beside it
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 

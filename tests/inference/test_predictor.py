@@ -122,7 +122,8 @@ def test_part_predicts_every_nth_case(raw, work, tmp_path, part, expected):
     report = predict_folder(raw / "imagesTs", tmp_path, work, settings=NO_TTA, part=Part(*part))
     assert report.predicted == expected
     summary = f"predict_summary_part{part[0]}of{part[1]}.json"  # one per part: the processes share the folder
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{c}.nii.gz" for c in expected] + [summary])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{c}.nii.gz" for c in expected] + [summary,
+                                                                                                      "predict_started.json"])
 
 
 def test_a_corrupt_case_is_reported_and_the_others_are_predicted(raw, work, tmp_path):
