@@ -78,3 +78,16 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def interrupted_on_call(function, n: int):
+    """`function`, except that its `n`-th call raises KeyboardInterrupt (Ctrl-C in the middle of a run)."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return function(*args, **kwargs)
+
+    return wrapper

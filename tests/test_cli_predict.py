@@ -21,6 +21,7 @@ from satnet.inference.predictor import InferenceSettings, predict_preprocessed_c
 from satnet.io.images import read_image, read_label
 from satnet.planning.splits import load_splits
 from satnet.synthetic import make_dataset_3d
+from satnet_testing import interrupted_on_call
 from tests.inference.fakes import add_checkpoint, make_work_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -149,7 +150,8 @@ def test_empty_input_folder_and_wrong_channel_count(raw, tiny_work, tmp_path, ca
 def test_continue_and_part_through_the_cli(raw, tiny_work, tmp_path, capsys):
     common = ["predict", "-i", raw / "imagesTs", "-o", tmp_path, "-m", tiny_work, "--no-tta", "--threads", "1"]
     code, out, _ = run(capsys, *common, "--part", "1/2")
-    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["case_004.nii.gz", "predict_summary_part1of2.json"]
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "case_004.nii.gz", "predict_started.json", "predict_summary_part1of2.json"]
     before = (tmp_path / "case_004.nii.gz").stat().st_mtime_ns
     code, out, _ = run(capsys, *common, "--continue")
     assert code == 0 and "predicted 1 case(s)" in out and "(1 already there, skipped)" in out
@@ -165,3 +167,56 @@ def test_find_best_without_trained_folds_says_what_to_train(tiny_work, capsys):
     assert code == 1 and "no configuration has validation outputs for all 3 folds" in err
     assert f"train them with `satnet train {tiny_work} 3d 1`; `satnet train {tiny_work} 3d 2`" in err
     assert f"`satnet train {tiny_work} 3d 0 --validation-only`" in err  # fold 0 has its checkpoint_final.pt
+
+
+def _bytes(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_predict_refuses_the_raw_datasets_own_folders(raw, tiny_work, tmp_path, capsys):
+    copy = shutil.copytree(raw, tmp_path / raw.name)
+    for folder, extra in ((copy / "labelsTs", []), (copy / "labelsTr", ["--overwrite"]), (copy, ["--overwrite"])):
+        before = _bytes(folder)  # the audit's `-o RAW/labelsTs` replaced its reference labels
+        code, _, err = run(capsys, "predict", "-i", copy / "imagesTs", "-o", folder, "-m", tiny_work, *extra)
+        assert code == 1 and f"-o {folder} is a folder of the raw dataset {copy} (beside its dataset.json)" in err
+        assert "choose another -o" in err and _bytes(folder) == before
+
+
+def test_predict_replaces_no_file_it_did_not_write(raw, tiny_work, tmp_path, capsys):
+    out = shutil.copytree(raw / "labelsTs", tmp_path / "references")  # the audit's RAW/labelsTs, moved elsewhere
+    before = _bytes(out)
+    common = ["predict", "-i", raw / "imagesTs", "-o", out, "-m", tiny_work, "--no-tta", "--threads", "1"]
+    code, _, err = run(capsys, *common)
+    assert code == 1 and f"-o {out} already holds case_003.nii.gz and 1 more file(s)" in err
+    assert "which satnet predict did not write" in err and "--overwrite" in err and "Traceback" not in err
+    assert _bytes(out) == before
+    (out / "case_003.nii.gz").unlink()  # one left: --continue skips it, the other case is written
+    code, out_text, _ = run(capsys, *common, "--continue")
+    assert code == 0 and "predicted 1 case(s)" in out_text and (out / "case_004.nii.gz").read_bytes() == before[
+        "case_004.nii.gz"]
+    other = shutil.copytree(raw / "labelsTs", tmp_path / "other")
+    code, _, err = run(capsys, *common[:4], other, *common[5:], "--save-probabilities", "--continue")
+    assert code == 1 and "already holds case_003.nii.gz" in err  # its .npz is missing: the mask would be replaced
+    assert run(capsys, *common[:4], other, *common[5:], "--overwrite")[0] == 0
+    assert _bytes(other)["case_003.nii.gz"] != before["case_003.nii.gz"]
+
+
+def test_predict_reruns_into_its_own_folder_after_an_interruption(raw, tiny_work, tmp_path, capsys, monkeypatch):
+    import satnet.inference.folder as folder
+
+    monkeypatch.setattr(folder, "write_case", interrupted_on_call(folder.write_case, 2))  # at the second mask
+    common = ["predict", "-i", raw / "imagesTs", "-o", tmp_path, "-m", tiny_work, "--no-tta", "--threads", "1"]
+    assert run(capsys, *common)[0] == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_003.nii.gz", "predict_started.json"]
+    monkeypatch.undo()
+    code, out, _ = run(capsys, *common, "--continue")
+    assert code == 0 and "predicted 1 case(s)" in out and "(1 already there, skipped)" in out
+    code, out, _ = run(capsys, *common)  # without --continue: its own masks are replaced
+    assert code == 0 and "predicted 2 case(s)" in out
+
+
+def test_a_configuration_given_twice_is_refused(raw, tiny_work, tmp_path, capsys):
+    code, _, err = run(capsys, "predict", "-i", raw / "imagesTs", "-o", tmp_path / "out", "-m", tiny_work,
+                       "-c", "3d", "3d")
+    assert code == 1 and "-c names 3d more than once (3d 3d); give each configuration once" in err
+    assert not (tmp_path / "out").exists()

@@ -58,7 +58,7 @@ def test_bad_scans_are_skipped_with_their_fix_and_the_rest_predicted(trained, tm
     capsys.readouterr()
     assert main(["predict", "-i", str(scans), "-o", str(out), "-m", str(work), "-c", "3d", "-f", "0"]) != 0
     err = capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz", "predict_summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz", "predict_started.json", "predict_summary.json"]
     summary = json.loads((out / "predict_summary.json").read_text())
     assert summary["backend"] == "torch" and summary["configurations"] == ["3d"]
     status = {c["case"]: c for c in summary["cases"]}

@@ -92,11 +92,12 @@ def one_of(names: Sequence[str]) -> dict[str, Any]:
     return {"type": choice(*names), "metavar": "{" + ",".join(names) + "}"}
 
 
-def checkpoint_argument(p: argparse.ArgumentParser) -> None:
-    """--checkpoint: which checkpoint of each trained fold to load (predict, export, visualize)."""
+def checkpoint_argument(p: argparse.ArgumentParser, unset: bool = False) -> None:
+    """--checkpoint: which checkpoint of each trained fold to load (predict, export, visualize). unset: the
+    value is None when the flag is not given (predict refuses the flag for an exported folder), else the default."""
     from satnet.names import DEFAULT_CHECKPOINT, PREDICT_CHECKPOINTS
 
-    p.add_argument("--checkpoint", **one_of(PREDICT_CHECKPOINTS), default=DEFAULT_CHECKPOINT,
+    p.add_argument("--checkpoint", **one_of(PREDICT_CHECKPOINTS), default=None if unset else DEFAULT_CHECKPOINT,
                    help=f"which checkpoint of each fold: checkpoint_<name>.pt (default {DEFAULT_CHECKPOINT})")
 
 

@@ -65,7 +65,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         report = predict_folder(
             args.input_dir, args.output_dir, args.work_dir, configs=args.configs, folds=args.folds,
             checkpoint=args.checkpoint, settings=settings, save_probabilities=args.save_probabilities,
-            resume=args.resume, part=Part(*args.part), backend=args.backend,
+            resume=args.resume, part=Part(*args.part), backend=args.backend, overwrite=args.overwrite,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -119,7 +119,8 @@ def _add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", dest="input_dir", type=existing_dir, required=True, metavar="INPUT_DIR",
                    help="folder of images named {case}_{channel:04d}<ending>")
     p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUTPUT_DIR",
-                   help="folder for the masks (created if needed)")
+                   help="folder for the masks (created if needed; masks there are replaced only if satnet predict "
+                        "wrote them, or with --overwrite)")
     p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
                    help="the work folder the models were trained in, or a folder made by `satnet export`")
     p.add_argument("--backend", **one_of(BACKENDS), default=DEFAULT_BACKEND,
@@ -131,7 +132,7 @@ def _add_predict(sub) -> argparse.ArgumentParser:
                         "3d if planned, else the first)")
     p.add_argument("-f", "--folds", nargs="+", type=fold_arg, default=None, metavar="FOLD",
                    help="folds to ensemble (default: every fold with the checkpoint)")
-    checkpoint_argument(p)
+    checkpoint_argument(p, unset=True)
     p.add_argument("--step", type=fraction, default=0.5,
                    help="sliding-window step as a fraction of the patch, in (0, 1] (default 0.5)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation (about 8x faster in 3D)")
@@ -145,14 +146,19 @@ def _add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write {case}.npz: float16 class probabilities (K, Z, Y, X) on the input's grid")
     p.add_argument("--precision", **one_of(PREDICT_PRECISIONS), default=DEFAULT_PREDICT_PRECISION,
-                   help=f"bf16 autocast where the device computes bf16 natively (default {DEFAULT_PREDICT_PRECISION})")
+                   help=f"bf16 autocast where the device computes bf16 natively (default {DEFAULT_PREDICT_PRECISION}); "
+                        "an exported model runs in fp32 and refuses bf16")
     p.add_argument("--device", **one_of(DEVICES), default=DEFAULT_DEVICE,
-                   help=f"auto: CUDA when available, else the CPU (default {DEFAULT_DEVICE})")
+                   help=f"auto: CUDA when available, else the CPU (default {DEFAULT_DEVICE}); an exported model runs "
+                        "on the CPU and refuses cuda")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="PyTorch CPU threads (default: the cores available; on a busy shared machine fewer can be "
                         "faster)")
     p.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases whose outputs already exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace masks of the cases in OUTPUT_DIR that satnet predict did not write (without it, such "
+                        "files are refused: reference labels are not predictions)")
     p.add_argument("--part", type=part_arg, default=(0, 1), metavar="I/N",
                    help="predict every N-th case starting at I (0 <= I < N), to split a folder over processes")
     p.set_defaults(handler=_run_predict)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -32,7 +34,14 @@ import numpy as np
 import torch
 
 from satnet import __version__
-from satnet.contracts import Contract, atomic_write_json, new_file_mode, read_json
+from satnet.contracts import (
+    Contract,
+    atomic_write_json,
+    check_writable_folder,
+    new_file_mode,
+    read_json,
+    remove_temporaries,
+)
 from satnet.errors import ConfigError, InputError, MissingFileError, SatnetError
 from satnet.io.workdir import EXPORT_FILE  # noqa: F401 (re-exported: satnet_model.json)
 from satnet.names import EXPORT_FORMATS
@@ -68,6 +77,19 @@ class ExportedModel(Contract):
     satnet_version: str = ""
     format_version: int = EXPORT_FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        # Contract.from_dict puts the file's name in front of these messages
+        fix = "export the model again with `satnet export`"
+        if self.format not in FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}; {fix}")
+        if not (isinstance(self.folds, list) and isinstance(self.files, list) and len(self.folds) == len(self.files)):
+            raise ConfigError(f"folds and files must be lists of the same length (one network file per fold), not "
+                              f"{self.folds!r} and {self.files!r}; {fix}")
+        wrong = [f for f in self.files if not (isinstance(f, str) and EXPORT_NAME.match(f) and f.endswith(SUFFIX[self.format]))]
+        if wrong:
+            raise ConfigError(f"files must name fold_<k>{SUFFIX[self.format]} files beside it ({self.format} format), "
+                              f"not {wrong[0]!r}; {fix}")
+
 
 def training_reference(work_dir: Path) -> tuple[list[float] | None, int | None]:
     """The training cases' median spacing and slice count (fingerprint.json), to check scans against."""
@@ -84,36 +106,94 @@ def is_exported_folder(folder: str | Path) -> bool:
     return (Path(folder) / EXPORT_FILE).is_file()
 
 
+EXPORT_NAME = re.compile(r"^fold_[A-Za-z0-9]+\.(onnx|xml|bin)$")  # the network files export writes
+_TEMPORARY = re.compile(r"^\..*\.tmp$")  # what an interrupted atomic write leaves (satnet.contracts)
+
+
+def unfinished_export(folder: str | Path) -> bool:
+    """Whether `folder` holds exported networks but no satnet_model.json: an export stopped while replacing files."""
+    folder = Path(folder)
+    return (folder.is_dir() and not is_exported_folder(folder)
+            and any(EXPORT_NAME.match(p.name) for p in folder.iterdir()))
+
+
+def _check_output_folder(out_dir: Path) -> None:
+    """-o must be writable, and new, empty, or a folder of an earlier export (satnet_model.json, or only the
+    network files that an interrupted export leaves), so that exporting never mixes into or deletes other files."""
+    check_writable_folder(out_dir, "output folder", "choose another with -o")
+    if not out_dir.is_dir() or is_exported_folder(out_dir):
+        return
+    foreign = sorted(p.name for p in out_dir.iterdir() if not (EXPORT_NAME.match(p.name) or _TEMPORARY.match(p.name)))
+    if foreign:
+        more = f" and {len(foreign) - 1} other file(s)" if len(foreign) > 1 else ""
+        raise InputError(f"-o {out_dir} holds {foreign[0]}{more} and is no folder of `satnet export` (it has no "
+                         f"{EXPORT_FILE}); give -o a new or empty folder, or an earlier export to replace")
+
+
 def export_configuration(work_dir: str | Path, config: str, out_dir: str | Path, folds: Sequence[str] | None = None,
                          checkpoint: str = "final", fmt: str = "onnx") -> ExportedModel:
-    """Write the folds of `config` and satnet_model.json into `out_dir` (each file atomically)."""
+    """Write the folds of `config` and satnet_model.json into `out_dir`, all or nothing: into a hidden staging
+    folder first, then moved into place (`_move_into_place`). `out_dir` is checked before the models load: it
+    must be new, empty or an earlier export."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     if out_dir.resolve() == work_dir.resolve() or work_dir.resolve() in out_dir.resolve().parents:
         raise InputError(f"export into a folder outside the work folder {work_dir}, not {out_dir}: the exported "
                          f"model is meant to travel without it; choose another -o")
+    _check_output_folder(out_dir)
     models = load_configuration(work_dir, config, folds, checkpoint, "cpu", "export")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for fold, network in zip(models.folds, models.networks):
-        name = f"fold_{fold}{SUFFIX[fmt]}"
-        if fmt == "onnx":
-            export_onnx(network, models.plan.network.in_channels, models.plan.patch_size, out_dir / name)
-        else:
-            export_openvino(network, models.plan.network.in_channels, models.plan.patch_size, out_dir / name)
-        files.append(name)
     post = postprocessing_path(work_dir, [config])
     spacing, slices = training_reference(work_dir)
     exported = ExportedModel(
-        config=config, folds=list(models.folds), files=files, format=fmt, plans=models.plans.to_dict(),
+        config=config, folds=list(models.folds), files=[f"fold_{fold}{SUFFIX[fmt]}" for fold in models.folds],
+        format=fmt, plans=models.plans.to_dict(),
         postprocessing=read_json(post, "postprocessing decision", "rerun `satnet find-best`") if post.is_file() else None,
         mirror_axes=list(range(len(models.plan.patch_size))), satnet_version=__version__,
         training_spacing=spacing, training_slices=slices,
     )
-    atomic_write_json(out_dir / EXPORT_FILE, exported)
+    write = export_onnx if fmt == "onnx" else export_openvino
+    staging = _staging_folder(out_dir)
+    try:
+        for name, network in zip(exported.files, models.networks):
+            write(network, models.plan.network.in_channels, models.plan.patch_size, staging / name)
+        atomic_write_json(staging / EXPORT_FILE, exported)
+        _move_into_place(staging, out_dir, model_files(exported))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s folds %s to %s", config, ", ".join(models.folds), out_dir)
     return exported
+
+
+def _staging_folder(out_dir: Path) -> Path:
+    """A hidden temporary folder that the export is written into: inside an existing `out_dir`, else beside it.
+    What killed exports left there before is removed first."""
+    if out_dir.is_dir():
+        remove_temporaries(out_dir)
+        return Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out_dir))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out_dir.parent, [out_dir.name])
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+
+
+def _move_into_place(staging: Path, out_dir: Path, names: list[str]) -> None:
+    """Make the complete export in `staging` the folder `out_dir`, all or nothing for a reader.
+
+    A new `out_dir` is `staging` renamed (one atomic step). An earlier export is replaced file by file: its
+    satnet_model.json goes first and the new one comes last, so an export interrupted in between leaves a folder
+    without satnet_model.json, which predict refuses as unfinished, never old and new networks under one JSON."""
+    if not out_dir.is_dir():
+        mode = new_file_mode()
+        os.chmod(staging, mode | (mode & 0o444) >> 2)  # mkdtemp's 0700 would hide the model from colleagues
+        os.rename(staging, out_dir)
+        return
+    (out_dir / EXPORT_FILE).unlink(missing_ok=True)
+    for name in names:
+        os.replace(staging / name, out_dir / name)
+    for old in out_dir.iterdir():  # the earlier export's networks that this one does not have (other folds, format)
+        if EXPORT_NAME.match(old.name) and old.name not in names:
+            old.unlink()
+    os.replace(staging / EXPORT_FILE, out_dir / EXPORT_FILE)
 
 
 def export_onnx(network: torch.nn.Module, in_channels: int, patch: Sequence[int], path: Path) -> None:
@@ -176,7 +256,31 @@ def load_exported(folder: str | Path, threads: int | None = None,
                                f"exported folder, or export it again")
     kind = OnnxRuntimePredictor if runtime == "onnxruntime" else OpenVinoPredictor
     predictors = [kind(folder / f, threads) for f in exported.files]
+    for predictor in predictors:
+        _check_shapes(predictor, plan.network.in_channels, plan.network.num_classes, len(plan.patch_size), exported)
     return ConfigurationModels(exported.config, plan, plans, list(exported.folds), predictors), exported
+
+
+def _check_shapes(predictor: OnnxRuntimePredictor | OpenVinoPredictor, in_channels: int, num_classes: int,
+                  spatial_dims: int, exported: ExportedModel) -> None:
+    """The network's input (B, C, *spatial) and output (B, K, *spatial) must be those of the configuration that
+    satnet_model.json describes; a fold file of another export (an older satnet's interrupted export, or files
+    copied together) fails here, before a case is read, instead of in the runtime with its own message."""
+    inputs, outputs = predictor.shapes()
+    expected = ([None, in_channels] + [None] * spatial_dims, [None, num_classes] + [None] * spatial_dims)
+
+    def fits(dims: list[int | None], want: list[int | None]) -> bool:
+        return len(dims) == len(want) and dims[1] in (None, want[1])
+
+    if not (fits(inputs, expected[0]) and fits(outputs, expected[1])):
+        def show(dims: list[int | None]) -> str:
+            return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+        raise InputError(
+            f"{predictor.path}: the network takes {show(inputs)} and gives {show(outputs)}, but {EXPORT_FILE} "
+            f"describes configuration {exported.config!r} ({spatial_dims}D, {in_channels} channel(s) in, "
+            f"{num_classes} classes out): the folder mixes files of two exports; export it again with "
+            f"`satnet export -m WORK_DIR -c {exported.config} -o {predictor.path.parent}`")
 
 
 class OpenVinoPredictor:
@@ -193,8 +297,16 @@ class OpenVinoPredictor:
             raise _damaged(path, "OpenVINO", exc) from None
         self.path = path
 
+    def shapes(self) -> tuple[list[int | None], list[int | None]]:
+        """The input's and the output's dimensions, None where dynamic."""
+        return tuple([d.get_length() if d.is_static else None for d in port.get_partial_shape()]  # type: ignore[return-value]
+                     for port in (self.compiled.input(0), self.compiled.output(0)))
+
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.compiled(_tiles_array(tiles))[self.compiled.output(0)]))
+        try:
+            return torch.from_numpy(np.asarray(self.compiled(_tiles_array(tiles))[self.compiled.output(0)]))
+        except Exception as exc:
+            raise _failed(self.path, "OpenVINO", tiles, exc) from None
 
 
 def _import_openvino(needed_by: str):
@@ -216,6 +328,13 @@ def onnxruntime_available() -> bool:
 def _tiles_array(tiles: torch.Tensor) -> np.ndarray:
     """What both runtimes take: a contiguous float32 numpy array on the CPU."""
     return np.ascontiguousarray(tiles.detach().to("cpu", torch.float32).numpy())
+
+
+def _failed(path: Path, runtime: str, tiles: torch.Tensor, exc: Exception) -> InputError:
+    """The error for a network that loaded but cannot run on the tiles of its configuration."""
+    reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+    return InputError(f"{path}: {runtime} cannot run it on tiles of shape {tuple(tiles.shape)} ({reason}); it does "
+                      f"not fit {EXPORT_FILE} beside it: export the model again with `satnet export`")
 
 
 def _damaged(path: Path, runtime: str, exc: Exception) -> InputError:
@@ -242,5 +361,13 @@ class OnnxRuntimePredictor:
             raise _damaged(path, "ONNX Runtime", exc) from None
         self.path = path
 
+    def shapes(self) -> tuple[list[int | None], list[int | None]]:
+        """The input's and the output's dimensions, None where dynamic (named)."""
+        return tuple([d if isinstance(d, int) else None for d in node.shape]  # type: ignore[return-value]
+                     for node in (self.session.get_inputs()[0], self.session.get_outputs()[0]))
+
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: _tiles_array(tiles)})[0])
+        try:
+            return torch.from_numpy(self.session.run([OUTPUT], {INPUT: _tiles_array(tiles)})[0])
+        except Exception as exc:
+            raise _failed(self.path, "ONNX Runtime", tiles, exc) from None

@@ -13,6 +13,7 @@ or `results/ensemble_<A>+<B>/postprocessing.json`).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +22,7 @@ import torch
 
 from satnet import __version__
 from satnet.contracts import atomic_write_json, check_writable_folder
-from satnet.errors import ConfigError, InputError
+from satnet.errors import ConfigError, InputError, MissingFileError
 from satnet.inference.export import (
     CasePrediction,
     export_ensemble,
@@ -30,11 +31,14 @@ from satnet.inference.export import (
     write_case,
 )
 from satnet.inference.exported import (
+    EXPORT_FILE,
+    ExportedModel,
     is_exported_folder,
     load_exported,
     onnxruntime_available,
     openvino_available,
     training_reference,
+    unfinished_export,
 )
 from satnet.inference.models import (
     ConfigurationModels,
@@ -48,7 +52,7 @@ from satnet.inference.postprocessing import PostprocessingDecision, load_postpro
 from satnet.inference.predictor import NetworkPredictor, predict_probabilities
 from satnet.inference.settings import InferenceSettings, autocast_dtype, resolve_device
 from satnet.io.checks import scan_problems
-from satnet.io.dataset import RawCase, find_cases_in_folder, read_case
+from satnet.io.dataset import DATASET_JSON, RAW_FOLDERS, RawCase, find_cases_in_folder, read_case
 from satnet.names import BACKENDS, DEFAULT_CHECKPOINT
 from satnet.planning.plans import load_plans
 from satnet.preprocessing.case import preprocess_case
@@ -81,6 +85,44 @@ def _check_folders(input_dir: Path, output_dir: Path) -> None:
         raise InputError(f"the output folder must differ from the input folder {input_dir}: masks named {{case}}"
                          f"<ending> beside the {{case}}_0000 images would be read as stray files next time; "
                          f"choose another -o")
+    resolved = output_dir.resolve()
+    raw = resolved.parent if resolved.name in RAW_FOLDERS else resolved
+    if (raw / DATASET_JSON).is_file():  # its labelsTs/labelsTr hold the reference labels, named as masks are
+        raise InputError(f"-o {output_dir} is a folder of the raw dataset {raw} (beside its {DATASET_JSON}): masks "
+                         f"written there would mix with or replace its images and reference labels; choose another -o")
+
+
+STARTED_FILE = "predict_started.json"  # written before a run's first mask
+SUMMARY_FILE = "predict_summary.json"  # written at its end
+
+
+def is_prediction_folder(output_dir: Path) -> bool:
+    """Whether `satnet predict` has written into `output_dir` before: predict_started.json (written before a
+    run's first mask), or a predict_summary*.json (written at the end, also by satnet before the former)."""
+    return (output_dir / STARTED_FILE).is_file() or any(output_dir.glob("predict_summary*.json"))
+
+
+def _check_not_replacing(output_dir: Path, case_ids: Sequence[str], file_ending: str, save_probabilities: bool,
+                         overwrite: bool) -> None:
+    """Refuse to replace files of these cases in a folder that `satnet predict` has not written into (reference
+    labels, another tool's masks) unless --overwrite: predict replaces only what it wrote."""
+    if overwrite or not output_dir.is_dir() or is_prediction_folder(output_dir):
+        return
+    names = [n for c in case_ids for n in ([f"{c}{file_ending}"] + ([probabilities_file(output_dir, c).name]
+                                                                     if save_probabilities else []))]
+    there = [n for n in names if os.path.lexists(output_dir / n)]
+    if there:
+        more = f" and {len(there) - 1} more file(s) of the cases to predict" if len(there) > 1 else ""
+        raise InputError(f"-o {output_dir} already holds {there[0]}{more}, which satnet predict did not write (the "
+                         f"folder has no {STARTED_FILE} or {SUMMARY_FILE}): predicting would replace "
+                         f"{'them' if more else 'it'}; choose another -o, or add --overwrite to replace "
+                         f"{'them' if more else 'it'}")
+
+
+def _mark_output_folder(output_dir: Path, model: Path) -> None:
+    """predict_started.json, before the run's first mask: from now on this folder is satnet predict's output."""
+    atomic_write_json(output_dir / STARTED_FILE, {"format_version": 1, "written_by": "satnet predict",
+                                                  "satnet_version": __version__, "model": str(model)})
 
 
 def predict_folder(
@@ -89,44 +131,45 @@ def predict_folder(
     work_dir: str | Path,
     configs: Sequence[str] | None = None,
     folds: Sequence[str] | None = None,
-    checkpoint: str = DEFAULT_CHECKPOINT,
+    checkpoint: str | None = None,
     settings: InferenceSettings | None = None,
     save_probabilities: bool = False,
     resume: bool = False,
     part: Part = Part(),
     backend: str = "auto",
+    overwrite: bool = False,
 ) -> PredictionReport:
     """Predict every case of `input_dir` into `output_dir`; see the module docstring.
 
-    configs: None -> find-best's recommendation, else "3d" if planned, else the first planned.
+    configs: None -> find-best's recommendation, else "3d" if planned, else the first planned; each at most once.
     folds: None -> every fold with the checkpoint (per configuration).
+    checkpoint: None -> DEFAULT_CHECKPOINT.
     resume: skip cases whose outputs exist (`output_complete`).
+    overwrite: replace the cases' files in an `output_dir` that satnet predict has not written into before
+    (else refused, `_check_not_replacing`).
     work_dir may also be a folder of `satnet export` (satnet.inference.exported), predicted by OpenVINO or ONNX
-    Runtime; backend: "torch" (a work folder's checkpoints), "openvino" or "onnxruntime" (an exported folder),
+    Runtime on the CPU in fp32 (settings asking for another device or precision, and a checkpoint, are refused);
+    backend: "torch" (a work folder's checkpoints), "openvino" or "onnxruntime" (an exported folder),
     or "auto" (torch, or for an exported folder openvino when installed, else onnxruntime), named in the log.
     Raises a SatnetError before predicting anything when the folder, the configuration or a
     checkpoint is wrong; a case that cannot be read is recorded in the report's `failed`.
     """
     input_dir, output_dir, work_dir = Path(input_dir), Path(output_dir), Path(work_dir)
     settings = settings or InferenceSettings()
+    if configs and len(set(configs)) < len(configs):
+        twice = next(c for c in configs if list(configs).count(c) > 1)
+        raise ConfigError(f"-c names {twice} more than once ({' '.join(configs)}); give each configuration once "
+                          f"(two different ones are ensembled)")
     _check_folders(input_dir, output_dir)
     check_writable_folder(output_dir, "output folder", "choose another with -o")  # created by the first write
     exported = is_exported_folder(work_dir)
+    if not exported and unfinished_export(work_dir):
+        raise MissingFileError(f"{work_dir} holds exported networks but no {EXPORT_FILE}: an export into it was "
+                               f"interrupted; export it again with `satnet export -m WORK_DIR -c CONFIG -o {work_dir}`")
     backend = _resolve_backend(backend, exported, work_dir)
     if exported:
-        loaded, export_info = load_exported(work_dir, runtime=backend)
-        plans = loaded.plans
-        if configs and list(configs) != [export_info.config]:
-            raise ConfigError(f"{work_dir} holds configuration {export_info.config!r} only, not {' '.join(configs)}; "
-                              f"leave out -c, or export that configuration too")
-        if folds and [str(f) for f in folds] != loaded.folds:
-            missing = [str(f) for f in folds if str(f) not in loaded.folds]
-            if missing:  # as a work folder's missing fold is an error, not a quiet smaller ensemble
-                raise ConfigError(f"{work_dir} holds folds {', '.join(export_info.folds)}, not {', '.join(missing)}; "
-                                  f"leave out -f to use every exported fold, or export those folds too")
-            loaded.networks = [n for f, n in zip(loaded.folds, loaded.networks) if f in {str(x) for x in folds}]
-            loaded.folds = [f for f in loaded.folds if f in {str(x) for x in folds}]
-        configs = [export_info.config]
+        loaded, export_info = _load_exported(work_dir, backend, configs, folds, checkpoint, settings)
+        plans, configs = loaded.plans, [export_info.config]
     else:
         plans = load_plans(work_dir, "-m")
         configs = list(configs) if configs else default_configurations(work_dir, plans)
@@ -134,13 +177,14 @@ def predict_folder(
             check_configuration(work_dir, config, "predict")
     ending, num_channels = plans.file_ending, len(plans.channel_names)
     cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
-    remove_unfinished_outputs(output_dir, [c.case_id for c in cases], ending)  # this part's cases only
     report = PredictionReport()
     if resume:
         done = {c.case_id for c in cases if output_complete(output_dir, c.case_id, ending, save_probabilities)}
         report.skipped = sorted(done)
         cases = [c for c in cases if c.case_id not in done]
         logger.info("%d case(s) already predicted in %s; %d to go", len(report.skipped), output_dir, len(cases))
+    _check_not_replacing(output_dir, [c.case_id for c in cases], ending, save_probabilities, overwrite)
+    remove_unfinished_outputs(output_dir, [c.case_id for c in cases] + report.skipped, ending)  # this part's only
     if not cases:
         return report
     device = resolve_device(settings.device) if not exported else torch.device("cpu")
@@ -150,14 +194,19 @@ def predict_folder(
         postprocessing = (PostprocessingDecision.from_dict(export_info.postprocessing, f"{work_dir}: postprocessing")
                           if export_info.postprocessing else None)
     else:
-        models = [load_configuration(work_dir, c, folds, checkpoint, str(device), "predict") for c in configs]
+        models = [load_configuration(work_dir, c, folds, checkpoint or DEFAULT_CHECKPOINT, str(device), "predict")
+                  for c in configs]
         postprocessing = _postprocessing(work_dir, configs)
     _check_models_agree(models, num_channels, plans.labels)
     ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1,
                          training_reference=((export_info.training_spacing, export_info.training_slices) if exported
                                              else training_reference(work_dir)))
+    marked = []
 
     def finish(result) -> None:
+        if not marked:  # the writer thread is one thread: this runs once, before the first mask
+            _mark_output_folder(output_dir, work_dir)
+            marked.append(True)
         write_case(ensemble.export(*result), output_dir, ending, postprocessing, save_probabilities)
 
     run = run_pipelined(cases, lambda case: ensemble.load(case, num_channels), ensemble.predict, finish,
@@ -165,11 +214,37 @@ def predict_folder(
     report.predicted, report.failed = run.predicted, run.failed
     report.seconds, report.peak_rss_mb = run.seconds, run.peak_rss_mb
     if report.predicted:  # a run that wrote no mask leaves the output folder as it was
-        _write_summary(output_dir, part, report, backend, configs, [m.folds for m in models], settings, work_dir)
+        _write_summary(output_dir, part, report, backend, configs, [m.folds for m in models], settings, work_dir,
+                       ensemble.precision, device)
     return report
 
 
-SUMMARY_FILE = "predict_summary.json"
+def _load_exported(work_dir: Path, backend: str, configs: Sequence[str] | None, folds: Sequence[str] | None,
+                   checkpoint: str | None, settings: InferenceSettings) -> tuple[ConfigurationModels, ExportedModel]:
+    """The exported folder's networks, the selected folds of them; flags that do not apply to it are refused."""
+    refused = [(flag, value, why) for flag, value, fits, why in (
+        ("--device", settings.device, settings.device in ("auto", "cpu"), "runs on the CPU (OpenVINO or ONNX Runtime)"),
+        ("--precision", settings.precision, settings.precision == "fp32", "runs in fp32"),
+        ("--checkpoint", checkpoint, checkpoint is None,
+         "holds the checkpoint it was exported from (`satnet export --checkpoint` chooses it)"),
+    ) if not fits]
+    if refused:
+        flag, value, why = refused[0]
+        raise ConfigError(f"{flag} {value} does not apply to {work_dir}: an exported model {why}; leave out {flag}, "
+                          f"or give -m the work folder to predict with torch")
+    loaded, export_info = load_exported(work_dir, runtime=backend)
+    if configs and list(configs) != [export_info.config]:
+        raise ConfigError(f"{work_dir} holds configuration {export_info.config!r} only, not {' '.join(configs)}; "
+                          f"leave out -c, or export that configuration too")
+    if folds and [str(f) for f in folds] != loaded.folds:
+        missing = [str(f) for f in folds if str(f) not in loaded.folds]
+        if missing:  # as a work folder's missing fold is an error, not a quiet smaller ensemble
+            raise ConfigError(f"{work_dir} holds folds {', '.join(export_info.folds)}, not {', '.join(missing)}; "
+                              f"leave out -f to use every exported fold, or export those folds too")
+        chosen = {str(x) for x in folds}
+        loaded.networks = [n for f, n in zip(loaded.folds, loaded.networks) if f in chosen]
+        loaded.folds = [f for f in loaded.folds if f in chosen]
+    return loaded, export_info
 
 
 def summary_path(output_dir: Path, part: Part) -> Path:
@@ -179,8 +254,10 @@ def summary_path(output_dir: Path, part: Part) -> Path:
 
 
 def _write_summary(output_dir: Path, part: Part, report: PredictionReport, backend: str, configs: list[str],
-                   folds: list[list[str]], settings: InferenceSettings, model: Path) -> None:
-    """What this run predicted: per case the seconds and the process's peak memory, the backend and settings."""
+                   folds: list[list[str]], settings: InferenceSettings, model: Path, precision: str,
+                   device: torch.device) -> None:
+    """What this run predicted: per case the seconds and the process's peak memory, the backend and settings
+    (the precision and device it ran in, which may differ from what was asked: bf16 falls back to fp32)."""
     cases = [{"case": c, "status": "predicted", "seconds": report.seconds.get(c),
               "peak_rss_mb": report.peak_rss_mb.get(c)} for c in report.predicted]
     cases += [{"case": c, "status": "failed", "reason": reason} for c, reason in sorted(report.failed.items())]
@@ -188,11 +265,9 @@ def _write_summary(output_dir: Path, part: Part, report: PredictionReport, backe
     atomic_write_json(summary_path(output_dir, part), {
         "format_version": 1, "satnet_version": __version__, "model": str(model), "backend": backend,
         "configurations": configs, "folds": folds, "step": settings.step, "mirror": settings.mirror,
-        "mirrors": settings.mirrors,
-        "precision": settings.precision, "threads": torch.get_num_threads(), "cases": cases,
+        "mirrors": settings.mirrors, "precision": precision, "device": str(device),
+        "threads": torch.get_num_threads(), "cases": cases,
     })
-
-
 
 
 def _resolve_backend(backend: str, exported: bool, work_dir: Path) -> str:
@@ -247,7 +322,9 @@ class _Ensemble:
         self.settings = settings
         self.device = device
         self.keep_probabilities = keep_probabilities
-        dtype = autocast_dtype(settings.precision, device)
+        torch_networks = any(isinstance(n, torch.nn.Module) for m in models for n in m.networks)
+        dtype = autocast_dtype(settings.precision, device) if torch_networks else None  # exported: fp32
+        self.precision = "bf16" if dtype == torch.bfloat16 else "fp32"  # what runs, recorded in the summary
         self.predictors = [  # torch networks get satnet's predictor; exported ones are predictors already
             [NetworkPredictor(n, dtype, settings.channels_last, len(m.plan.patch_size))
              if isinstance(n, torch.nn.Module) else n for n in m.networks]

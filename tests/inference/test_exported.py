@@ -9,7 +9,9 @@ import SimpleITK as sitk
 import torch
 
 from satnet.cli import main
+from satnet.errors import InputError
 from satnet.synthetic import make_dataset_2d_rgb, make_dataset_3d
+from satnet_testing import interrupted_on_call
 
 pytest.importorskip("onnx", reason="the onnx extra: pip install -e \".[onnx]\"")
 
@@ -149,3 +151,144 @@ def test_openvino_ir_export_predicts_the_onnx_masks_and_refuses_onnxruntime(trai
     (tmp_path / "ir" / "fold_0.bin").unlink()
     assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "x"), "-m", str(tmp_path / "ir"), "-q"]) == 1
     assert "lacks fold_0.bin" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Replacing an export, folders that mix two, and flags or files that do not fit one. Freshly initialised tiny
+# networks (tests/inference/fakes.py): a 3d configuration with folds 0 and 1, a 2d one with fold 0.
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    from tests.inference.fakes import add_checkpoint, make_work_dir, tiny_plans
+
+    root = tmp_path_factory.mktemp("fake")
+    raw = make_dataset_3d(root / "raw", num_cases=1, num_test=2)
+    work = make_work_dir(root, tiny_plans(("3d", "2d")))
+    add_checkpoint(work, "3d", 0, seed=0)
+    add_checkpoint(work, "3d", 1, seed=1)
+    add_checkpoint(work, "2d", 0, seed=2)
+    return raw / "imagesTs", work
+
+
+def _contents(folder):
+    """Every entry of `folder` (hidden ones included) -> its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _export(capsys, work, config, out, *extra):
+    code = main(["export", "-m", str(work), "-c", config, "-o", str(out), "-q", *extra])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")
+def test_an_interrupted_export_leaves_the_earlier_export_whole(fake, tmp_path, capsys, monkeypatch):
+    import satnet.inference.exported as exported
+
+    scans, work = fake
+    model = tmp_path / "model"
+    assert _export(capsys, work, "2d", model)[0] == 0
+    before = _contents(model)
+    monkeypatch.setattr(exported, "export_onnx", interrupted_on_call(exported.export_onnx, 2))  # in fold 1
+    assert _export(capsys, work, "3d", model)[0] == 130
+    assert _contents(model) == before  # not one new fold beside the old JSON, and no staging folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    monkeypatch.undo()
+    predict = ["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(model), "--backend", "onnxruntime",
+               "--no-tta", "-q"]
+    assert main(predict) == 0
+    assert _export(capsys, work, "3d", model)[0] == 0  # over it, uninterrupted: the 3d export, nothing of the 2d
+    assert sorted(_contents(model)) == sorted([EXPORT_FILE, "fold_0.onnx", "fold_1.onnx"])
+    assert main([*predict[:4], str(tmp_path / "out3d"), *predict[5:]]) == 0
+    assert _export(capsys, work, "3d", model, "-f", "1")[0] == 0  # fewer folds: the other one goes
+    assert sorted(_contents(model)) == sorted([EXPORT_FILE, "fold_1.onnx"])
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")
+def test_export_checks_its_output_folder_before_loading_the_models(fake, tmp_path, capsys):
+    scans, work = fake
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    code, err = _export(capsys, work, "3d", afile, "-f", "7")  # fold 7 does not exist: the folder is checked first
+    assert code == 1 and f"cannot create output folder {afile}: {afile} is a file" in err and "-o" in err
+    assert afile.read_text() == "mine\n"
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine\n")
+    code, err = _export(capsys, work, "3d", notes)
+    assert code == 1 and f"-o {notes} holds notes.txt and is no folder of `satnet export`" in err
+    assert _contents(notes) == {"notes.txt": b"mine\n"} and "Traceback" not in err
+    # A folder that an export left without satnet_model.json (stopped while replacing files): predict says so,
+    # and exporting into it again is allowed.
+    model = tmp_path / "model"
+    assert _export(capsys, work, "3d", model)[0] == 0
+    (model / EXPORT_FILE).unlink()
+    assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(model), "-q"]) == 1
+    assert f"{model} holds exported networks but no {EXPORT_FILE}: an export into it was interrupted" in \
+        capsys.readouterr().err
+    assert _export(capsys, work, "3d", model)[0] == 0 and (model / EXPORT_FILE).is_file()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_folder_mixing_two_exports_is_one_clear_error(fake, tmp_path, capsys, runtime):
+    scans, work = fake
+    assert _export(capsys, work, "2d", tmp_path / "a")[0] == 0
+    assert _export(capsys, work, "3d", tmp_path / "b")[0] == 0
+    mixed = tmp_path / "a" / "fold_0.onnx"  # what an interrupted export of an older satnet left
+    mixed.write_bytes((tmp_path / "b" / "fold_0.onnx").read_bytes())
+    code = main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "a"), "--backend",
+                 runtime, "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert f"{mixed}: the network takes (?, 1, ?, ?, ?) and gives (?, 3, ?, ?, ?), but {EXPORT_FILE} describes " \
+           f"configuration '2d'" in err and "export it again" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match=f"{tmp_path / 'b' / 'fold_0.onnx'}: .* cannot run it on tiles of shape "
+                                         r"\(1, 1, 8, 8\) .*export the model again"):
+        PREDICTORS[runtime](tmp_path / "b" / "fold_0.onnx")(torch.zeros(1, 1, 8, 8))
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")
+@pytest.mark.parametrize("flag", [["--device", "cuda"], ["--precision", "bf16"], ["--checkpoint", "best"],
+                                  ["--checkpoint", "final"]])
+def test_flags_that_do_not_apply_to_an_exported_model_are_refused(fake, tmp_path, capsys, flag):
+    scans, work = fake
+    assert _export(capsys, work, "3d", tmp_path / "model")[0] == 0
+    code = main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model"), *flag, "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{' '.join(flag)} does not apply to {tmp_path / 'model'}: an exported model" in err, err
+    assert f"leave out {flag[0]}" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")
+def test_the_summary_of_an_exported_model_records_fp32_on_the_cpu(fake, tmp_path, capsys):
+    import json
+
+    scans, work = fake
+    assert _export(capsys, work, "3d", tmp_path / "model")[0] == 0
+    assert main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model"),
+                 "--backend", "onnxruntime", "--device", "cpu", "--no-tta", "-q"]) == 0
+    summary = json.loads((tmp_path / "out" / "predict_summary.json").read_text())
+    assert summary["precision"] == "fp32" and summary["device"] == "cpu"
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="no onnxruntime")
+@pytest.mark.parametrize("edit, expected", [
+    ({"format": "tflite"}, "format must be one of onnx, openvino, not 'tflite'"),
+    ({"folds": ["0", "1"]}, "folds and files must be lists of the same length"),
+    ({"files": ["../fold_0.onnx"]}, "files must name fold_<k>.onnx files beside it"),
+    ({"files": ["fold_0.xml"]}, "files must name fold_<k>.onnx files beside it"),
+])
+def test_a_wrong_satnet_model_json_is_one_clear_error(fake, tmp_path, capsys, edit, expected):
+    import json
+
+    scans, work = fake
+    model = tmp_path / "model"
+    assert _export(capsys, work, "3d", model, "-f", "0")[0] == 0
+    data = json.loads((model / EXPORT_FILE).read_text())
+    (model / EXPORT_FILE).write_text(json.dumps({**data, **edit}))
+    code = main(["predict", "-i", str(scans), "-o", str(tmp_path / "out"), "-m", str(model), "--backend",
+                 "onnxruntime", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{model / EXPORT_FILE}: {expected}" in err and "export the model again" in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

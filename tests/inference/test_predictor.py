@@ -122,7 +122,8 @@ def test_part_predicts_every_nth_case(raw, work, tmp_path, part, expected):
     report = predict_folder(raw / "imagesTs", tmp_path, work, settings=NO_TTA, part=Part(*part))
     assert report.predicted == expected
     summary = f"predict_summary_part{part[0]}of{part[1]}.json"  # one per part: the processes share the folder
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{c}.nii.gz" for c in expected] + [summary])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{c}.nii.gz" for c in expected] + [summary,
+                                                                                                      "predict_started.json"])
 
 
 def test_a_corrupt_case_is_reported_and_the_others_are_predicted(raw, work, tmp_path):
@@ -225,6 +226,23 @@ def test_bf16_predicts_close_to_fp32(raw, work, tmp_path):
         outputs[precision] = load_probabilities(tmp_path / precision / "case_001.npz")
     difference = np.abs(outputs["bf16"] - outputs["fp32"])
     assert 0 < difference.max() < 0.1  # bf16 really ran, and stayed close
+
+
+def test_the_summary_records_the_precision_that_ran(raw, work, tmp_path, monkeypatch):
+    import json
+
+    import satnet.inference.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "cpu_supports_bf16", lambda: False)  # bf16 asked, fp32 runs
+    predict_folder(raw / "imagesTs", tmp_path, work, settings=InferenceSettings(mirror=False, precision="bf16",
+                                                                                  device="cpu"), part=Part(0, 3))
+    summary = json.loads((tmp_path / "predict_summary_part0of3.json").read_text())
+    assert summary["precision"] == "fp32" and summary["device"] == "cpu"
+    if cpu_supports_bf16():
+        monkeypatch.undo()
+        predict_folder(raw / "imagesTs", tmp_path / "bf16", work,
+                       settings=InferenceSettings(mirror=False, precision="bf16", device="cpu"))
+        assert json.loads((tmp_path / "bf16" / "predict_summary.json").read_text())["precision"] == "bf16"
 
 
 def test_2d_rgb_png_round_trip(tmp_path):

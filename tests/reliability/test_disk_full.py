@@ -36,7 +36,8 @@ def test_prediction_keeps_only_complete_masks(setup, tmp_path, monkeypatch):
     hook_writes("*.nii.gz", 2, disk_full, monkeypatch.setattr)
     result = run_cli(predict(images, out, work))
     assert_disk_full_error(result, "predict", str(out / "case_002.nii.gz"))
-    assert [p.name for p in out.iterdir()] == ["case_001.nii.gz"] and read_label(out / "case_001.nii.gz")
+    assert sorted(p.name for p in out.iterdir()) == ["case_001.nii.gz", "predict_started.json"]
+    assert read_label(out / "case_001.nii.gz")
     monkeypatch.undo()
     assert run_cli(predict(images, out, work, "--continue")).code == 0 and len(list(out.glob("*.nii.gz"))) == 4
 

@@ -134,7 +134,9 @@ def test_a_planted_symlink_is_replaced_not_written_through(setup, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "case_001.nii.gz").symlink_to(victim)
-    assert run_cli(predict(images, out, work)).code == 0
+    refused = run_cli(predict(images, out, work))  # not predict's folder: it replaces nothing there
+    assert refused.code == 1 and "already holds case_001.nii.gz" in refused.stderr
+    assert run_cli(predict(images, out, work, "--overwrite")).code == 0
     assert victim.read_text() == "precious\n"
     assert not (out / "case_001.nii.gz").is_symlink() and (out / "case_001.nii.gz").stat().st_size > 0
 
