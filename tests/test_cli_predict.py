@@ -96,7 +96,7 @@ def test_a_folder_in_the_way_of_a_mask_is_named_not_the_temporary_file(raw, tiny
     out = tmp_path / "out"
     (out / "case_003.nii.gz").mkdir(parents=True)
     code, _, err = run(capsys, "predict", "-i", raw / "imagesTs", "-o", out, "-m", tiny_work, "--no-tta",
-                       "--threads", "1")
+                       "--threads", "1", "--overwrite")  # without it, predict refuses to replace what it did not write
     assert code == 1 and f"satnet predict: error: Is a directory ({out / 'case_003.nii.gz'});" in err, err
     assert ".tmp" not in err and "Traceback" not in err
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary left behind
