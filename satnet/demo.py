@@ -68,6 +68,9 @@ def run_demo(out_dir: str | Path, main: Callable[[list[str]], int], settings: De
         if argv[0] == "train" and WorkDir(work).checkpoint("3d", 0, "final").is_file():
             log.info("      fold 0 is already trained: skipped")
             continue
+        if argv[0] == "train" and WorkDir(work).checkpoint("3d", 0, "latest").is_file():
+            argv = [*argv, "--resume"]  # an interrupted demo continues where it stopped
+            log.info("      resuming the interrupted training")
         code = main(argv)
         if code:
             return code

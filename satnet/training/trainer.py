@@ -234,6 +234,13 @@ def _run_options(
     if checkpoint is not None:
         stored = TrainOptions.from_dict(checkpoint["train_options"], "train_options of checkpoint_latest.pt")
         options = merge_for_resume(stored, options, given_fields(options, given))
+        done = int(checkpoint["epoch"])
+        if options.epochs < done:  # it would write checkpoint_final.pt at once, as if the run had ended
+            raise ConfigError(
+                f"--epochs {options.epochs} is fewer than the {done} epochs {run.fold_dir / 'checkpoint_latest.pt'} "
+                f"has already trained: give --epochs {done} or more to continue (leave it out to keep "
+                f"{stored.epochs}), or train the fold again from scratch in another work folder"
+            )
     ranks_per_node = ddp.context_from_environment().local_world_size
     return resolve_options(options, run.plan.batch_size, torch.cuda.is_available(), ranks_per_node)
 

@@ -14,6 +14,7 @@ import pytest
 import satnet.io.checkpoints
 import satnet.training.loop
 from satnet.contracts import atomic_write
+from satnet.errors import ConfigError
 from satnet.io.checkpoints import load_checkpoint
 from satnet.training.options import TrainOptions
 from satnet.training.trainer import fold_dir_of, train
@@ -82,3 +83,11 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_intact(tmp_pat
     assert {p.name: p.read_bytes() for p in fold_dir.glob("checkpoint_*.pt")} == before
     assert not list(fold_dir.glob(".*tmp"))
     assert load_checkpoint(fold_dir / "checkpoint_latest.pt")["epoch"] == 1
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
+    work_dir = make_work_dir(tmp_path)
+    train(work_dir, "3d", 0, TrainOptions(**{**RUN, "epochs": 2}), progress_bar=False)
+    (fold_dir_of(work_dir, "3d", 0) / "checkpoint_final.pt").unlink()  # as if stopped before the end
+    with pytest.raises(ConfigError, match="--epochs 1 is fewer than the 2 epochs"):
+        train(work_dir, "3d", 0, TrainOptions(**{**RUN, "epochs": 1}), resume=True, progress_bar=False, given=["epochs"])
