@@ -27,7 +27,7 @@ from satnet.inference.predictor import (
     InferenceSettings, NetworkPredictor, export_case, predict_probabilities, save_probabilities, write_case,
 )
 from satnet.inference.sliding_window import tile_grid
-from satnet.io.dataset import find_cases_in_folder, read_case
+from satnet.io.raw_cases import find_cases_in_folder, read_case
 from satnet.nets.layers import preferred_memory_format
 from satnet.planning.splits import fold_cases, load_splits
 from satnet.preprocessing.case import preprocess_case

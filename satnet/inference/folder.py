@@ -52,7 +52,8 @@ from satnet.inference.postprocessing import PostprocessingDecision, load_postpro
 from satnet.inference.predictor import NetworkPredictor, predict_probabilities
 from satnet.inference.settings import InferenceSettings, autocast_dtype, resolve_device
 from satnet.io.checks import scan_problems
-from satnet.io.dataset import DATASET_JSON, RAW_FOLDERS, RawCase, find_cases_in_folder, read_case
+from satnet.io.dataset import DATASET_JSON, RAW_FOLDERS
+from satnet.io.raw_cases import RawCase, find_cases_in_folder, read_case
 from satnet.names import BACKENDS, DEFAULT_CHECKPOINT
 from satnet.planning.plans import load_plans
 from satnet.preprocessing.case import preprocess_case

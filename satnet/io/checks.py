@@ -30,19 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from satnet.errors import DatasetCheckError, MissingFileError
-from satnet.io.dataset import (
-    DatasetJson,
-    Problem,
-    RawCase,
-    count_case_names,
-    format_problems,
-    load_dataset_json,
-    scan_cases,
-)
+from satnet.io.dataset import DatasetJson, load_dataset_json
 from satnet.io.geometry import ImageGeometry
 from satnet.io.image_formats import NIFTI_ENDINGS, count_nonfinite_nifti
 from satnet.io.images import ImageFileError, geometry_mismatch, image_ending, read_image, read_label
 from satnet.io.pool import map_cases
+from satnet.io.raw_cases import Problem, RawCase, count_case_names, format_problems, scan_cases
 
 logger = logging.getLogger(__name__)
 

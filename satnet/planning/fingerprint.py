@@ -20,9 +20,9 @@ import numpy as np
 
 from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.io.checks import RawDataset
-from satnet.io.dataset import RawCase
 from satnet.io.images import read_image, read_label
 from satnet.io.pool import map_cases
+from satnet.io.raw_cases import RawCase
 from satnet.io.workdir import FINGERPRINT_FILE, WorkDir  # noqa: F401 (FINGERPRINT_FILE re-exported)
 from satnet.preprocessing.crop import nonzero_bbox
 

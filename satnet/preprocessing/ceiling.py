@@ -24,9 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
-from satnet.io.dataset import RawCase
 from satnet.io.images import read_image, read_label
 from satnet.io.pool import map_cases
+from satnet.io.raw_cases import RawCase
 from satnet.planning.plans import ConfigurationPlan
 from satnet.preprocessing.case import target_spacing
 from satnet.preprocessing.crop import bbox_slices, bounding_box, nonzero_mask, uncrop

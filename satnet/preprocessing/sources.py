@@ -29,8 +29,8 @@ from pathlib import Path
 from satnet.contracts import atomic_write, atomic_write_json, dumps_json
 from satnet.io.cases import CaseProperties, SourceFile, case_paths, is_complete, source_file
 from satnet.io.checks import RawDataset
-from satnet.io.dataset import RawCase
 from satnet.io.pool import map_cases
+from satnet.io.raw_cases import RawCase
 from satnet.io.workdir import WorkDir
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,10 @@ from satnet.contracts import atomic_write_json, check_writable_folder, dumps_jso
 from satnet.errors import InputError, SatnetError, command
 from satnet.io.cases import is_complete, save_case
 from satnet.io.checks import RawDataset, check_dataset
-from satnet.io.dataset import DatasetJson, RawCase, check_work_dir_outside_raw, load_dataset_json
+from satnet.io.dataset import DatasetJson, check_work_dir_outside_raw, load_dataset_json
 from satnet.io.images import read_image, read_label
 from satnet.io.pool import map_cases
+from satnet.io.raw_cases import RawCase
 from satnet.io.workdir import WorkDir
 from satnet.planning.fingerprint import compute_fingerprint, save_fingerprint
 from satnet.planning.planner import GIB, PlannerOptions, merge_plans, plan_experiment
