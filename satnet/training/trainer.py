@@ -2,7 +2,8 @@
 
     result = train(work_dir, "3d", 0, TrainOptions(epochs=50))
 
-reads WORK_DIR/plans.json, splits.json and the configuration's preprocessed cases, and writes
+reads WORK_DIR/plans.json, splits.json and the configuration's preprocessed cases (satnet.training.fold_run
+checks them before anything is built), and writes
 WORK_DIR/results/<CONFIG>/fold_<k>/:
 
 - checkpoint_latest.pt after every epoch, checkpoint_best.pt whenever the moving average of the
@@ -19,7 +20,6 @@ here: it runs on the `TrainResult` this returns.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -31,13 +31,10 @@ from torch import nn
 
 from satnet import __version__
 from satnet.contracts import remove_temporaries
-from satnet.errors import ConfigError, MissingFileError
-from satnet.io.cases import is_complete
 from satnet.io.checkpoints import CheckpointMeta, save_checkpoint
 from satnet.io.workdir import WorkDir
 from satnet.nets import build_network, gate_fraction_off
-from satnet.planning.plans import ConfigurationPlan, Plans, load_plans
-from satnet.planning.splits import fold_cases, load_splits
+from satnet.planning.plans import ConfigurationPlan, Plans
 from satnet.training import budget as time_budget
 from satnet.training import distributed as ddp
 from satnet.training.checkpointing import (
@@ -46,6 +43,13 @@ from satnet.training.checkpointing import (
     load_for_resume,
     portable_state_dict,
     restore_rng,
+)
+from satnet.training.fold_run import (
+    FoldRun,
+    load_fold_run,
+    refuse_existing_run,
+    resolve_run_options,
+    with_checkpoint_plans,
 )
 from satnet.training.loop import (
     EpochPipelines,
@@ -58,13 +62,12 @@ from satnet.training.loop import (
 )
 from satnet.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
 from satnet.training.metrics import ExponentialMovingAverage, mean_ignoring_nan
-from satnet.training.options import TrainOptions, given_fields, merge_for_resume, precision_warning, resolve_options
+from satnet.training.options import TrainOptions, precision_warning
 from satnet.training.progress import EpochRecord, TrainingLog, finite_or_none, format_epoch, plot_progress, save_log
 
 logger = logging.getLogger(__name__)
 
 EMA_DECAY = 0.9  # of the mean validation pseudo-Dice that picks checkpoint_best (nnU-Net)
-PLAN_HINT = "run `satnet plan-and-preprocess RAW_DATASET_DIR -o {work_dir}` first"
 
 
 def fold_dir_of(work_dir: str | Path, config: str, fold: int | str) -> Path:
@@ -95,26 +98,6 @@ class TrainResult:
     @property
     def checkpoint_final(self) -> Path:
         return checkpoint_file(self.fold_dir, "final")
-
-
-@dataclass
-class _Run:
-    """The inputs of one fold's training, read and checked before anything is built."""
-
-    config: str
-    fold: str
-    plans: Plans
-    plans_text: str
-    plan: ConfigurationPlan
-    train_cases: list[str]
-    val_cases: list[str]
-    data_dir: Path
-    fold_dir: Path
-
-    @property
-    def class_names(self) -> list[str]:
-        """Foreground label names in label order (1..K-1)."""
-        return [name for name, value in sorted(self.plans.labels.items(), key=lambda kv: kv[1]) if value != 0]
 
 
 @dataclass
@@ -149,13 +132,13 @@ def train(
     precision (device and workers always come from `options`). Returns a TrainResult on every
     rank; with fold "all" the validation cases are the training cases.
     """
-    run = _load_run(work_dir, config, fold)
+    run = load_fold_run(work_dir, config, fold)
     checkpoint = load_for_resume(run.fold_dir, config, run.fold) if resume else None
     if checkpoint is None:
-        _refuse_existing_run(run.fold_dir, config, run.fold)
+        refuse_existing_run(run.fold_dir, config, run.fold)
     else:
-        run = _with_checkpoint_plans(run, checkpoint)
-    options = _run_options(options or TrainOptions(), given, checkpoint, run)
+        run = with_checkpoint_plans(run, checkpoint)
+    options = resolve_run_options(options or TrainOptions(), given, checkpoint, run)
     ctx = ddp.init_distributed(options.device)
     if ctx.is_main:
         remove_temporaries(run.fold_dir)  # what a run killed while writing a checkpoint left
@@ -176,76 +159,7 @@ def train(
                        state.epoch, ctx.is_main)
 
 
-# ---------------------------------------------------------------------------------------------
-# Inputs and options
-
-
-def _load_run(work_dir: str | Path, config: str, fold: int | str) -> _Run:
-    """Plans, the fold's cases and the preprocessed data, each checked with an error naming the fix."""
-    work_dir = Path(work_dir)
-    plans = load_plans(work_dir)
-    try:
-        plan = plans.configuration(config)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} (in {WorkDir(work_dir).plans}); plan it with `satnet plan-and-preprocess --configs`") from None
-    cases = fold_cases(load_splits(work_dir), fold)
-    fold = str(fold)
-    data_dir = plan.data_dir(work_dir)
-    missing = [c for c in dict.fromkeys(cases.train + cases.val) if not is_complete(data_dir, c)]
-    if missing:
-        where = "does not exist" if not data_dir.is_dir() else f"lacks {len(missing)} of the fold's cases (first: {missing[0]})"
-        raise MissingFileError(
-            f"the preprocessed data of configuration {config!r}, {data_dir}, {where}; "
-            + PLAN_HINT.format(work_dir=work_dir)
-            + f" (or `satnet preprocess RAW_DATASET_DIR -o {work_dir} --configs {config}` to finish it)"
-        )
-    return _Run(config, fold, plans, WorkDir(work_dir).plans.read_text(encoding="utf-8"), plan, cases.train,
-                cases.val, data_dir, fold_dir_of(work_dir, config, fold))
-
-
-def _refuse_existing_run(fold_dir: Path, config: str, fold: str) -> None:
-    """A fresh start must not overwrite a run's checkpoints (days of training) by accident."""
-    found = [p.name for p in (checkpoint_file(fold_dir, w) for w in ("latest", "final")) if p.is_file()]
-    if found:
-        raise ConfigError(
-            f"{fold_dir} already holds a training run ({', '.join(found)}): add --resume to continue it, or delete "
-            f"that folder to train {config} fold {fold} again from scratch"
-        )
-
-
-def _with_checkpoint_plans(run: _Run, checkpoint: dict[str, Any]) -> _Run:
-    """A resumed run keeps the plans it started with; its configuration must still match plans.json."""
-    plans = Plans.from_dict(json.loads(checkpoint["plans_json"]), "plans_json of checkpoint_latest.pt")
-    then = plans.configuration(run.config)
-    if then.to_dict() != run.plan.to_dict():
-        changed = [k for k, v in then.to_dict().items() if run.plan.to_dict().get(k) != v]
-        raise ConfigError(
-            f"configuration {run.config!r} in plans.json changed since this run started ({', '.join(changed)} "
-            f"differ); a run can only be resumed with the plan it started with: restore plans.json, or train "
-            f"without --resume after deleting {run.fold_dir}"
-        )
-    run.plans, run.plans_text, run.plan = plans, checkpoint["plans_json"], then
-    return run
-
-
-def _run_options(
-    options: TrainOptions, given: Collection[str] | None, checkpoint: dict[str, Any] | None, run: _Run
-) -> TrainOptions:
-    if checkpoint is not None:
-        stored = TrainOptions.from_dict(checkpoint["train_options"], "train_options of checkpoint_latest.pt")
-        options = merge_for_resume(stored, options, given_fields(options, given))
-        done = int(checkpoint["epoch"])
-        if options.epochs < done:  # it would write checkpoint_final.pt at once, as if the run had ended
-            raise ConfigError(
-                f"--epochs {options.epochs} is fewer than the {done} epochs {run.fold_dir / 'checkpoint_latest.pt'} "
-                f"has already trained: give --epochs {done} or more to continue (leave it out to keep "
-                f"{stored.epochs}), or train the fold again from scratch in another work folder"
-            )
-    ranks_per_node = ddp.context_from_environment().local_world_size
-    return resolve_options(options, run.plan.batch_size, torch.cuda.is_available(), ranks_per_node)
-
-
-def _log_start(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, start_epoch: int) -> None:
+def _log_start(run: FoldRun, o: TrainOptions, ctx: ddp.DistributedContext, start_epoch: int) -> None:
     per_rank = ddp.per_rank_batch_size(o.batch_size, ctx.world_size)
     ranks = f" on {ctx.world_size} ranks ({per_rank} each)" if ctx.enabled else ""
     logger.info(
@@ -279,7 +193,7 @@ def _epoch_seconds(state: _State) -> list[float]:
 
 
 def _build_state(
-    run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, device: torch.device, checkpoint: dict[str, Any] | None
+    run: FoldRun, o: TrainOptions, ctx: ddp.DistributedContext, device: torch.device, checkpoint: dict[str, Any] | None
 ) -> _State:
     torch.manual_seed(o.seed)  # the initial weights depend on the seed only
     network = build_network(run.plan.network, init=o.init)
@@ -301,7 +215,7 @@ def _build_state(
     return state
 
 
-def _checkpoint(run: _Run, o: TrainOptions, state: _State) -> dict[str, Any]:
+def _checkpoint(run: FoldRun, o: TrainOptions, state: _State) -> dict[str, Any]:
     """The checkpoint dict of the current state (satnet.io.checkpoints lists the keys)."""
     scaler = state.precision.scaler
     meta = CheckpointMeta(config=run.config, fold=run.fold, network=run.plan.network.to_dict(),
@@ -337,7 +251,7 @@ def _loss_functions(outputs: int, distributed: bool) -> tuple[nn.Module, nn.Modu
     return DeepSupervisionLoss(dice_ce, weights), dice_ce
 
 
-def _train_epochs(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state: _State, progress_bar: bool) -> None:
+def _train_epochs(run: FoldRun, o: TrainOptions, ctx: ddp.DistributedContext, state: _State, progress_bar: bool) -> None:
     """Epochs state.epoch .. o.epochs - 1, each followed (on rank 0) by its log line and files."""
     plan = per_rank_plan(run.plan, ddp.per_rank_batch_size(o.batch_size, ctx.world_size))
     outputs = count_outputs(plan.network, plan.patch_size)
@@ -381,7 +295,7 @@ def _out_of_time(o: TrainOptions, ctx: ddp.DistributedContext, state: _State, de
     return bool(reached)
 
 
-def _finish_epoch(run: _Run, o: TrainOptions, ctx: ddp.DistributedContext, state: _State, record: EpochRecord) -> None:
+def _finish_epoch(run: FoldRun, o: TrainOptions, ctx: ddp.DistributedContext, state: _State, record: EpochRecord) -> None:
     """Update the EMA and the log; on rank 0 log the line and write best (if improved), latest, log, plot."""
     record.ema_dice = state.ema.update(record.mean_dice if record.mean_dice is not None else float("nan"))
     improved = record.ema_dice is not None and (state.best_ema is None or record.ema_dice > state.best_ema)
