@@ -8,12 +8,12 @@ written to OUTPUT_DIR as `{case}{file_ending}` with the input's geometry.
 Several configurations (find-best's ensemble of two) are averaged on the raw grid, since each
 has its own preprocessing; the folds of one configuration are averaged on its preprocessed
 grid. Postprocessing is applied when find-best decided it (`results/<config>/postprocessing.json`
-or `results/ensemble_<A>+<B>/postprocessing.json`).
+or `results/ensemble_<A>+<B>/postprocessing.json`). What else OUTPUT_DIR holds, and the checks that
+a run replaces only what satnet predict wrote: satnet.inference.output_folder.
 """
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +26,6 @@ from satnet.errors import ConfigError, InputError, MissingFileError
 from satnet.inference.export import (
     CasePrediction,
     export_ensemble,
-    probabilities_file,
     remove_unfinished_outputs,
     write_case,
 )
@@ -47,15 +46,21 @@ from satnet.inference.models import (
     load_configuration,
     postprocessing_path,
 )
+from satnet.inference.output_folder import (
+    SUMMARY_FILE,
+    check_folders,
+    check_not_replacing,
+    mark_output_folder,
+    output_complete,
+)
 from satnet.inference.pipeline import PredictionReport, run_pipelined
 from satnet.inference.postprocessing import PostprocessingDecision, load_postprocessing
 from satnet.inference.predictor import NetworkPredictor, predict_probabilities
 from satnet.inference.settings import InferenceSettings, autocast_dtype, resolve_device
 from satnet.io.checks import scan_problems
-from satnet.io.dataset import DATASET_JSON, RAW_FOLDERS
 from satnet.io.raw_cases import RawCase, find_cases_in_folder, read_case
 from satnet.names import BACKENDS, DEFAULT_CHECKPOINT
-from satnet.planning.plans import load_plans
+from satnet.planning.plans import Plans, load_plans
 from satnet.preprocessing.case import preprocess_case
 
 logger = logging.getLogger(__name__)
@@ -71,59 +76,6 @@ class Part:
     def __post_init__(self) -> None:
         if not (isinstance(self.index, int) and isinstance(self.count, int) and 0 <= self.index < self.count):
             raise InputError(f"part must be I/N with 0 <= I < N, not {self.index}/{self.count}")
-
-
-def output_complete(out_dir: Path, case_id: str, file_ending: str, save_probabilities: bool) -> bool:
-    """Whether a previous run finished the case: its mask (written last) and, if asked, its .npz exist."""
-    mask = out_dir / f"{case_id}{file_ending}"
-    return mask.is_file() and (not save_probabilities or probabilities_file(out_dir, case_id).is_file())
-
-
-def _check_folders(input_dir: Path, output_dir: Path) -> None:
-    if not input_dir.is_dir():
-        raise InputError(f"input folder {input_dir} does not exist; give the folder of images to predict with -i")
-    if output_dir.resolve() == input_dir.resolve():
-        raise InputError(f"the output folder must differ from the input folder {input_dir}: masks named {{case}}"
-                         f"<ending> beside the {{case}}_0000 images would be read as stray files next time; "
-                         f"choose another -o")
-    resolved = output_dir.resolve()
-    raw = resolved.parent if resolved.name in RAW_FOLDERS else resolved
-    if (raw / DATASET_JSON).is_file():  # its labelsTs/labelsTr hold the reference labels, named as masks are
-        raise InputError(f"-o {output_dir} is a folder of the raw dataset {raw} (beside its {DATASET_JSON}): masks "
-                         f"written there would mix with or replace its images and reference labels; choose another -o")
-
-
-STARTED_FILE = "predict_started.json"  # written before a run's first mask
-SUMMARY_FILE = "predict_summary.json"  # written at its end
-
-
-def is_prediction_folder(output_dir: Path) -> bool:
-    """Whether `satnet predict` has written into `output_dir` before: predict_started.json (written before a
-    run's first mask), or a predict_summary*.json (written at the end, also by satnet before the former)."""
-    return (output_dir / STARTED_FILE).is_file() or any(output_dir.glob("predict_summary*.json"))
-
-
-def _check_not_replacing(output_dir: Path, case_ids: Sequence[str], file_ending: str, save_probabilities: bool,
-                         overwrite: bool) -> None:
-    """Refuse to replace files of these cases in a folder that `satnet predict` has not written into (reference
-    labels, another tool's masks) unless --overwrite: predict replaces only what it wrote."""
-    if overwrite or not output_dir.is_dir() or is_prediction_folder(output_dir):
-        return
-    names = [n for c in case_ids for n in ([f"{c}{file_ending}"] + ([probabilities_file(output_dir, c).name]
-                                                                     if save_probabilities else []))]
-    there = [n for n in names if os.path.lexists(output_dir / n)]
-    if there:
-        more = f" and {len(there) - 1} more file(s) of the cases to predict" if len(there) > 1 else ""
-        raise InputError(f"-o {output_dir} already holds {there[0]}{more}, which satnet predict did not write (the "
-                         f"folder has no {STARTED_FILE} or {SUMMARY_FILE}): predicting would replace "
-                         f"{'them' if more else 'it'}; choose another -o, or add --overwrite to replace "
-                         f"{'them' if more else 'it'}")
-
-
-def _mark_output_folder(output_dir: Path, model: Path) -> None:
-    """predict_started.json, before the run's first mask: from now on this folder is satnet predict's output."""
-    atomic_write_json(output_dir / STARTED_FILE, {"format_version": 1, "written_by": "satnet predict",
-                                                  "satnet_version": __version__, "model": str(model)})
 
 
 def predict_folder(
@@ -145,9 +97,9 @@ def predict_folder(
     configs: None -> find-best's recommendation, else "3d" if planned, else the first planned; each at most once.
     folds: None -> every fold with the checkpoint (per configuration).
     checkpoint: None -> DEFAULT_CHECKPOINT.
-    resume: skip cases whose outputs exist (`output_complete`).
+    resume: skip cases whose outputs exist (satnet.inference.output_folder.output_complete).
     overwrite: replace the cases' files in an `output_dir` that satnet predict has not written into before
-    (else refused, `_check_not_replacing`).
+    (else refused, satnet.inference.output_folder.check_not_replacing).
     work_dir may also be a folder of `satnet export` (satnet.inference.exported), predicted by OpenVINO or ONNX
     Runtime on the CPU in fp32 (settings asking for another device or precision, and a checkpoint, are refused);
     backend: "torch" (a work folder's checkpoints), "openvino" or "onnxruntime" (an exported folder),
@@ -157,12 +109,56 @@ def predict_folder(
     """
     input_dir, output_dir, work_dir = Path(input_dir), Path(output_dir), Path(work_dir)
     settings = settings or InferenceSettings()
+    _check_each_configuration_once(configs)
+    check_folders(input_dir, output_dir)
+    check_writable_folder(output_dir, "output folder", "choose another with -o")  # created by the first write
+    source = _open_model_folder(work_dir, backend, configs, folds, checkpoint, settings)
+    ending = source.plans.file_ending
+    report = PredictionReport()
+    cases = _cases_to_predict(input_dir, output_dir, source, part, resume, save_probabilities, report)
+    check_not_replacing(output_dir, [c.case_id for c in cases], ending, save_probabilities, overwrite)
+    remove_unfinished_outputs(output_dir, [c.case_id for c in cases] + report.skipped, ending)  # this part's only
+    if not cases:
+        return report
+    device = resolve_device(settings.device) if source.exported is None else torch.device("cpu")
+    logger.info("backend: %s", source.backend)
+    ensemble, postprocessing = _build_ensemble(source, folds, checkpoint, settings, device, save_probabilities)
+    _predict_cases(cases, ensemble, postprocessing, output_dir, source, save_probabilities, report)
+    if report.predicted:  # a run that wrote no mask leaves the output folder as it was
+        _write_summary(output_dir, part, report, source.backend, source.configs, [m.folds for m in ensemble.models],
+                       settings, work_dir, ensemble.precision, device)
+    return report
+
+
+def _check_each_configuration_once(configs: Sequence[str] | None) -> None:
+    """-c names each configuration at most once (two different ones are an ensemble)."""
     if configs and len(set(configs)) < len(configs):
         twice = next(c for c in configs if list(configs).count(c) > 1)
         raise ConfigError(f"-c names {twice} more than once ({' '.join(configs)}); give each configuration once "
                           f"(two different ones are ensembled)")
-    _check_folders(input_dir, output_dir)
-    check_writable_folder(output_dir, "output folder", "choose another with -o")  # created by the first write
+
+
+@dataclass
+class _ModelFolder:
+    """What -m holds, read before the cases: its plans, the configurations to predict with and the backend.
+    An exported folder's networks are loaded with it (its plans come with them); a work folder's checkpoints
+    only once there are cases to predict (`_build_ensemble`)."""
+
+    path: Path
+    backend: str
+    plans: Plans
+    configs: list[str]
+    exported: tuple[ConfigurationModels, ExportedModel] | None = None
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.plans.channel_names)
+
+
+def _open_model_folder(work_dir: Path, backend: str, configs: Sequence[str] | None, folds: Sequence[str] | None,
+                       checkpoint: str | None, settings: InferenceSettings) -> _ModelFolder:
+    """A work folder (its plans.json and the configurations, checked) or an exported folder (loaded), with the
+    backend that predicts it (`_resolve_backend`)."""
     exported = is_exported_folder(work_dir)
     if not exported and unfinished_export(work_dir):
         raise MissingFileError(f"{work_dir} holds exported networks but no {EXPORT_FILE}: an export into it was "
@@ -170,54 +166,65 @@ def predict_folder(
     backend = _resolve_backend(backend, exported, work_dir)
     if exported:
         loaded, export_info = _load_exported(work_dir, backend, configs, folds, checkpoint, settings)
-        plans, configs = loaded.plans, [export_info.config]
-    else:
-        plans = load_plans(work_dir, "-m")
-        configs = list(configs) if configs else default_configurations(work_dir, plans)
-        for config in configs:
-            check_configuration(work_dir, config, "predict")
-    ending, num_channels = plans.file_ending, len(plans.channel_names)
-    cases = find_cases_in_folder(input_dir, ending, num_channels)[part.index :: part.count]
-    report = PredictionReport()
+        return _ModelFolder(work_dir, backend, loaded.plans, [export_info.config], (loaded, export_info))
+    plans = load_plans(work_dir, "-m")
+    configs = list(configs) if configs else default_configurations(work_dir, plans)
+    for config in configs:
+        check_configuration(work_dir, config, "predict")
+    return _ModelFolder(work_dir, backend, plans, configs)
+
+
+def _cases_to_predict(input_dir: Path, output_dir: Path, source: _ModelFolder, part: Part, resume: bool,
+                      save_probabilities: bool, report: PredictionReport) -> list[RawCase]:
+    """This part's cases of `input_dir`; with `resume`, those whose outputs exist go to report.skipped instead."""
+    ending = source.plans.file_ending
+    cases = find_cases_in_folder(input_dir, ending, source.num_channels)[part.index :: part.count]
     if resume:
         done = {c.case_id for c in cases if output_complete(output_dir, c.case_id, ending, save_probabilities)}
         report.skipped = sorted(done)
         cases = [c for c in cases if c.case_id not in done]
         logger.info("%d case(s) already predicted in %s; %d to go", len(report.skipped), output_dir, len(cases))
-    _check_not_replacing(output_dir, [c.case_id for c in cases], ending, save_probabilities, overwrite)
-    remove_unfinished_outputs(output_dir, [c.case_id for c in cases] + report.skipped, ending)  # this part's only
-    if not cases:
-        return report
-    device = resolve_device(settings.device) if not exported else torch.device("cpu")
-    logger.info("backend: %s", backend)
-    if exported:
+    return cases
+
+
+def _build_ensemble(source: _ModelFolder, folds: Sequence[str] | None, checkpoint: str | None,
+                    settings: InferenceSettings, device: torch.device,
+                    save_probabilities: bool) -> tuple[_Ensemble, PostprocessingDecision | None]:
+    """The networks that predict (a work folder's checkpoints are loaded here, on `device`) and the postprocessing
+    find-best decided for them."""
+    if source.exported is not None:
+        loaded, export_info = source.exported
         models = [loaded]
-        postprocessing = (PostprocessingDecision.from_dict(export_info.postprocessing, f"{work_dir}: postprocessing")
+        postprocessing = (PostprocessingDecision.from_dict(export_info.postprocessing, f"{source.path}: postprocessing")
                           if export_info.postprocessing else None)
+        reference = export_info.training_spacing, export_info.training_slices
     else:
-        models = [load_configuration(work_dir, c, folds, checkpoint or DEFAULT_CHECKPOINT, str(device), "predict")
-                  for c in configs]
-        postprocessing = _postprocessing(work_dir, configs)
-    _check_models_agree(models, num_channels, plans.labels)
+        models = [load_configuration(source.path, c, folds, checkpoint or DEFAULT_CHECKPOINT, str(device), "predict")
+                  for c in source.configs]
+        postprocessing = _postprocessing(source.path, source.configs)
+        reference = training_reference(source.path)
+    _check_models_agree(models, source.num_channels, source.plans.labels)
     ensemble = _Ensemble(models, settings, device, keep_probabilities=save_probabilities or len(models) > 1,
-                         training_reference=((export_info.training_spacing, export_info.training_slices) if exported
-                                             else training_reference(work_dir)))
+                         training_reference=reference)
+    return ensemble, postprocessing
+
+
+def _predict_cases(cases: list[RawCase], ensemble: _Ensemble, postprocessing: PostprocessingDecision | None,
+                   output_dir: Path, source: _ModelFolder, save_probabilities: bool, report: PredictionReport) -> None:
+    """Read, predict and write every case, overlapped (satnet.inference.pipeline); what happened goes into `report`.
+    The output folder is marked as satnet predict's (`mark_output_folder`) before its first mask."""
     marked = []
 
     def finish(result) -> None:
         if not marked:  # the writer thread is one thread: this runs once, before the first mask
-            _mark_output_folder(output_dir, work_dir)
+            mark_output_folder(output_dir, source.path)
             marked.append(True)
-        write_case(ensemble.export(*result), output_dir, ending, postprocessing, save_probabilities)
+        write_case(ensemble.export(*result), output_dir, source.plans.file_ending, postprocessing, save_probabilities)
 
-    run = run_pipelined(cases, lambda case: ensemble.load(case, num_channels), ensemble.predict, finish,
-                        name=lambda case: case.case_id, desc=f"predict {'+'.join(configs)}")
+    run = run_pipelined(cases, lambda case: ensemble.load(case, source.num_channels), ensemble.predict, finish,
+                        name=lambda case: case.case_id, desc=f"predict {'+'.join(source.configs)}")
     report.predicted, report.failed = run.predicted, run.failed
     report.seconds, report.peak_rss_mb = run.seconds, run.peak_rss_mb
-    if report.predicted:  # a run that wrote no mask leaves the output folder as it was
-        _write_summary(output_dir, part, report, backend, configs, [m.folds for m in models], settings, work_dir,
-                       ensemble.precision, device)
-    return report
 
 
 def _load_exported(work_dir: Path, backend: str, configs: Sequence[str] | None, folds: Sequence[str] | None,
