@@ -109,7 +109,7 @@ def resolve_run_options(
         done = int(checkpoint["epoch"])
         if options.epochs < done:  # it would write checkpoint_final.pt at once, as if the run had ended
             raise ConfigError(
-                f"--epochs {options.epochs} is fewer than the {done} epochs {run.fold_dir / 'checkpoint_latest.pt'} "
+                f"--epochs {options.epochs} is fewer than the {done} epochs {checkpoint_file(run.fold_dir, 'latest')} "
                 f"has already trained: give --epochs {done} or more to continue (leave it out to keep "
                 f"{stored.epochs}), or train the fold again from scratch in another work folder"
             )
