@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from satnet.contracts import atomic_write, atomic_write_json, dumps_json
-from satnet.io.cases import CaseProperties, SourceFile, case_paths, is_complete, source_file
+from satnet.io.cases import CaseProperties, SourceFile, is_complete, props_path_of, remove_case, source_file
 from satnet.io.checks import RawDataset
 from satnet.io.dataset import RawCase
 from satnet.io.pool import map_cases
@@ -87,13 +87,6 @@ def _read_properties(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _remove_case(folder: Path, case_id: str) -> None:
-    """Remove a case's files, its JSON (the completion marker) first."""
-    data_path, seg_path, props_path = case_paths(folder, case_id)
-    for path in (props_path, seg_path, data_path):
-        path.unlink(missing_ok=True)
-
-
 def remove_outdated_cases(folder: Path, dataset: RawDataset, sources: dict[str, CaseSources]) -> None:
     """Remove the complete cases of `folder` whose raw files changed since they were preprocessed;
     record the sources of older cases that pass the checks still possible (module docstring)."""
@@ -102,7 +95,7 @@ def remove_outdated_cases(folder: Path, dataset: RawDataset, sources: dict[str, 
         cid = case.case_id
         if not is_complete(folder, cid):
             continue
-        props_path = case_paths(folder, cid)[2]
+        props_path = props_path_of(folder, cid)
         data = _read_properties(props_path)
         current = sources[cid]
         if data is None:
@@ -122,7 +115,7 @@ def remove_outdated_cases(folder: Path, dataset: RawDataset, sources: dict[str, 
                 atomic_write_json(props_path, props)
                 kept_unrecorded += 1
     for cid in changed:
-        _remove_case(folder, cid)
+        remove_case(folder, cid)
     if unrecorded:
         log.warning("warning: %s: %d case(s) were preprocessed before satnet recorded their raw files; %d kept "
                     "(same image geometry and label as then) and recorded now, %d made again. An image whose "
