@@ -270,6 +270,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, dumps_json(obj))
 
 
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """The content of a JSON file, or None when it is missing or unreadable: for files that satnet wrote itself
+    and rebuilds when they are damaged (a stamp, a preprocessed case's properties)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def read_json(path: str | os.PathLike, what: str = "file", fix: str = "") -> Any:
     """Read a JSON file; a missing or unparsable file raises a SatnetError naming it and the fix."""
     from satnet.errors import InputError, MissingFileError

@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from satnet.contracts import atomic_write, atomic_write_json, dumps_json
+from satnet.contracts import atomic_write, atomic_write_json, dumps_json, read_json_or_none
 from satnet.io.cases import CaseProperties, SourceFile, is_complete, props_path_of, remove_case, source_file
 from satnet.io.checks import RawDataset
 from satnet.io.dataset import RawCase
@@ -79,14 +79,6 @@ def copy_reference_labels(sources: dict[str, CaseSources], work_dir: Path) -> No
             atomic_write(target / s.case.label_file.name, lambda f, d=data: f.write(d))
 
 
-def _read_properties(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def remove_outdated_cases(folder: Path, dataset: RawDataset, sources: dict[str, CaseSources]) -> None:
     """Remove the complete cases of `folder` whose raw files changed since they were preprocessed;
     record the sources of older cases that pass the checks still possible (module docstring)."""
@@ -96,9 +88,9 @@ def remove_outdated_cases(folder: Path, dataset: RawDataset, sources: dict[str, 
         if not is_complete(folder, cid):
             continue
         props_path = props_path_of(folder, cid)
-        data = _read_properties(props_path)
+        data = read_json_or_none(props_path)
         current = sources[cid]
-        if data is None:
+        if not isinstance(data, dict):
             changed.append(cid)  # unreadable: made again
         elif data.get("sources") is not None:
             if data["sources"] != current.records:

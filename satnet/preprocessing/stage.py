@@ -14,9 +14,15 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from satnet.contracts import atomic_write_json, check_writable_folder, dumps_json, remove_temporaries
+from satnet.contracts import (
+    atomic_write_json,
+    check_writable_folder,
+    dumps_json,
+    read_json_or_none,
+    remove_temporaries,
+)
 from satnet.errors import InputError, SatnetError, command
 from satnet.io.cases import is_complete, save_case
 from satnet.io.checks import RawDataset, check_dataset
@@ -101,17 +107,10 @@ def _stamp(plan: ConfigurationPlan, plans: Plans) -> dict:
     }
 
 
-def _read_stamp(path: Path) -> Any:
-    """The stamp's content (compared as data, so a change of JSON layout alone is no change); None if unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _prepare_folder(folder: Path, stamp: dict) -> None:
     stamp_path = folder / STAMP_FILE
-    if stamp_path.is_file() and _read_stamp(stamp_path) != json.loads(dumps_json(stamp)):
+    # compared as data, so a change of JSON layout alone is no change
+    if stamp_path.is_file() and read_json_or_none(stamp_path) != json.loads(dumps_json(stamp)):
         log.warning("plans changed since %s was preprocessed: removing its %s old case files", folder,
                     sum(1 for _ in folder.iterdir()))
         for p in folder.iterdir():
