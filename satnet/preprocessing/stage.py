@@ -157,14 +157,12 @@ def check_planned_for(dataset_json: DatasetJson, plans: Plans, work_dir: Path) -
     """Raise InputError, before anything is written, when WORK_DIR's plans.json was made for a dataset with
     other channels, labels or file ending than `dataset_json`."""
     raw, plans_file = dataset_json.path.parent, WorkDir(work_dir).plans
-    pairs = {  # what differs: (this dataset's, the plans')
-        "channels": (", ".join(dataset_json.channel_names.values()), ", ".join(plans.channel_names.values()),
-                     dataset_json.channel_names != plans.channel_names),
-        "labels": (", ".join(f"{k}={v}" for k, v in dataset_json.labels.items()),
-                   ", ".join(f"{k}={v}" for k, v in plans.labels.items()), dataset_json.labels != plans.labels),
-        "file ending": (dataset_json.file_ending, plans.file_ending, dataset_json.file_ending != plans.file_ending),
-    }
-    differ = {k: v[:2] for k, v in pairs.items() if v[2]}
+    compared = (  # (what, this dataset's, the plans', how the message shows it)
+        ("channels", dataset_json.channel_names, plans.channel_names, lambda names: ", ".join(names.values())),
+        ("labels", dataset_json.labels, plans.labels, lambda labels: ", ".join(f"{k}={v}" for k, v in labels.items())),
+        ("file ending", dataset_json.file_ending, plans.file_ending, str),
+    )
+    differ = {what: (show(mine), show(theirs)) for what, mine, theirs, show in compared if mine != theirs}
     if differ:
         details = "; ".join(f"{k}: {raw} has {mine}, {plans_file} {theirs}" for k, (mine, theirs) in differ.items())
         raise InputError(
