@@ -82,7 +82,7 @@ def copy_reference_labels(sources: dict[str, CaseSources], work_dir: Path) -> No
 def remove_outdated_cases(folder: Path, dataset: RawDataset, sources: dict[str, CaseSources]) -> None:
     """Remove the complete cases of `folder` whose raw files changed since they were preprocessed;
     record the sources of older cases that pass the checks still possible (module docstring)."""
-    changed, unrecorded, kept_unrecorded = [], [], 0
+    changed, unrecorded, remade_unrecorded = [], 0, []  # changed: a record that differs, or an unreadable JSON
     for case in dataset.cases:
         cid = case.case_id
         if not is_complete(folder, cid):
@@ -96,25 +96,22 @@ def remove_outdated_cases(folder: Path, dataset: RawDataset, sources: dict[str, 
             if data["sources"] != current.records:
                 changed.append(cid)
         else:
-            unrecorded.append(cid)
+            unrecorded += 1
             geometry = dataset.geometries.get(cid)
             same_geometry = geometry is not None and data.get("geometry") == json.loads(dumps_json(geometry))
             if not same_geometry or current.reference == "differs":
-                changed.append(cid)
+                remade_unrecorded.append(cid)
             else:
                 props = CaseProperties.from_dict(data, str(props_path))
                 props.sources = list(current.files)
                 atomic_write_json(props_path, props)
-                kept_unrecorded += 1
-    for cid in changed:
+    for cid in changed + remade_unrecorded:
         remove_case(folder, cid)
     if unrecorded:
         log.warning("warning: %s: %d case(s) were preprocessed before satnet recorded their raw files; %d kept "
                     "(same image geometry and label as then) and recorded now, %d made again. An image whose "
                     "intensities changed before this run is not seen: delete %s and rerun to rebuild every case",
-                    folder, len(unrecorded), kept_unrecorded, len(unrecorded) - kept_unrecorded, folder)
-    recorded_changes = [c for c in changed if c not in unrecorded]
-    if recorded_changes:
+                    folder, unrecorded, unrecorded - len(remade_unrecorded), len(remade_unrecorded), folder)
+    if changed:
         log.warning("warning: %s: the raw files of %d case(s) changed since they were preprocessed; making them "
-                    "again: %s", folder, len(recorded_changes), ", ".join(recorded_changes[:10])
-                    + (", ..." if len(recorded_changes) > 10 else ""))
+                    "again: %s", folder, len(changed), ", ".join(changed[:10]) + (", ..." if len(changed) > 10 else ""))
