@@ -38,6 +38,7 @@ from satnet.contracts import (
     Contract,
     atomic_write_json,
     check_writable_folder,
+    is_temporary,
     new_file_mode,
     read_json,
     remove_temporaries,
@@ -107,7 +108,6 @@ def is_exported_folder(folder: str | Path) -> bool:
 
 
 EXPORT_NAME = re.compile(r"^fold_[A-Za-z0-9]+\.(onnx|xml|bin)$")  # the network files export writes
-_TEMPORARY = re.compile(r"^\..*\.tmp$")  # what an interrupted atomic write leaves (satnet.contracts)
 
 
 def unfinished_export(folder: str | Path) -> bool:
@@ -123,7 +123,7 @@ def _check_output_folder(out_dir: Path) -> None:
     check_writable_folder(out_dir, "output folder", "choose another with -o")
     if not out_dir.is_dir() or is_exported_folder(out_dir):
         return
-    foreign = sorted(p.name for p in out_dir.iterdir() if not (EXPORT_NAME.match(p.name) or _TEMPORARY.match(p.name)))
+    foreign = sorted(p.name for p in out_dir.iterdir() if not (EXPORT_NAME.match(p.name) or is_temporary(p.name)))
     if foreign:
         more = f" and {len(foreign) - 1} other file(s)" if len(foreign) > 1 else ""
         raise InputError(f"-o {out_dir} holds {foreign[0]}{more} and is no folder of `satnet export` (it has no "
