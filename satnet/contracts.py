@@ -14,6 +14,7 @@ This module sits on the lowest floor beside `errors.py`: it imports nothing else
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import json
 import os
@@ -217,6 +218,14 @@ def _within(filename: object, folder: str | os.PathLike | None) -> bool:
     return file == folder or folder in file.parents
 
 
+TEMPORARY_GLOB = ".*.tmp"  # the hidden `.<name>.<random>.tmp` files or folders that atomic writes go through
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is that of an atomic write's temporary (see remove_temporaries)."""
+    return fnmatch.fnmatchcase(name, TEMPORARY_GLOB)
+
+
 def remove_temporaries(folder: str | os.PathLike, names: typing.Iterable[str] | None = None) -> int:
     """Remove what interrupted atomic writes left in `folder`: hidden `.<name>.*.tmp` files or folders.
 
@@ -227,7 +236,7 @@ def remove_temporaries(folder: str | os.PathLike, names: typing.Iterable[str] | 
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    patterns = [".*.tmp"] if names is None else [f".{glob.escape(n)}.*.tmp" for n in names]
+    patterns = [TEMPORARY_GLOB] if names is None else [f".{glob.escape(n)}.*.tmp" for n in names]
     removed = 0
     for pattern in patterns:
         for stray in folder.glob(pattern):
@@ -268,6 +277,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` (a Contract, dataclass or plain JSON value) atomically as deterministic JSON."""
     return atomic_write_text(path, dumps_json(obj))
+
+
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """The content of a JSON file, or None when it is missing or unreadable: for files that satnet wrote itself
+    and rebuilds when they are damaged (a stamp, a preprocessed case's properties)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def read_json(path: str | os.PathLike, what: str = "file", fix: str = "") -> Any:

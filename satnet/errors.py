@@ -18,11 +18,20 @@ from typing import Iterable
 class SatnetError(Exception):
     """Base class of every error satnet raises for something the user can fix.
 
-    A subclass whose __init__ takes other parameters than the message must define __reduce__ (as
-    DatasetCheckError does): worker processes send errors to the parent pickled, and the default
-    rebuilds an exception by calling its class with `args` (the message), which such an __init__
-    refuses, breaking the whole pool instead of reporting the error.
+    Worker processes send errors to the parent pickled. An error is rebuilt from its `args` (the
+    message) and its attributes without calling its __init__ again: Python's default calls the class
+    with `args`, which an __init__ taking other parameters (DatasetCheckError, ImageFileError)
+    refuses, and the whole pool broke instead of reporting the error.
     """
+
+    def __reduce__(self):
+        return _rebuild_error, (type(self), self.args), self.__dict__
+
+
+def _rebuild_error(cls: type[SatnetError], args: tuple) -> SatnetError:
+    """An error of class `cls` holding `args`, made without its __init__ (see SatnetError); pickle then restores
+    its attributes."""
+    return cls.__new__(cls, *args)
 
 
 class InputError(SatnetError, ValueError):
@@ -47,9 +56,6 @@ class DatasetCheckError(InputError):
         lines = [f"dataset {self.dataset_dir} failed {n} check{'s' if n != 1 else ''}; nothing was written:"]
         lines += [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
-
-    def __reduce__(self):
-        return type(self), (self.dataset_dir, self.problems), self.__dict__
 
 
 def command(*parts: object) -> str:

@@ -38,11 +38,12 @@ from satnet.contracts import (
     Contract,
     atomic_write_json,
     check_writable_folder,
+    is_temporary,
     new_file_mode,
     read_json,
     remove_temporaries,
 )
-from satnet.errors import ConfigError, InputError, MissingFileError, SatnetError
+from satnet.errors import ConfigError, InputError, MissingFileError, SatnetError, command
 from satnet.io.workdir import EXPORT_FILE  # noqa: F401 (re-exported: satnet_model.json)
 from satnet.names import EXPORT_FORMATS
 from satnet.inference.models import ConfigurationModels, load_configuration, postprocessing_path
@@ -107,7 +108,6 @@ def is_exported_folder(folder: str | Path) -> bool:
 
 
 EXPORT_NAME = re.compile(r"^fold_[A-Za-z0-9]+\.(onnx|xml|bin)$")  # the network files export writes
-_TEMPORARY = re.compile(r"^\..*\.tmp$")  # what an interrupted atomic write leaves (satnet.contracts)
 
 
 def unfinished_export(folder: str | Path) -> bool:
@@ -123,7 +123,7 @@ def _check_output_folder(out_dir: Path) -> None:
     check_writable_folder(out_dir, "output folder", "choose another with -o")
     if not out_dir.is_dir() or is_exported_folder(out_dir):
         return
-    foreign = sorted(p.name for p in out_dir.iterdir() if not (EXPORT_NAME.match(p.name) or _TEMPORARY.match(p.name)))
+    foreign = sorted(p.name for p in out_dir.iterdir() if not (EXPORT_NAME.match(p.name) or is_temporary(p.name)))
     if foreign:
         more = f" and {len(foreign) - 1} other file(s)" if len(foreign) > 1 else ""
         raise InputError(f"-o {out_dir} holds {foreign[0]}{more} and is no folder of `satnet export` (it has no "
@@ -267,20 +267,21 @@ def _check_shapes(predictor: OnnxRuntimePredictor | OpenVinoPredictor, in_channe
     satnet_model.json describes; a fold file of another export (an older satnet's interrupted export, or files
     copied together) fails here, before a case is read, instead of in the runtime with its own message."""
     inputs, outputs = predictor.shapes()
-    expected = ([None, in_channels] + [None] * spatial_dims, [None, num_classes] + [None] * spatial_dims)
 
-    def fits(dims: list[int | None], want: list[int | None]) -> bool:
-        return len(dims) == len(want) and dims[1] in (None, want[1])
+    def fits(dims: list[int | None], channels: int) -> bool:  # the number of axes and the channel axis
+        return len(dims) == 2 + spatial_dims and dims[1] in (None, channels)
 
-    if not (fits(inputs, expected[0]) and fits(outputs, expected[1])):
-        def show(dims: list[int | None]) -> str:
-            return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
-
+    if not (fits(inputs, in_channels) and fits(outputs, num_classes)):
         raise InputError(
-            f"{predictor.path}: the network takes {show(inputs)} and gives {show(outputs)}, but {EXPORT_FILE} "
+            f"{predictor.path}: the network takes {_shown(inputs)} and gives {_shown(outputs)}, but {EXPORT_FILE} "
             f"describes configuration {exported.config!r} ({spatial_dims}D, {in_channels} channel(s) in, "
             f"{num_classes} classes out): the folder mixes files of two exports; export it again with "
-            f"`satnet export -m WORK_DIR -c {exported.config} -o {predictor.path.parent}`")
+            f"`{command('satnet', 'export', '-m', 'WORK_DIR', '-c', exported.config, '-o', predictor.path.parent)}`")
+
+
+def _shown(dims: list[int | None]) -> str:
+    """A network's dimensions as "(?, 1, ?, ?)", ? where dynamic."""
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
 class OpenVinoPredictor:

@@ -65,7 +65,6 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
     words of the command `asked_by` ("predict", "export", "visualize", "train"; None: neutral)."""
     work_dir = Path(work_dir)
     have = trained_folds(work_dir, config, checkpoint)
-    num_folds = _num_folds(work_dir)
     if folds is None:
         numbered = [f for f in have if f != "all"]
         folds = numbered or have
@@ -75,6 +74,7 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
                 fix = (f"fold(s) {', '.join(unfinished)} have only checkpoint_latest.pt: training did not finish; "
                        f"resume it with `{command('satnet', 'train', work_dir, config, unfinished[0], '--resume')}`")
             else:
+                num_folds = _num_folds(work_dir)
                 ensemble = f"folds 0..{num_folds - 1}" if num_folds else "every fold of splits.json"
                 fix = (f"train one with `{command('satnet', 'train', work_dir, config, 0)}` ({ensemble} for the "
                        f"cross-validation ensemble)")
@@ -85,6 +85,7 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
         return list(folds)
     missing = [str(f) for f in folds if str(f) not in have]
     if missing:
+        num_folds = _num_folds(work_dir)
         lines = [_missing_fold_line(work_dir, config, f, checkpoint, num_folds) for f in missing]
         raise MissingFileError(
             f"configuration {config!r} lacks {checkpoint_name(checkpoint)} for {len(missing)} of the requested folds:\n"
@@ -94,7 +95,8 @@ def resolve_folds(work_dir: str | Path, config: str, folds: Sequence[str] | None
 
 
 def _num_folds(work_dir: Path) -> int | None:
-    """How many folds WORK_DIR/splits.json has; None when it cannot be read (the hints then stay general)."""
+    """How many folds WORK_DIR/splits.json has, for an error's hint (read only then); None when it cannot be read
+    (the hints then stay general)."""
     try:
         return len(load_splits(work_dir).folds)
     except SatnetError:

@@ -131,9 +131,15 @@ def save_case(folder: str | Path, props: CaseProperties, data: np.ndarray, seg: 
             _save_npy(seg_path, seg.astype(np.int8, copy=False))
         atomic_write_json(props_path, props)
     except Exception:
-        for path in (props_path, seg_path, data_path):
-            path.unlink(missing_ok=True)
+        remove_case(folder, props.case_id)
         raise
+
+
+def remove_case(folder: str | Path, case_id: str) -> None:
+    """Remove a case's files from `folder`, its JSON (the completion marker) first."""
+    data_path, seg_path, props_path = case_paths(folder, case_id)
+    for path in (props_path, seg_path, data_path):
+        path.unlink(missing_ok=True)
 
 
 def is_complete(folder: str | Path, case_id: str) -> bool:

@@ -58,9 +58,6 @@ class ImageFileError(InputError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
-    def __reduce__(self):  # picklable, so a worker process can report it (see SatnetError)
-        return type(self), (self.path, self.reason), self.__dict__
-
 
 def _library_message(exc: BaseException) -> str:
     """The informative last line of a SimpleITK / Pillow / nibabel error, shortened."""

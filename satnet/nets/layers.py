@@ -1,9 +1,10 @@
-"""Drop-in convolution and instance-norm layers that take PyTorch's fast CPU kernels.
+"""Drop-in convolution and instance-norm layers that take PyTorch's fast CPU kernels, and group-norm
+and max-pooling layers that keep the activation's precision under autocast.
 
 Each class subclasses the torch layer of the same name and changes only which kernel computes
-it: the function, the parameters and the state_dict keys are the torch layer's, so checkpoints
-load either way and `isinstance(m, nn.Conv3d)` still holds. Measured on a 2-core AVX512 CPU
-(docs/performance.md):
+it, or in which precision: the function, the parameters and the state_dict keys are the torch
+layer's, so checkpoints load either way and `isinstance(m, nn.Conv3d)` still holds. Measured on a
+2-core AVX512 CPU (docs/performance.md):
 
 - `Conv2d` / `Conv3d`: PyTorch 2.13 sends an fp32 CPU convolution of batch 1 to its native
   (im2col) kernel instead of oneDNN when N * C * D * H <= 20480 (its heuristic ignores the last
@@ -19,6 +20,9 @@ load either way and `isinstance(m, nn.Conv3d)` still holds. Measured on a 2-core
   the activation after it works in place. Norm + LeakyReLU forward and backward took 2.4x less
   time (B 7, 32 channels, 40x56x40, contiguous). In channels_last the backward is satnet's own
   (`_ChannelsLastInstanceNorm`), because PyTorch's channels_last group-norm backward is slow.
+- `GroupNorm`, `MaxPool2d` / `MaxPool3d` (and the instance norms under autocast): run in the
+  activation's bf16/fp16 where CUDA autocast (the norms) or CPU autocast (max pooling) would cast
+  it to fp32, so both devices keep what satnet.planning.memory, traced under CPU autocast, counts.
 """
 from __future__ import annotations
 
@@ -93,9 +97,7 @@ class _GroupNormInstanceNorm:
             # backward would keep both copies (1.7x to 1.9x the memory of an fp32 step, measured on an
             # H200: docs/gpu.md). Run it in the activation's own precision, as CPU autocast does; the
             # kernels accumulate the statistics in fp32 either way.
-            with torch.autocast(input.device.type, enabled=False):
-                return F.group_norm(input, self.num_features, _as(self.weight, input.dtype), _as(self.bias, input.dtype),
-                                    self.eps)
+            return _group_norm_in_own_precision(input, self.num_features, self.weight, self.bias, self.eps)
         return F.group_norm(input, self.num_features, self.weight, self.bias, self.eps)
 
 
@@ -107,9 +109,7 @@ class GroupNorm(nn.GroupNorm):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if _low_precision_autocast(input):
-            with torch.autocast(input.device.type, enabled=False):
-                return F.group_norm(input, self.num_groups, _as(self.weight, input.dtype), _as(self.bias, input.dtype),
-                                    self.eps)
+            return _group_norm_in_own_precision(input, self.num_groups, self.weight, self.bias, self.eps)
         return super().forward(input)
 
 
@@ -139,6 +139,13 @@ def _low_precision_autocast(x: torch.Tensor) -> bool:
             and torch.is_autocast_enabled(x.device.type))
 
 
+def _group_norm_in_own_precision(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                                 eps: float) -> torch.Tensor:
+    """F.group_norm outside autocast, in the dtype of the activation `x` (the affine parameters cast to it)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.group_norm(x, groups, _as(weight, x.dtype), _as(bias, x.dtype), eps)
+
+
 def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None else t.to(dtype)
 
@@ -161,11 +168,12 @@ class _ChannelsLastInstanceNorm(torch.autograd.Function):
     many times the std: for the (b, c) whose |mean| exceeds CANCELLATION_RATIO std it is recomputed
     from the centred values (without that, y was off by 3.5e-4 at mean 10, std 1, and 2.4e-3 at mean
     30; after it 5e-6 and 7e-6). Norm inputs of trained satnet networks had |mean| / std up to 2.5
-    (Hippocampus) and 6 (ISIC), median 2; centring every channel instead cost 8% of a training step. PyTorch 2.13's channels_last group-norm kernel,
-    used before, accumulates both sums in plain fp32 loops: at 7 x 32 x 40x56x40 its rstd was off by
-    1.2e-4 (inputs of mean 3) to 1.4e-3 (mean 10) against float64, these sums by 5e-6 / 6e-5, and a
-    whole training step's gradients came out 5-20x less accurate than torch's contiguous layers
-    (tests/nets/test_layers.py). Costs 46 against 29 ms per forward at that shape (2 threads, AVX512).
+    (Hippocampus) and 6 (ISIC), median 2; centring every channel instead cost 8% of a training step.
+    PyTorch 2.13's channels_last group-norm kernel, used before, accumulates both sums in plain fp32
+    loops: at 7 x 32 x 40x56x40 its rstd was off by 1.2e-4 (inputs of mean 3) to 1.4e-3 (mean 10)
+    against float64, these sums by 5e-6 / 6e-5, and a whole training step's gradients came out
+    5-20x less accurate than torch's contiguous layers (tests/nets/test_layers.py). Costs 46 against
+    29 ms per forward at that shape (2 threads, AVX512).
 
     Backward: PyTorch 2.13's channels_last group-norm backward took 2.2x the time of this one (B 7,
     32 channels, 40x56x40: 607-663 against 283-286 ms): per (b, c) the sums of dy and of dy * x (one

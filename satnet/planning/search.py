@@ -65,15 +65,22 @@ def balanced_candidates(cap: Sequence[int], median: Sequence[int]) -> Iterator[l
         yield [int(v) for v in patches[i]]
 
 
+def legal_candidates(
+    cap: Sequence[int], median: Sequence[int], spacing: Sequence[float], kernel: int
+) -> Iterator[tuple[list[int], Topology]]:
+    """The balanced legal patches (see module docstring) with their topologies, largest volume first."""
+    for patch in balanced_candidates(cap, median):
+        fitted, topo = fit_patch_to_topology(patch, spacing, kernel)
+        if fitted == patch and len(topo.strides) >= 2:  # an encoder-decoder needs at least one downsampling
+            yield patch, topo
+
+
 def largest_fitting_patch(
     cap: Sequence[int], median: Sequence[int], spacing: Sequence[float], kernel: int, budget: int, estimate: Estimate
 ) -> tuple[list[int], Topology, MemoryEstimate] | None:
     """The first balanced legal patch (see module docstring) whose estimate fits `budget`, or None."""
     seen: dict[str, tuple[int, float]] = {}  # per topology: constant part, smallest bytes per voxel seen
-    for patch in balanced_candidates(cap, median):
-        fitted, topo = fit_patch_to_topology(patch, spacing, kernel)
-        if fitted != patch or len(topo.strides) < 2:  # an encoder-decoder needs at least one downsampling
-            continue
+    for patch, topo in legal_candidates(cap, median, spacing, kernel):
         volume = float(math.prod(patch))
         key = repr(topo)
         if key in seen:
@@ -83,7 +90,9 @@ def largest_fitting_patch(
         est = estimate(topo, patch)
         constant = est.parameters + est.gradients + est.optimizer
         per_voxel = (est.total - constant) / volume
-        seen[key] = (constant, min(per_voxel, seen[key][1]) if key in seen else per_voxel)
+        if key in seen:
+            per_voxel = min(per_voxel, seen[key][1])
+        seen[key] = (constant, per_voxel)
         if est.total <= budget:
             return patch, topo, est
     return None
@@ -93,8 +102,6 @@ def smallest_legal_patch(cap: Sequence[int], median: Sequence[int], spacing: Seq
                          kernel: int) -> tuple[list[int], Topology] | None:
     """The smallest patch largest_fitting_patch would try (with its topology), or None if it tries none."""
     last = None
-    for patch in balanced_candidates(cap, median):
-        fitted, topo = fit_patch_to_topology(patch, spacing, kernel)
-        if fitted == patch and len(topo.strides) >= 2:
-            last = (patch, topo)
+    for last in legal_candidates(cap, median, spacing, kernel):
+        pass
     return last

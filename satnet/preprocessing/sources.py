@@ -26,8 +26,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from satnet.contracts import atomic_write, atomic_write_json, dumps_json
-from satnet.io.cases import CaseProperties, SourceFile, case_paths, is_complete, source_file
+from satnet.contracts import atomic_write, atomic_write_json, dumps_json, read_json_or_none
+from satnet.io.cases import CaseProperties, SourceFile, is_complete, props_path_of, remove_case, source_file
 from satnet.io.checks import RawDataset
 from satnet.io.pool import map_cases
 from satnet.io.raw_cases import RawCase
@@ -79,57 +79,39 @@ def copy_reference_labels(sources: dict[str, CaseSources], work_dir: Path) -> No
             atomic_write(target / s.case.label_file.name, lambda f, d=data: f.write(d))
 
 
-def _read_properties(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _remove_case(folder: Path, case_id: str) -> None:
-    """Remove a case's files, its JSON (the completion marker) first."""
-    data_path, seg_path, props_path = case_paths(folder, case_id)
-    for path in (props_path, seg_path, data_path):
-        path.unlink(missing_ok=True)
-
-
 def remove_outdated_cases(folder: Path, dataset: RawDataset, sources: dict[str, CaseSources]) -> None:
     """Remove the complete cases of `folder` whose raw files changed since they were preprocessed;
     record the sources of older cases that pass the checks still possible (module docstring)."""
-    changed, unrecorded, kept_unrecorded = [], [], 0
+    changed, unrecorded, remade_unrecorded = [], 0, []  # changed: a record that differs, or an unreadable JSON
     for case in dataset.cases:
         cid = case.case_id
         if not is_complete(folder, cid):
             continue
-        props_path = case_paths(folder, cid)[2]
-        data = _read_properties(props_path)
+        props_path = props_path_of(folder, cid)
+        data = read_json_or_none(props_path)
         current = sources[cid]
-        if data is None:
+        if not isinstance(data, dict):
             changed.append(cid)  # unreadable: made again
         elif data.get("sources") is not None:
             if data["sources"] != current.records:
                 changed.append(cid)
         else:
-            unrecorded.append(cid)
+            unrecorded += 1
             geometry = dataset.geometries.get(cid)
             same_geometry = geometry is not None and data.get("geometry") == json.loads(dumps_json(geometry))
             if not same_geometry or current.reference == "differs":
-                changed.append(cid)
+                remade_unrecorded.append(cid)
             else:
                 props = CaseProperties.from_dict(data, str(props_path))
                 props.sources = list(current.files)
                 atomic_write_json(props_path, props)
-                kept_unrecorded += 1
-    for cid in changed:
-        _remove_case(folder, cid)
+    for cid in changed + remade_unrecorded:
+        remove_case(folder, cid)
     if unrecorded:
         log.warning("warning: %s: %d case(s) were preprocessed before satnet recorded their raw files; %d kept "
                     "(same image geometry and label as then) and recorded now, %d made again. An image whose "
                     "intensities changed before this run is not seen: delete %s and rerun to rebuild every case",
-                    folder, len(unrecorded), kept_unrecorded, len(unrecorded) - kept_unrecorded, folder)
-    recorded_changes = [c for c in changed if c not in unrecorded]
-    if recorded_changes:
+                    folder, unrecorded, unrecorded - len(remade_unrecorded), len(remade_unrecorded), folder)
+    if changed:
         log.warning("warning: %s: the raw files of %d case(s) changed since they were preprocessed; making them "
-                    "again: %s", folder, len(recorded_changes), ", ".join(recorded_changes[:10])
-                    + (", ..." if len(recorded_changes) > 10 else ""))
+                    "again: %s", folder, len(changed), ", ".join(changed[:10]) + (", ..." if len(changed) > 10 else ""))

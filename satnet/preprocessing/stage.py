@@ -14,9 +14,15 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from satnet.contracts import atomic_write_json, check_writable_folder, dumps_json, remove_temporaries
+from satnet.contracts import (
+    atomic_write_json,
+    check_writable_folder,
+    dumps_json,
+    read_json_or_none,
+    remove_temporaries,
+)
 from satnet.errors import InputError, SatnetError, command
 from satnet.io.cases import is_complete, save_case
 from satnet.io.checks import RawDataset, check_dataset
@@ -102,17 +108,10 @@ def _stamp(plan: ConfigurationPlan, plans: Plans) -> dict:
     }
 
 
-def _read_stamp(path: Path) -> Any:
-    """The stamp's content (compared as data, so a change of JSON layout alone is no change); None if unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _prepare_folder(folder: Path, stamp: dict) -> None:
     stamp_path = folder / STAMP_FILE
-    if stamp_path.is_file() and _read_stamp(stamp_path) != json.loads(dumps_json(stamp)):
+    # compared as data, so a change of JSON layout alone is no change
+    if stamp_path.is_file() and read_json_or_none(stamp_path) != json.loads(dumps_json(stamp)):
         log.warning("plans changed since %s was preprocessed: removing its %s old case files", folder,
                     sum(1 for _ in folder.iterdir()))
         for p in folder.iterdir():
@@ -159,14 +158,12 @@ def check_planned_for(dataset_json: DatasetJson, plans: Plans, work_dir: Path) -
     """Raise InputError, before anything is written, when WORK_DIR's plans.json was made for a dataset with
     other channels, labels or file ending than `dataset_json`."""
     raw, plans_file = dataset_json.path.parent, WorkDir(work_dir).plans
-    pairs = {  # what differs: (this dataset's, the plans')
-        "channels": (", ".join(dataset_json.channel_names.values()), ", ".join(plans.channel_names.values()),
-                     dataset_json.channel_names != plans.channel_names),
-        "labels": (", ".join(f"{k}={v}" for k, v in dataset_json.labels.items()),
-                   ", ".join(f"{k}={v}" for k, v in plans.labels.items()), dataset_json.labels != plans.labels),
-        "file ending": (dataset_json.file_ending, plans.file_ending, dataset_json.file_ending != plans.file_ending),
-    }
-    differ = {k: v[:2] for k, v in pairs.items() if v[2]}
+    compared = (  # (what, this dataset's, the plans', how the message shows it)
+        ("channels", dataset_json.channel_names, plans.channel_names, lambda names: ", ".join(names.values())),
+        ("labels", dataset_json.labels, plans.labels, lambda labels: ", ".join(f"{k}={v}" for k, v in labels.items())),
+        ("file ending", dataset_json.file_ending, plans.file_ending, str),
+    )
+    differ = {what: (show(mine), show(theirs)) for what, mine, theirs, show in compared if mine != theirs}
     if differ:
         details = "; ".join(f"{k}: {raw} has {mine}, {plans_file} {theirs}" for k, (mine, theirs) in differ.items())
         raise InputError(
