@@ -196,14 +196,15 @@ def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: 
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if ignored is not None:
         ignored += [p for p in entries if p.is_dir() or (not p.name.endswith(ending) and image_ending(p) is None)]
-        entries = [p for p in entries if p not in ignored]
+        skipped = set(ignored)
+        entries = [p for p in entries if p not in skipped]
     files = [p for p in entries if not p.is_dir()]
     for p in entries:
         if p.is_dir():
             problems.add(p, "is a folder; only image files belong here: move it out")
     matching = [p for p in files if p.name.endswith(ending)]
     recased = [p for p in files if _recased_ending(p, ending)]  # ".NII.GZ" for ".nii.gz"
-    others = [p for p in files if p not in matching and p not in recased]
+    others = [p for p in files if not p.name.endswith(ending) and not _recased_ending(p, ending)]
     if not files:
         problems.add(folder, f"is empty: put the files there named {pattern}")
     elif not matching and ignored is None:
