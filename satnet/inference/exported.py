@@ -44,7 +44,7 @@ from satnet.contracts import (
     remove_temporaries,
 )
 from satnet.errors import ConfigError, InputError, MissingFileError, SatnetError, command
-from satnet.io.workdir import EXPORT_FILE  # noqa: F401 (re-exported: satnet_model.json)
+from satnet.io.workdir import EXPORT_FILE, is_exported_folder  # noqa: F401 (re-exported: satnet_model.json and its test)
 from satnet.names import EXPORT_FORMATS
 from satnet.inference.models import ConfigurationModels, load_configuration, postprocessing_path
 from satnet.planning.fingerprint import FINGERPRINT_FILE, load_fingerprint
@@ -101,10 +101,6 @@ def training_reference(work_dir: Path) -> tuple[list[float] | None, int | None]:
     except SatnetError:
         return None, None
     return fingerprint.median_spacing(), int(np.median(fingerprint.shapes_after_crop()[:, 0]))
-
-
-def is_exported_folder(folder: str | Path) -> bool:
-    return (Path(folder) / EXPORT_FILE).is_file()
 
 
 EXPORT_NAME = re.compile(r"^fold_[A-Za-z0-9]+\.(onnx|xml|bin)$")  # the network files export writes

@@ -22,7 +22,7 @@ import torch
 
 from satnet import __version__
 from satnet.contracts import atomic_write_json, check_writable_folder
-from satnet.errors import ConfigError, InputError, MissingFileError
+from satnet.errors import ConfigError, InputError, MissingFileError, command
 from satnet.inference.export import (
     CasePrediction,
     export_ensemble,
@@ -162,7 +162,8 @@ def _open_model_folder(work_dir: Path, backend: str, configs: Sequence[str] | No
     exported = is_exported_folder(work_dir)
     if not exported and unfinished_export(work_dir):
         raise MissingFileError(f"{work_dir} holds exported networks but no {EXPORT_FILE}: an export into it was "
-                               f"interrupted; export it again with `satnet export -m WORK_DIR -c CONFIG -o {work_dir}`")
+                               f"interrupted; export it again with "
+                               f"`{command('satnet', 'export', '-m', 'WORK_DIR', '-c', 'CONFIG', '-o', work_dir)}`")
     backend = _resolve_backend(backend, exported, work_dir)
     if exported:
         loaded, export_info = _load_exported(work_dir, backend, configs, folds, checkpoint, settings)
@@ -230,16 +231,15 @@ def _predict_cases(cases: list[RawCase], ensemble: _Ensemble, postprocessing: Po
 def _load_exported(work_dir: Path, backend: str, configs: Sequence[str] | None, folds: Sequence[str] | None,
                    checkpoint: str | None, settings: InferenceSettings) -> tuple[ConfigurationModels, ExportedModel]:
     """The exported folder's networks, the selected folds of them; flags that do not apply to it are refused."""
-    refused = [(flag, value, why) for flag, value, fits, why in (
+    for flag, value, fits, why in (
         ("--device", settings.device, settings.device in ("auto", "cpu"), "runs on the CPU (OpenVINO or ONNX Runtime)"),
         ("--precision", settings.precision, settings.precision == "fp32", "runs in fp32"),
         ("--checkpoint", checkpoint, checkpoint is None,
          "holds the checkpoint it was exported from (`satnet export --checkpoint` chooses it)"),
-    ) if not fits]
-    if refused:
-        flag, value, why = refused[0]
-        raise ConfigError(f"{flag} {value} does not apply to {work_dir}: an exported model {why}; leave out {flag}, "
-                          f"or give -m the work folder to predict with torch")
+    ):
+        if not fits:
+            raise ConfigError(f"{flag} {value} does not apply to {work_dir}: an exported model {why}; leave out "
+                              f"{flag}, or give -m the work folder to predict with torch")
     loaded, export_info = load_exported(work_dir, runtime=backend)
     if configs and list(configs) != [export_info.config]:
         raise ConfigError(f"{work_dir} holds configuration {export_info.config!r} only, not {' '.join(configs)}; "

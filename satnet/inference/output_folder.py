@@ -15,7 +15,7 @@ from satnet import __version__
 from satnet.contracts import atomic_write_json
 from satnet.errors import InputError
 from satnet.inference.export import probabilities_file
-from satnet.io.dataset import DATASET_JSON, RAW_FOLDERS
+from satnet.io.dataset import DATASET_JSON, raw_dataset_of
 
 
 def output_complete(out_dir: Path, case_id: str, file_ending: str, save_probabilities: bool) -> bool:
@@ -32,9 +32,8 @@ def check_folders(input_dir: Path, output_dir: Path) -> None:
         raise InputError(f"the output folder must differ from the input folder {input_dir}: masks named {{case}}"
                          f"<ending> beside the {{case}}_0000 images would be read as stray files next time; "
                          f"choose another -o")
-    resolved = output_dir.resolve()
-    raw = resolved.parent if resolved.name in RAW_FOLDERS else resolved
-    if (raw / DATASET_JSON).is_file():  # its labelsTs/labelsTr hold the reference labels, named as masks are
+    raw = raw_dataset_of(output_dir)
+    if raw is not None:  # its labelsTs/labelsTr hold the reference labels, named as masks are
         raise InputError(f"-o {output_dir} is a folder of the raw dataset {raw} (beside its {DATASET_JSON}): masks "
                          f"written there would mix with or replace its images and reference labels; choose another -o")
 

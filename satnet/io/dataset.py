@@ -188,6 +188,15 @@ def ending_errors(ending: Any) -> list[str]:
     return []
 
 
+def raw_dataset_of(folder: str | Path) -> Path | None:
+    """The raw dataset `folder` is (the folder holding dataset.json) or is one of the RAW_FOLDERS of, else None."""
+    resolved = Path(folder).resolve()
+    for candidate in (resolved, resolved.parent) if resolved.name in RAW_FOLDERS else (resolved,):
+        if (candidate / DATASET_JSON).is_file():
+            return candidate
+    return None
+
+
 def check_work_dir_outside_raw(raw_dir: str | Path, work_dir: str | Path) -> None:
     """Raise InputError when `work_dir` is the raw dataset folder itself, or one of its RAW_FOLDERS or a folder
     inside one: plans, splits and preprocessed cases would be written among the raw files."""

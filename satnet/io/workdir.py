@@ -44,6 +44,11 @@ TRAINING_LOG_FILE = "training_log.json"
 PROGRESS_PLOT_FILE = "progress.png"
 ENSEMBLE_PREFIX = "ensemble_"
 EXPORT_FILE = "satnet_model.json"  # in an exported model's folder (satnet.inference.exported), not in WORK_DIR
+
+
+def is_exported_folder(folder: str | Path) -> bool:
+    """Whether `folder` is a model folder written by `satnet export` (it holds EXPORT_FILE)."""
+    return (Path(folder) / EXPORT_FILE).is_file()
 FOLD_FOLDER = re.compile(r"^fold_(\d+|all)$")  # fold_0, fold_1, ..., fold_all
 
 

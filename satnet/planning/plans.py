@@ -12,8 +12,8 @@ from typing import Any
 from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.errors import ConfigError, command, unknown_name_error
 from satnet.io.cases import is_safe_name
-from satnet.io.dataset import DATASET_JSON
-from satnet.io.workdir import EXPORT_FILE, PLANS_FILE, WorkDir  # noqa: F401 (PLANS_FILE re-exported)
+from satnet.io.dataset import DATASET_JSON, raw_dataset_of
+from satnet.io.workdir import EXPORT_FILE, PLANS_FILE, WorkDir, is_exported_folder  # noqa: F401 (PLANS_FILE re-exported)
 from satnet.names import (
     ARCH_NAMES,
     CONFIG_NAMES,
@@ -271,11 +271,14 @@ def _enclosing_work_dir(folder: Path) -> Path | None:
 def _not_a_work_folder(folder: Path, given_as: str) -> str | None:
     """The fix when `folder` (without plans.json) is a raw dataset, an exported model or inside a work folder."""
     expects = "-m expects" if given_as == "-m" else f"{given_as} must be"
-    if (folder / DATASET_JSON).is_file():
-        return (f"{folder} is a raw dataset (it holds {DATASET_JSON}): {expects} a work folder made by "
-                f"plan-and-preprocess, not the raw dataset; make one with "
-                f"`{command('satnet', 'plan-and-preprocess', folder, '-o', 'WORK_DIR')}`, train it, and give WORK_DIR")
-    if (folder / EXPORT_FILE).is_file():
+    raw = raw_dataset_of(folder)
+    if raw is not None:
+        what = (f"a raw dataset (it holds {DATASET_JSON})" if raw == folder.resolve()
+                else f"the {folder.name} folder of the raw dataset {raw}")
+        return (f"{folder} is {what}: {expects} a work folder made by plan-and-preprocess, not the raw dataset; make "
+                f"one with `{command('satnet', 'plan-and-preprocess', raw, '-o', 'WORK_DIR')}`, train it, and give "
+                f"WORK_DIR")
+    if is_exported_folder(folder):
         return (f"{folder} is a model exported by `satnet export` (it holds {EXPORT_FILE}), not a work folder: only "
                 f"`{command('satnet', 'predict', '-m', folder)}` takes it; {expects} the work folder the "
                 f"model was trained in")

@@ -43,6 +43,13 @@ def test_a_raw_dataset_given_as_the_model_says_what_m_expects(raw, tmp_path, cap
     assert "WORK_DIR must be a work folder made by plan-and-preprocess, not the raw dataset" in error
 
 
+def test_a_folder_of_a_raw_dataset_given_as_the_model_names_the_dataset(raw, tmp_path, capsys):
+    error = error_of(["export", "-m", str(raw / "imagesTr"), "-c", "3d", "-o", str(tmp_path / "out")], capsys)
+    assert (f"{raw / 'imagesTr'} is the imagesTr folder of the raw dataset {raw}: -m expects a work folder made by "
+            f"plan-and-preprocess, not the raw dataset; make one with `satnet plan-and-preprocess {raw} -o WORK_DIR`"
+            ) in error
+
+
 def test_an_exported_model_given_where_a_work_folder_is_needed_names_the_command_that_takes_it(
         exported, raw, tmp_path, capsys):
     takes = f"{exported} is a model exported by `satnet export` (it holds {EXPORT_FILE}), not a work folder: only " \
