@@ -188,7 +188,8 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
                    help="where to write the summary (default PRED_DIR/summary.json)")
     p.add_argument("-l", "--labels", nargs="+", type=nonnegative_int, default=None, metavar="LABEL",
                    help="label values to score (default: the foreground labels of the dataset.json or plans.json "
-                        "beside GT_DIR, else every non-zero value found)")
+                        "beside GT_DIR, else every non-zero value found); voxels under that file's \"ignore\" label "
+                        "are left out either way")
     p.add_argument("-j", "--workers", type=positive_int, default=None,
                    help="worker processes (default: half the cores)")
     p.set_defaults(handler=_run_evaluate)

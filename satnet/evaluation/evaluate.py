@@ -11,7 +11,9 @@ left out of the means.
 Labels scored: given, else the foreground labels of the dataset.json (or plans.json) beside
 the reference folder (RAW/labelsTr -> RAW/dataset.json, WORK_DIR/gt_segmentations ->
 WORK_DIR/plans.json), else every non-zero value found in the references and predictions.
-The summary's fields are documented in docs/predict.md.
+When that file's labels have an "ignore" entry (nnU-Net v2's ignore label), voxels whose
+reference holds it are left out of every metric of every label, and it is never scored; without
+such a file there is no ignore label. The summary's fields are documented in docs/predict.md.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_FORMAT_VERSION = 1
 SUMMARY_FILE = "summary.json"
+IGNORE_KEY = "ignore"  # nnU-Net v2's labels entry for voxels left out of training and scoring
 
 
 @dataclass(frozen=True)
@@ -116,10 +119,18 @@ def evaluate_folders(
             f"no prediction in {prediction_dir} matches a reference in {reference_dir}: predictions are named like "
             f"the references ({{case}}{ending}, e.g. {next(iter(references.values())).name})"
         )
+    ignore_label = names.get(IGNORE_KEY) if names else None
     if labels is None:
         labels = _foreground(names) if names else _values_present(pairs, workers)
     labels = [int(v) for v in labels]
-    results = map_cases(functools.partial(evaluate_pair, labels=tuple(labels)), pairs, workers, desc="evaluate")
+    if ignore_label is not None and ignore_label in labels:
+        raise InputError(
+            f"label {ignore_label} is the ignore label of the dataset.json or plans.json beside {reference_dir} "
+            f"(labels[\"{IGNORE_KEY}\"]): its voxels are left out of scoring, so it cannot be scored; "
+            f"leave it out of the labels to score (-l/--labels)"
+        )
+    work = functools.partial(evaluate_pair, labels=tuple(labels), ignore_label=ignore_label)
+    results = map_cases(work, pairs, workers, desc="evaluate")
     mismatches = [f"{r['case']}: {r['mismatch']}" for r in results if "mismatch" in r]
     if mismatches:
         raise InputError(
@@ -128,7 +139,7 @@ def evaluate_folders(
             + "\npredict with `satnet predict` (it writes each input's geometry), or resample the predictions onto "
               "the references' grids"
         )
-    summary = build_summary(results, labels, names)
+    summary = build_summary(results, labels, names, ignore_label)
     summary.update(
         reference_dir=str(reference_dir), prediction_dir=str(prediction_dir),
         missing_predictions=sorted(set(references) - set(predictions)),
@@ -140,7 +151,8 @@ def evaluate_folders(
 
 
 def _foreground(names: dict[str, int]) -> list[int]:
-    return sorted(v for v in names.values() if v != 0)
+    """The scored labels of a dataset.json's labels: neither background (0) nor the ignore label."""
+    return sorted(v for v in names.values() if v not in (0, names.get(IGNORE_KEY)))
 
 
 def _values_present(pairs: list[CasePair], workers: int) -> list[int]:
@@ -155,21 +167,26 @@ def _label_values(pair: CasePair) -> set[int]:
     return {int(v) for path in (pair.reference, pair.prediction) for v in np.unique(read_label(path)[0])}
 
 
-def evaluate_pair(pair: CasePair, labels: tuple[int, ...]) -> dict[str, Any]:
-    """{"case", "reference", "prediction", "metrics": {label: {...}}}, or {"case", "mismatch"} when
-    the prediction is not on the reference's grid (module level, for worker processes)."""
+def evaluate_pair(pair: CasePair, labels: tuple[int, ...], ignore_label: int | None = None) -> dict[str, Any]:
+    """{"case", "reference", "prediction", "metrics": {label: {...}}} (and "ignored_voxels" with an
+    ignore label), or {"case", "mismatch"} when the prediction is not on the reference's grid
+    (module level, for worker processes)."""
     reference, ref_geometry = read_label(pair.reference)  # (Z, Y, X)
     prediction, pred_geometry = read_label(pair.prediction)
     mismatch = geometry_mismatch(ref_geometry, pred_geometry)
     if mismatch:
         return {"case": pair.case_id, "mismatch": mismatch}
     metrics = case_metrics(reference, prediction, labels, spacing=ref_geometry.spacing,
-                           planar=ref_geometry.spatial_dims_in_file == 2)
-    return {"case": pair.case_id, "reference": str(pair.reference), "prediction": str(pair.prediction),
-            "metrics": metrics}
+                           planar=ref_geometry.spatial_dims_in_file == 2, ignore_label=ignore_label)
+    result = {"case": pair.case_id, "reference": str(pair.reference), "prediction": str(pair.prediction),
+              "metrics": metrics}
+    if ignore_label is not None:
+        result["ignored_voxels"] = int(np.count_nonzero(reference == ignore_label))
+    return result
 
 
-def build_summary(results: list[dict], labels: Sequence[int], names: dict[str, int] | None = None) -> dict[str, Any]:
+def build_summary(results: list[dict], labels: Sequence[int], names: dict[str, int] | None = None,
+                  ignore_label: int | None = None) -> dict[str, Any]:
     """The summary of per-case results (each with "case" and "metrics" as `evaluate_pair` returns),
     JSON-ready: NaN becomes None."""
     aggregate = aggregate_metrics([r["metrics"] for r in results])
@@ -178,6 +195,7 @@ def build_summary(results: list[dict], labels: Sequence[int], names: dict[str, i
         "format_version": SUMMARY_FORMAT_VERSION,
         "labels": [int(v) for v in labels],
         "label_names": label_names,
+        "ignore_label": ignore_label,
         "num_cases": len(results),
         "mean": aggregate["mean"],
         "per_class": {str(k): v for k, v in aggregate["per_class"].items()},
@@ -213,6 +231,9 @@ def format_table(summary: dict[str, Any]) -> str:
                      + [str(per["dice"]["count"])])
     stats.append(["mean"] + [_num(summary["mean"][m]) for m in METRICS] + [str(summary["num_cases"])])
     lines += _columns(stats)
+    if summary.get("ignore_label") is not None:  # absent from summaries written before it existed
+        lines.append(f"voxels whose reference is {summary['ignore_label']} (the ignore label) are left out of every "
+                     f"metric")
     for key, what in (("missing_predictions", "reference(s) without a prediction"),
                       ("unmatched_predictions", "prediction(s) without a reference")):
         if summary.get(key):

@@ -4,6 +4,11 @@ Each label is scored one against the rest: its reference voxels are the positive
 voxel (background and all other labels) the negatives. Counts are exact integers, computed
 in chunks of voxels so memory stays bounded for large CT.
 
+An ignore label (nnU-Net v2's `labels["ignore"]`) marks reference voxels left out of scoring:
+voxels whose reference is that value count in no TP, FP, FN or TN of any label, whatever the
+prediction there, so Dice, FPR, FNR and the sizes and volumes derived from the counts all
+cover the other voxels only. The ignore label itself is never scored.
+
 Conventions for empty masks (numbers are NaN where the ratio is 0 / 0):
 
 | reference | prediction | Dice | FNR = FN / (FN + TP) | FPR = FP / (FP + TN) |
@@ -30,11 +35,15 @@ CHUNK_VOXELS = 1 << 22  # voxels per pass: bounds the temporary masks and indice
 PER_LABEL_MAX = 24  # up to this many labels per-label masks are faster than one bincount (measured crossover ~25)
 
 
-def confusion_counts(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+def confusion_counts(
+    reference: np.ndarray, prediction: np.ndarray, labels: Sequence[int], ignore_label: int | None = None
+) -> np.ndarray:
     """One-against-the-rest counts of each label: (K, 4) int64 with columns TP, FP, FN, TN.
 
     reference, prediction: integer label maps of the same shape, any number of axes
-    (usually (Z, Y, X)). Values not in `labels` (background, an ignored label) are negatives.
+    (usually (Z, Y, X)). Values not in `labels` (background, unscored labels) are negatives.
+    ignore_label: voxels whose reference holds it are left out of every count (it may not be
+    one of `labels`).
 
     Two exact methods, chosen by speed (benchmarks/inference_overhead.py): up to
     PER_LABEL_MAX labels, per-label boolean masks counted with `np.count_nonzero` (about 6 ms
@@ -45,18 +54,27 @@ def confusion_counts(reference: np.ndarray, prediction: np.ndarray, labels: Sequ
     labels = [int(v) for v in labels]
     if not labels or min(labels) < 0 or len(set(labels)) < len(labels):
         raise InputError(f"labels must be a non-empty list of distinct non-negative integers, not {labels}")
+    if ignore_label is not None and int(ignore_label) in labels:
+        raise InputError(f"the ignore label {ignore_label} cannot also be scored (labels {labels}): its voxels are "
+                         f"left out of scoring; remove it from the labels")
     ref_flat, pred_flat = reference.reshape(-1), prediction.reshape(-1)
     count = _counts_per_label if len(labels) <= PER_LABEL_MAX else _counts_by_bincount
     tp, ref_size, pred_size = np.zeros((3, len(labels)), dtype=np.int64)
+    scored = 0  # voxels not under the ignore label
     for start in range(0, ref_flat.size, CHUNK_VOXELS):
-        chunk = slice(start, start + CHUNK_VOXELS)
-        tp_c, ref_c, pred_c = count(ref_flat[chunk], pred_flat[chunk], labels)
+        ref_chunk, pred_chunk = ref_flat[start: start + CHUNK_VOXELS], pred_flat[start: start + CHUNK_VOXELS]
+        if ignore_label is not None:
+            keep = ref_chunk != ignore_label
+            if not keep.all():
+                ref_chunk, pred_chunk = ref_chunk[keep], pred_chunk[keep]
+        tp_c, ref_c, pred_c = count(ref_chunk, pred_chunk, labels)
         tp += tp_c
         ref_size += ref_c
         pred_size += pred_c
+        scored += ref_chunk.size
     fp = pred_size - tp  # predicted as the label, reference something else
     fn = ref_size - tp  # reference is the label, predicted something else
-    tn = ref_flat.size - tp - fp - fn
+    tn = scored - tp - fp - fn
     return np.stack([tp, fp, fn, tn], axis=1)
 
 
@@ -93,6 +111,7 @@ def case_metrics(
     labels: Sequence[int],
     spacing: Sequence[float] | None = None,
     planar: bool = False,
+    ignore_label: int | None = None,
 ) -> dict[int, dict[str, float]]:
     """Metrics of one case, per label: {label: {name: value}}.
 
@@ -100,9 +119,10 @@ def case_metrics(
     counts), reference_voxels and prediction_voxels (mask sizes), and, when `spacing` (one
     entry per axis, in mm) is given, reference_volume_mm3 and prediction_volume_mm3; for a 2D
     file read as (1, Y, X) (`planar`: its first spacing is a placeholder and does not count)
-    reference_area_mm2 and prediction_area_mm2 instead.
+    reference_area_mm2 and prediction_area_mm2 instead. ignore_label: see `confusion_counts`
+    (every number then covers the voxels whose reference is not the ignore label).
     """
-    counts = confusion_counts(reference, prediction, labels)  # (K, 4)
+    counts = confusion_counts(reference, prediction, labels, ignore_label)  # (K, 4)
     rates = rates_from_counts(counts)
     voxel_mm3 = None
     if spacing is not None:

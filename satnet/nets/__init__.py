@@ -14,6 +14,7 @@ from satnet.nets.registry import (
     activation_bytes,
     build_network,
     count_parameters,
+    deep_supervision_offsets,
     deep_supervision_scales,
     encoder_channels,
     gate_fraction_off,
@@ -30,6 +31,6 @@ from satnet.nets.vnet import VNet
 __all__ = [
     "ARCH_NAMES", "DI2IN", "GATE_INITS", "INIT_SCHEMES", "NETWORKS", "NORMS", "SKIP_MODES",
     "NetworkSpec", "SegmentationNetwork", "SkipGate", "Tiramisu", "UNet", "VNet",
-    "activation_bytes", "build_network", "count_parameters", "deep_supervision_scales", "encoder_channels", "gate_fraction_off",
+    "activation_bytes", "build_network", "count_parameters", "deep_supervision_offsets", "deep_supervision_scales", "encoder_channels", "gate_fraction_off",
     "init_weights", "keras_glorot_limit", "parameter_table", "reference_spec", "set_gate_recording", "trelu",
 ]

@@ -113,10 +113,21 @@ class SegmentationHeads(nn.Module):
 
 
 class SegmentationNetwork(nn.Module):
-    """encoder(x) -> list of skips (shallow to deep); decoder(skips) -> logits. Subclasses build both."""
+    """encoder(x) -> list of skips (shallow to deep); decoder(skips) -> logits. Subclasses build both.
+
+    Subclasses say in `downsampling` where their encoder puts the voxels of each coarser level on the
+    input grid (the deep-supervision targets are sampled there, satnet.nets.deep_supervision_offsets):
+    - "centred": strided convolutions with an odd kernel and 'same' padding; voxel i of a level at
+      factor f is centred on input voxel f*i.
+    - "block": kernel = stride downsampling (pooling, or a convolution whose kernel is its stride);
+      voxel i covers input voxels f*i .. f*i + f - 1, centred on f*i + (f - 1) / 2.
+    The decoder output of a level lies on that level's grid: it is computed by stride-1 'same'
+    convolutions from the level's skip concatenated with the upsampled coarser features.
+    """
 
     encoder: nn.Module
     decoder: nn.Module
+    downsampling: str
 
     def __init__(self, spec: NetworkSpec):
         super().__init__()

@@ -62,6 +62,8 @@ class DI2INDecoder(UNetDecoder):
 class DI2IN(SegmentationNetwork):
     """DI2IN from a NetworkSpec; forward(x (B, C_in, *spatial)) -> logits (see SegmentationHeads)."""
 
+    downsampling = "centred"  # strided 'same' convolutions
+
     def __init__(self, spec: NetworkSpec):
         super().__init__(spec)
         convs = stage_list(spec.convs_per_stage, DEFAULT_CONVS, spec.num_stages)

@@ -5,7 +5,7 @@ here; the registry is a plain dict from `NetworkSpec.arch` to a class (no packag
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from satnet.nets.tiramisu import Tiramisu, tiramisu_widths
 from satnet.nets.unet import UNet
 from satnet.nets.vnet import VNet
 
-NETWORKS: dict[str, Callable[[NetworkSpec], SegmentationNetwork]] = {
+NETWORKS: dict[str, type[SegmentationNetwork]] = {
     "unet": UNet, "vnet": VNet, "tiramisu": Tiramisu, "di2in": DI2IN,
 }
 
@@ -94,6 +94,18 @@ def deep_supervision_scales(spec: NetworkSpec | Mapping[str, Any]) -> list[list[
         current = [c / s for c, s in zip(current, stride)]
         scales.append(current)
     return scales
+
+
+def deep_supervision_offsets(spec: NetworkSpec | Mapping[str, Any]) -> list[list[float]]:
+    """Where each deep-supervision output's voxels lie on the input grid: per output (as
+    `deep_supervision_scales`) and axis an offset o such that voxel i of an output at factor f is
+    centred on input position f*i + o. 0 where the network downsamples with strided 'same'
+    convolutions (unet, di2in); (f - 1) / 2 where it downsamples with kernel = stride (vnet, tiramisu),
+    a half-integer at even factors: the centre of the f input voxels the output voxel covers
+    (SegmentationNetwork.downsampling; tests/nets/test_deep_supervision_geometry.py measures it)."""
+    spec = as_spec(spec)
+    block = NETWORKS[spec.arch].downsampling == "block"
+    return [[(round(1.0 / s) - 1) / 2 if block else 0.0 for s in scale] for scale in deep_supervision_scales(spec)]
 
 
 def count_parameters(spec: NetworkSpec | Mapping[str, Any]) -> int:

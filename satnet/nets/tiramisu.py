@@ -161,6 +161,8 @@ class TiramisuDecoder(nn.Module):
 class Tiramisu(SegmentationNetwork):
     """FC-DenseNet from a NetworkSpec; forward(x (B, C_in, *spatial)) -> logits (see SegmentationHeads)."""
 
+    downsampling = "block"  # max pooling with kernel = stride
+
     def __init__(self, spec: NetworkSpec):
         super().__init__(spec)
         layers = tiramisu_layers(spec)

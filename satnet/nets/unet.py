@@ -82,6 +82,8 @@ class UNetDecoder(nn.Module):
 class UNet(SegmentationNetwork):
     """Plain U-Net from a NetworkSpec; forward(x (B, C_in, *spatial)) -> logits (see SegmentationHeads)."""
 
+    downsampling = "centred"  # strided 'same' convolutions
+
     def __init__(self, spec: NetworkSpec):
         super().__init__(spec)
         convs = stage_list(spec.convs_per_stage, DEFAULT_CONVS, spec.num_stages)

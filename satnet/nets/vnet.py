@@ -108,6 +108,8 @@ class VNetDecoder(nn.Module):
 class VNet(SegmentationNetwork):
     """V-Net from a NetworkSpec; forward(x (B, C_in, *spatial)) -> logits (see SegmentationHeads)."""
 
+    downsampling = "block"  # convolutions with kernel = stride
+
     def __init__(self, spec: NetworkSpec):
         super().__init__(spec)
         convs = stage_list(spec.convs_per_stage, DEFAULT_CONVS, spec.num_stages)

@@ -200,29 +200,53 @@ class ZeroOutsideImageTransform(AbstractTransform):
 
 
 class DeepSupervisionTargets(AbstractTransform):
-    """Replace `key` (B, 1, *spatial) by a list with one copy per scale, nearest-downsampled.
+    """Replace `key` (B, 1, *spatial) by a list of label maps, one per network output, each sampled
+    at the centres of that output's voxels.
 
-    Downsampling by an integer factor f keeps every f-th voxel starting at 0: the voxel at the
-    centre of a stride-f convolution's window (kernel 2k+1, padding k), i.e. where the decoder
-    output at that scale is centred.
+    scales: per output and axis, 1 / f for an integer factor f (satnet.nets.deep_supervision_scales);
+    offsets: per output and axis, where the output's voxel i lies, at input position f*i + offset
+    (satnet.nets.deep_supervision_offsets; None: 0, every f-th voxel from the first). A whole offset
+    is sampled exactly. A half-integer one (kernel = stride downsampling at an even factor) falls
+    between two input voxels along that axis, equally near both: each sample of the batch takes one
+    of them at random (numpy's global random state), so the target is centred on the output's grid
+    on average, and keeps the label's volume and its thin structures, which a majority vote over
+    the f voxels would shrink and erase (docs/training.md).
     """
 
-    def __init__(self, scales: Sequence[Sequence[float]], key: str = "target"):
-        self.steps = []
-        for scale in scales:
+    def __init__(self, scales: Sequence[Sequence[float]], offsets: Sequence[Sequence[float]] | None = None,
+                 key: str = "target"):
+        offsets = [[0.0] * len(scale) for scale in scales] if offsets is None else offsets
+        if len(offsets) != len(scales):
+            raise ConfigError(f"deep-supervision offsets must have one entry per scale ({len(scales)}), "
+                              f"not {len(offsets)}")
+        self.samples = []  # per output and axis (step, first start, second start: the same unless between voxels)
+        for scale, offset in zip(scales, offsets):
             steps = [round(1.0 / s) for s in scale]
             if any(abs(st * s - 1.0) > 1e-6 for st, s in zip(steps, scale)):
                 raise ConfigError(f"deep-supervision scales must be 1 / integer, not {list(scale)}")
-            self.steps.append(steps)
+            if len(offset) != len(steps) or any(2 * o != round(2 * o) or not 0 <= o <= st - 1
+                                                for o, st in zip(offset, steps)):
+                raise ConfigError(f"deep-supervision offsets must be whole or half voxels within the factor "
+                                  f"{steps}, one per axis, not {list(offset)}")
+            self.samples.append([(st, math.floor(o), math.ceil(o)) for st, o in zip(steps, offset)])
         self.key = key
 
     def __call__(self, **batch):
         seg = batch[self.key]
-        batch[self.key] = [
-            np.ascontiguousarray(seg[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in steps)])
-            for steps in self.steps
-        ]
+        batch[self.key] = [self._sample(seg, axes) for axes in self.samples]
         return batch
+
+    @staticmethod
+    def _sample(seg: np.ndarray, axes: list[tuple[int, int, int]]) -> np.ndarray:
+        if all(low == high for _, low, high in axes):
+            grid = tuple(slice(low, None, st) for st, low, _ in axes)
+            return np.ascontiguousarray(seg[(slice(None), slice(None)) + grid])
+        upper = np.random.randint(0, 2, size=(seg.shape[0], len(axes))).astype(bool)  # per sample and axis
+        out = np.empty(seg.shape[:2] + tuple(n // st for n, (st, _, _) in zip(seg.shape[2:], axes)), dtype=seg.dtype)
+        for b in range(seg.shape[0]):
+            starts = [high if up else low for up, (_, low, high) in zip(upper[b], axes)]
+            out[b] = seg[(b, slice(None)) + tuple(slice(o, None, st) for o, (st, _, _) in zip(starts, axes))]
+        return out
 
 
 def _spatial_transforms(patch_size: Sequence[int], config: AugmentationConfig) -> list[AbstractTransform]:
@@ -263,7 +287,8 @@ def _intensity_transforms(config: AugmentationConfig) -> list[AbstractTransform]
 
 
 def _finishing_transforms(
-    deep_supervision: Sequence[Sequence[float]] | None, mask_channels: Sequence[int]
+    deep_supervision: Sequence[Sequence[float]] | None, mask_channels: Sequence[int],
+    offsets: Sequence[Sequence[float]] | None = None,
 ) -> list[AbstractTransform]:
     """Mask, -1 -> 0, 'seg' -> 'target', deep-supervision targets, torch tensors."""
     finishing: list[AbstractTransform] = []
@@ -271,7 +296,7 @@ def _finishing_transforms(
         finishing.append(ZeroOutsideImageTransform(mask_channels))
     finishing += [RemoveLabelTransform(-1, 0), RenameTransform("seg", "target", True)]
     if deep_supervision is not None:
-        finishing.append(DeepSupervisionTargets(deep_supervision))
+        finishing.append(DeepSupervisionTargets(deep_supervision, offsets))
     finishing += [NumpyToTensor(["data"], "float"), NumpyToTensor(["target"], "long")]
     return finishing
 
@@ -281,11 +306,13 @@ def training_transforms(
     config: AugmentationConfig,
     deep_supervision: Sequence[Sequence[float]] | None = None,
     mask_channels: Sequence[int] = (),
+    deep_supervision_offsets: Sequence[Sequence[float]] | None = None,
 ) -> Compose:
     """The training augmentation for batches read at `enlarged_patch_size(patch_size, config)`.
 
     Output: 'data' float32 tensor (B, C, *patch_size); 'target' int64 tensor (B, 1, *patch_size),
-    or with `deep_supervision` scales a list of them, one per scale. `mask_channels`: channels
+    or with `deep_supervision` scales a list of them, one per scale, sampled on the network's grid
+    (`deep_supervision_offsets`, see DeepSupervisionTargets). `mask_channels`: channels
     normalised over their nonzero region (kept zero outside the image).
     """
     masking = bool(mask_channels)
@@ -295,12 +322,13 @@ def training_transforms(
         + _intensity_transforms(config)
         + ([ZeroOutsideImageTransform(mask_channels)] if masking else [])  # before mirroring moves the image
         + [MirrorTransform(config.mirror_axes)]
-        + _finishing_transforms(deep_supervision, ())
+        + _finishing_transforms(deep_supervision, (), deep_supervision_offsets)
     )
 
 
 def validation_transforms(
-    deep_supervision: Sequence[Sequence[float]] | None = None, mask_channels: Sequence[int] = ()
+    deep_supervision: Sequence[Sequence[float]] | None = None, mask_channels: Sequence[int] = (),
+    deep_supervision_offsets: Sequence[Sequence[float]] | None = None,
 ) -> Compose:
     """No augmentation: only the label clean-up, deep-supervision targets and tensor conversion."""
-    return Compose(_finishing_transforms(deep_supervision, mask_channels))
+    return Compose(_finishing_transforms(deep_supervision, mask_channels, deep_supervision_offsets))

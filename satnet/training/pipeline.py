@@ -26,7 +26,7 @@ from batchgenerators.transforms.abstract_transforms import Compose
 from threadpoolctl import threadpool_limits
 
 from satnet.errors import ConfigError, InputError
-from satnet.nets import deep_supervision_scales
+from satnet.nets import deep_supervision_offsets, deep_supervision_scales
 from satnet.planning.plans import ConfigurationPlan
 from satnet.training.augmentation import (
     AugmentationConfig,
@@ -193,15 +193,19 @@ def _augmenter(
     return WorkerAugmenter(loader, transform, num_workers, num_cached_per_queue=2, seeds=seeds, pin_memory=pin)
 
 
-def _deep_supervision(plan: ConfigurationPlan, outputs: int | None) -> list[list[float]] | None:
-    """Scales of the first `outputs` deep-supervision outputs (satnet.nets.deep_supervision_scales), or None."""
+def _deep_supervision(plan: ConfigurationPlan, outputs: int | None) -> dict[str, list[list[float]] | None]:
+    """The first `outputs` deep-supervision outputs' scales and offsets (satnet.nets.deep_supervision_scales
+    and deep_supervision_offsets) as keyword arguments of the transforms; None for none."""
     scales = deep_supervision_scales(plan.network)
     if outputs is None:
         outputs = len(scales) if plan.network.deep_supervision else 0
     if outputs > len(scales):
         raise ConfigError(f"deep_supervision_outputs must be at most {len(scales)} (the network's decoder stages), "
                           f"not {outputs}")
-    return scales[:outputs] if outputs > 0 else None
+    if outputs <= 0:
+        return {"deep_supervision": None, "deep_supervision_offsets": None}
+    return {"deep_supervision": scales[:outputs],
+            "deep_supervision_offsets": deep_supervision_offsets(plan.network)[:outputs]}
 
 
 def _mask_channels(plan: ConfigurationPlan) -> list[int]:
@@ -225,7 +229,8 @@ def get_training_pipeline(
 
     Yields dicts with 'data', a float32 tensor (B, C, *patch), 'target', an int64 tensor
     (B, 1, *patch) or, with deep supervision, a list of them at the scales of
-    `satnet.nets.deep_supervision_scales` (full resolution first), and 'keys', the case ids.
+    `satnet.nets.deep_supervision_scales` (full resolution first), each sampled on the network's grid
+    at that scale (`satnet.nets.deep_supervision_offsets`), and 'keys', the case ids.
 
     - num_workers: 0 runs in this process (deterministic for a given seed); n > 0 uses n
       background processes; None: `default_num_workers()`.
@@ -243,7 +248,7 @@ def get_training_pipeline(
         seed=seed, num_foreground=num_foreground,
     )
     transform = training_transforms(
-        plan.patch_size, config, _deep_supervision(plan, deep_supervision_outputs), _mask_channels(plan)
+        plan.patch_size, config, mask_channels=_mask_channels(plan), **_deep_supervision(plan, deep_supervision_outputs)
     )
     workers = default_num_workers() if num_workers is None else num_workers
     return _augmenter(loader, transform, workers, seed, pin_memory)
@@ -264,6 +269,8 @@ def get_validation_pipeline(
     pseudo-Dice; batches as `get_training_pipeline`. num_workers None: half the default, at least 1.
     """
     loader = PatchDataLoader(folder, case_ids, plan.patch_size, plan.batch_size, seed=seed, num_foreground=num_foreground)
-    transform = validation_transforms(_deep_supervision(plan, deep_supervision_outputs), _mask_channels(plan))
+    transform = validation_transforms(
+        mask_channels=_mask_channels(plan), **_deep_supervision(plan, deep_supervision_outputs)
+    )
     workers = max(1, default_num_workers() // 2) if num_workers is None else num_workers
     return _augmenter(loader, transform, workers, seed, pin_memory)

@@ -156,3 +156,59 @@ def test_2d_files_report_areas_not_volumes(tmp_path):
     metrics = evaluate_folders(tmp_path / "labelsTr", tmp_path / "pred")["per_case"][0]["metrics"]["1"]
     assert metrics["reference_area_mm2"] == metrics["prediction_area_mm2"] == 4 * 1.0
     assert "reference_volume_mm3" not in metrics
+
+
+@pytest.fixture
+def ignore_folders(tmp_path):
+    """labels 1 and 2 plus nnU-Net's ignore label 3. Case a: label 1's 4 reference voxels predicted
+    exactly, and 2 more voxels predicted as 1 where the reference is the ignore label (2 false positives
+    if they counted: Dice 8/10); a further ignored voxel predicted as 2."""
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "tumour": 2, "ignore": 3},
+        "numTraining": 1, "file_ending": ".nii.gz"}))
+    ref, pred = np.zeros(SHAPE), np.zeros(SHAPE)
+    ref[0, 0, :4] = pred[0, 0, :4] = 1
+    ref[0, 1, :3] = 3
+    pred[0, 1, :2] = 1
+    pred[0, 1, 2] = 2
+    ref[1, 2, :2] = pred[1, 2, :2] = 2
+    write(tmp_path / "labelsTr" / "a.nii.gz", ref)
+    write(tmp_path / "pred" / "a.nii.gz", pred)
+    return tmp_path / "labelsTr", tmp_path / "pred"
+
+
+def test_voxels_under_the_ignore_label_are_left_out_and_it_is_no_class(ignore_folders, tmp_path, capsys):
+    from satnet.cli import main
+
+    summary = evaluate_folders(*ignore_folders, output=tmp_path / "summary.json")
+    assert summary["labels"] == [1, 2] and summary["label_names"] == {"1": "liver", "2": "tumour"}
+    assert summary["ignore_label"] == 3 and "3" not in summary["per_class"]
+    case = summary["per_case"][0]
+    assert case["ignored_voxels"] == 3
+    liver, tumour = case["metrics"]["1"], case["metrics"]["2"]
+    assert liver["dice"] == 1 and liver["fp"] == 0 and liver["prediction_voxels"] == 4  # not 8/10, 2 FP, 6
+    assert tumour["dice"] == 1 and tumour["fpr"] == 0
+    assert liver["tn"] == 40 - 3 - 4  # the ignored voxels are no negatives either
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert "voxels whose reference is 3 (the ignore label) are left out" in format_table(summary)
+    # -l/--labels: the ignore label still masks; scoring it is refused
+    assert evaluate_folders(*ignore_folders, labels=[1])["per_case"][0]["metrics"]["1"]["dice"] == 1
+    with pytest.raises(InputError, match=r"label 3 is the ignore label .* leave it out of the labels to score"):
+        evaluate_folders(*ignore_folders, labels=[1, 3])
+    assert main(["evaluate", *map(str, ignore_folders), "-l", "1", "3"]) == 1
+    assert "label 3 is the ignore label" in capsys.readouterr().err
+
+
+def test_without_dataset_json_there_is_no_ignore_label(ignore_folders):
+    """Nothing says 3 is special: it is scored like any value found, and the summary says there is no ignore label."""
+    (ignore_folders[0].parent / "dataset.json").unlink()
+    summary = evaluate_folders(*ignore_folders)
+    assert summary["labels"] == [1, 2, 3] and summary["ignore_label"] is None
+    assert "ignored_voxels" not in summary["per_case"][0]
+    assert summary["per_case"][0]["metrics"]["1"]["dice"] == pytest.approx(8 / 10)
+
+
+def test_a_summary_written_before_the_ignore_label_still_prints(folders):
+    summary = evaluate_folders(*folders)
+    del summary["ignore_label"]
+    assert "ignore label" not in format_table(summary)

@@ -45,6 +45,28 @@ def test_both_methods_match_a_naive_loop_in_chunks(monkeypatch, per_label_max):
     np.testing.assert_array_equal(confusion_counts(reference, prediction, labels), expected)
 
 
+@pytest.mark.parametrize("per_label_max", [16, 0])
+def test_voxels_under_the_ignore_label_count_nowhere(monkeypatch, per_label_max):
+    monkeypatch.setattr(metrics, "PER_LABEL_MAX", per_label_max)
+    rng = np.random.default_rng(1)
+    reference = rng.integers(0, 4, size=(5, 9, 11)).astype(np.uint8)  # 3 is the ignore label
+    prediction = rng.integers(0, 4, size=(5, 9, 11)).astype(np.uint8)  # a prediction may hold it too
+    keep = reference != 3
+    expected = np.array([naive_counts(reference[keep], prediction[keep], c) for c in (1, 2)])
+    assert expected.sum(axis=1).tolist() == [keep.sum()] * 2  # TP + FP + FN + TN: the scored voxels only
+    np.testing.assert_array_equal(confusion_counts(reference, prediction, [1, 2], ignore_label=3), expected)
+    monkeypatch.setattr(metrics, "CHUNK_VOXELS", 50)  # chunks with and without ignored voxels
+    reference[:2] = np.where(reference[:2] == 3, 0, reference[:2])
+    keep = reference != 3
+    expected = np.array([naive_counts(reference[keep], prediction[keep], c) for c in (1, 2)])
+    np.testing.assert_array_equal(confusion_counts(reference, prediction, [1, 2], ignore_label=3), expected)
+    m = case_metrics(reference, prediction, [1, 2], spacing=(1.0, 1.0, 2.0), ignore_label=3)[1]
+    assert m["reference_volume_mm3"] == 2.0 * m["reference_voxels"] == 2.0 * np.sum(reference == 1)
+    assert m["prediction_voxels"] == np.sum((prediction == 1) & keep)
+    with pytest.raises(InputError, match="the ignore label 3 cannot also be scored"):
+        confusion_counts(reference, prediction, [1, 3], ignore_label=3)
+
+
 def test_empty_mask_conventions():
     empty, blob = np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8)
     blob[1:3, 1:3] = 1
