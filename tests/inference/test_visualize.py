@@ -7,6 +7,7 @@ import pytest
 
 from fakes import add_checkpoint, make_work_dir, tiny_plans
 from satnet.cli import main
+from satnet.errors import InputError
 from satnet.inference.visualize import visualize_scan
 
 
@@ -52,5 +53,5 @@ def test_visualize_refuses_org_and_bad_scan_names(tmp_path, dataset_3d, capsys):
     work_dir = make_work_dir(tmp_path / "b", plans)
     add_checkpoint(work_dir, "3d", 0, seed=1)
     label = dataset_3d / "labelsTr" / "case_000.nii.gz"
-    with pytest.raises(Exception, match=r"\{case\}_0000"):
+    with pytest.raises(InputError, match=r"\{case\}_0000"):
         visualize_scan(work_dir, "3d", "0", label, tmp_path / "v2")

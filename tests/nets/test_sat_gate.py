@@ -35,6 +35,28 @@ def test_out_channels_and_output_shape(skip, expected, dims):
     assert gate(f).shape == (2, expected, *([4] * dims))
 
 
+@pytest.mark.parametrize("skip", ["org", "st", "at", "sat"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_each_mode_transfers_what_the_module_docstring_says(skip, dims):
+    """Against the formulas written out by hand: f, f * trelu(W), sigmoid(conv1x1(f)), sigmoid(conv1x1(f * trelu(W)))."""
+    gate = make_gate(skip, channels=5, dims=dims)
+    trelu_w = torch.ones(5)
+    if gate.select is not None:
+        with torch.no_grad():
+            gate.select.copy_(torch.tensor([-0.5, 0.0, 0.3, 1.0, 1.7]))
+        trelu_w = torch.tensor([0.0, 0.0, 0.3, 1.0, 1.0])
+    f = torch.randn(2, 5, *([4] * dims))
+    f_s = f * trelu_w.view(1, 5, *([1] * dims))
+    if skip in ("org", "st"):
+        expected = f if skip == "org" else f_s
+    else:
+        kernel, bias = gate.attend.weight.detach().reshape(1, 5), gate.attend.bias.detach()
+        expected = torch.sigmoid(torch.einsum("bc...,kc->bk...", f_s, kernel) + bias.view(1, 1, *([1] * dims)))
+    for fused in (True, False):
+        gate.fused = fused
+        torch.testing.assert_close(gate(f).detach(), expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("skip,count", [("org", 0), ("st", 7), ("at", 8), ("sat", 15)])
 def test_parameters_per_mode(skip, count):
     gate = make_gate(skip, channels=7)

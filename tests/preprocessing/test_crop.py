@@ -13,6 +13,7 @@ def test_box_covers_voxels_nonzero_in_any_channel():
     seg = np.arange(6 * 7 * 8).reshape(6, 7, 8)
     cropped, cropped_seg, bbox = crop_to_nonzero(data, seg)
     assert bbox == [[1, 5], [2, 7], [3, 8]]
+    assert nonzero_mask(data)[4, 6, 7] and bounding_box(nonzero_mask(data)) == bbox  # the mask, too, reads every channel
     assert cropped.shape == (2, 4, 5, 5)
     np.testing.assert_array_equal(cropped, data[:, 1:5, 2:7, 3:8])
     np.testing.assert_array_equal(cropped_seg, seg[1:5, 2:7, 3:8])
