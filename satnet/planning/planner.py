@@ -22,7 +22,7 @@ import numpy as np
 
 from satnet import __version__
 from satnet.errors import ConfigError
-from satnet.names import CONFIG_NAMES, DEFAULT_GATE_INIT, DEFAULT_SKIP, SELECT_MODES  # noqa: F401 (DEFAULT_SKIP re-exported)
+from satnet.names import CONFIG_NAMES, DEFAULT_ARCH, DEFAULT_GATE_INIT, DEFAULT_SKIP, SELECT_MODES
 from satnet.nets.spec import NetworkSpec, parse_level_skip
 from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
@@ -264,11 +264,13 @@ def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, sp
 
 def configuration_name(dims_name: str, arch: str, skip: str, gate_init: str = DEFAULT_GATE_INIT,
                        selects: bool | None = None) -> str:
-    """"3d" for the default U-Net with SAT skips, else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at"; `skip` is
-    the network's skip label (NetworkSpec.skip_label: "sat4", "sat4-org"), so k maps and per-level modes
-    name their own configurations ("3d_sat4", "2d_sat4-org"). A non-default select-weight initialisation
+    """"3d" for the default network with the default skip (DEFAULT_ARCH, DEFAULT_SKIP: a U-Net with SAT
+    skips), else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at"; `skip` is the network's skip label
+    (NetworkSpec.skip_label: "sat4", "sat4-org"), so k maps and per-level modes name their own
+    configurations ("3d_sat4", "2d_sat4-org"). Plans store their configurations' names: a work
+    folder keeps its names when a later satnet changes a default. A non-default select-weight initialisation
     adds itself when some skip selects (st/sat; `selects`, by default read off `skip`): "2d_glorot"."""
-    name = dims_name + ("" if arch == "unet" else f"_{arch}") + ("" if skip == "sat" else f"_{skip}")
+    name = dims_name + ("" if arch == DEFAULT_ARCH else f"_{arch}") + ("" if skip == DEFAULT_SKIP else f"_{skip}")
     if selects is None:
         selects = skip in SELECT_MODES
     return name + (f"_{gate_init}" if selects and gate_init != DEFAULT_GATE_INIT else "")

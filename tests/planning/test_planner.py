@@ -176,3 +176,13 @@ def test_plan_says_which_skip_it_chose_and_why():
     assert skip_choice_line(PlannerOptions(skip="sat", skip_channels=4), explicit=True) == "skip: sat with 4 maps (as asked)"
     assert skip_choice_line(PlannerOptions(skip_levels=["sat:4", "org"]), explicit=True) == (
         "skip: per level sat:4,org (--skip-levels)")
+
+
+def test_the_bare_configuration_name_is_the_default_network_and_skip(monkeypatch):
+    from satnet.planning import planner
+
+    assert planner.configuration_name("3d", "unet", "sat") == "3d"
+    assert [planner.configuration_name("3d", "unet", s) for s in ("org", "sat4-org")] == ["3d_org", "3d_sat4-org"]
+    assert planner.configuration_name("2d", "vnet", "sat") == "2d_vnet"
+    monkeypatch.setattr(planner, "DEFAULT_SKIP", "org")  # a later default: the name follows it, not "sat"
+    assert [planner.configuration_name("3d", "unet", s) for s in ("org", "sat")] == ["3d", "3d_sat"]
