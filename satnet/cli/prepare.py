@@ -18,6 +18,7 @@ from satnet.names import (
     DEFAULT_PLAN_PRECISION,
     DEFAULT_SKIP,
     DEFAULT_SKIP_CHANNELS,
+    DEFAULT_SKIP_LEVELS,
     GATE_INITS,
     PRECISIONS,
     SKIP_MODES,
@@ -68,8 +69,9 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
         p.add_argument("--arch", **one_of(ARCH_NAMES), default=DEFAULT_ARCH,
                        help=f"network family (default {DEFAULT_ARCH})")
         p.add_argument("--skip", **one_of(SKIP_MODES), default=None,
-                       help=f"skip connection mode (default {DEFAULT_SKIP}; plan-and-preprocess prints why, "
-                            "docs/results.md has the evidence)")
+                       help=f"skip connection mode of every level (default "
+                            f"{'per level ' + ','.join(DEFAULT_SKIP_LEVELS) if DEFAULT_SKIP_LEVELS else DEFAULT_SKIP}; "
+                            "plan-and-preprocess prints why, docs/results.md has the evidence)")
         p.add_argument("--skip-channels", type=positive_int, default=None, metavar="K",
                        help=f"attention maps each at/sat skip transfers (default {DEFAULT_SKIP_CHANNELS}, the SAT "
                             "paper's single map; K <= the channels of the shallowest level)")
@@ -110,8 +112,8 @@ def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions"
     if channels > 1 and skip not in ATTEND_MODES:
         parser_error(f"argument --skip-channels: {channels} maps apply to at and sat skips; --skip {skip} transfers "
                      f"every channel: use --skip sat (or at), or drop --skip-channels")
-    return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=skip, skip_channels=channels,
-                          skip_levels=args.skip_levels, spacing=spacing, configs=args.configs or list(CONFIG_NAMES),
+    return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=args.skip,  # None: the default
+                          skip_channels=args.skip_channels, skip_levels=args.skip_levels, spacing=spacing, configs=args.configs or list(CONFIG_NAMES),
                           gate_init=args.gate_init, precision=args.precision)
 
 

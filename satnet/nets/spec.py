@@ -200,8 +200,7 @@ class NetworkSpec(Contract):
 
     def skip_label(self) -> str:
         """"sat", "org", "sat4", or per level joined by "-" ("sat4-org"): what configuration names carry."""
-        labels = [s.label for s in self.level_skips()]
-        return labels[0] if len(set(labels)) == 1 else "-".join(_compress(labels))
+        return skip_levels_label([s.entry for s in self.level_skips()])
 
     def total_stride(self) -> list[int]:
         """Product of strides per axis: every patch dimension must be a multiple of it."""
@@ -210,6 +209,12 @@ class NetworkSpec(Contract):
     def replace(self, **changes) -> "NetworkSpec":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def skip_levels_label(entries: list[str] | tuple[str, ...]) -> str:
+    """The label of per-level skips ("sat:4", "org", "org" -> "sat4-org"; "sat", "sat" -> "sat")."""
+    labels = [parse_level_skip(e).label for e in entries]
+    return labels[0] if len(set(labels)) == 1 else "-".join(_compress(labels))
 
 
 def _compress(labels: list[str]) -> list[str]:

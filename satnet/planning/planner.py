@@ -22,7 +22,7 @@ import numpy as np
 
 from satnet import __version__
 from satnet.errors import ConfigError
-from satnet.names import CONFIG_NAMES, DEFAULT_ARCH, DEFAULT_GATE_INIT, DEFAULT_SKIP, SELECT_MODES
+from satnet.names import CONFIG_NAMES, DEFAULT_ARCH, DEFAULT_GATE_INIT, DEFAULT_SKIP, SELECT_MODES  # noqa: F401 (DEFAULT_SKIP re-exported)
 from satnet.nets.spec import NetworkSpec, parse_level_skip
 from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
@@ -33,6 +33,7 @@ from satnet.planning.plans import (  # noqa: F401 (PlannerOptions re-exported: c
     PlannerOptions,
     Plans,
     ResamplingPlan,
+    default_skip_label,
 )
 from satnet.planning.search import largest_fitting_patch, smallest_legal_patch
 from satnet.planning.topology import MIN_FEATURE_MAP, Topology, fit_patch_to_topology
@@ -54,10 +55,13 @@ DEFAULT_SKIP_WHY = ("the default until the skip study of docs/results.md settles
 def skip_choice_line(options: "PlannerOptions", explicit: bool) -> str:
     """plan-and-preprocess's one line on which skip it planned and why."""
     if options.skip_levels:
-        return f"skip: per level {','.join(options.skip_levels)} (--skip-levels)"
-    chosen = options.skip + (f" with {options.skip_channels} maps" if options.skip_channels > 1 else "")
-    if explicit:
-        return f"skip: {chosen} (as asked)"
+        chosen = f"per level {','.join(options.skip_levels)}"
+        if explicit:
+            return f"skip: {chosen} (--skip-levels)"
+    else:
+        chosen = options.skip + (f" with {options.skip_channels} maps" if options.skip_channels > 1 else "")
+        if explicit:
+            return f"skip: {chosen} (as asked)"
     return f"skip: {chosen}, {DEFAULT_SKIP_WHY}"
 
 
@@ -264,13 +268,13 @@ def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, sp
 
 def configuration_name(dims_name: str, arch: str, skip: str, gate_init: str = DEFAULT_GATE_INIT,
                        selects: bool | None = None) -> str:
-    """"3d" for the default network with the default skip (DEFAULT_ARCH, DEFAULT_SKIP: a U-Net with SAT
-    skips), else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at"; `skip` is the network's skip label
+    """"3d" for the default network with the default skip (DEFAULT_ARCH, plans.default_skip_label: a
+    U-Net with SAT skips), else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at"; `skip` is the network's skip label
     (NetworkSpec.skip_label: "sat4", "sat4-org"), so k maps and per-level modes name their own
     configurations ("3d_sat4", "2d_sat4-org"). Plans store their configurations' names: a work
     folder keeps its names when a later satnet changes a default. A non-default select-weight initialisation
     adds itself when some skip selects (st/sat; `selects`, by default read off `skip`): "2d_glorot"."""
-    name = dims_name + ("" if arch == DEFAULT_ARCH else f"_{arch}") + ("" if skip == DEFAULT_SKIP else f"_{skip}")
+    name = dims_name + ("" if arch == DEFAULT_ARCH else f"_{arch}") + ("" if skip == default_skip_label() else f"_{skip}")
     if selects is None:
         selects = skip in SELECT_MODES
     return name + (f"_{gate_init}" if selects and gate_init != DEFAULT_GATE_INIT else "")

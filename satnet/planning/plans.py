@@ -24,11 +24,12 @@ from satnet.names import (
     DEFAULT_PLAN_PRECISION,
     DEFAULT_SKIP,
     DEFAULT_SKIP_CHANNELS,
+    DEFAULT_SKIP_LEVELS,
     GATE_INITS,
     LEGACY_PLAN_PRECISION,
     SKIP_MODES,
 )
-from satnet.nets.spec import NetworkSpec, check_skip_channels, parse_skip_levels
+from satnet.nets.spec import LevelSkip, NetworkSpec, check_skip_channels, parse_skip_levels, skip_levels_label
 
 NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb", "none")
 
@@ -153,6 +154,17 @@ class ConfigurationPlan(Contract):
             )
 
 
+def default_skip_levels() -> list[str] | None:
+    """The planner's default per-level skips (names.DEFAULT_SKIP_LEVELS), or None: DEFAULT_SKIP with
+    DEFAULT_SKIP_CHANNELS at every level."""
+    return list(DEFAULT_SKIP_LEVELS) if DEFAULT_SKIP_LEVELS else None
+
+
+def default_skip_label() -> str:
+    """The skip label (NetworkSpec.skip_label) of the planner's default: its plans carry the bare names "3d", "2d"."""
+    return skip_levels_label(default_skip_levels() or [LevelSkip(DEFAULT_SKIP, DEFAULT_SKIP_CHANNELS).entry])
+
+
 @dataclass
 class PlannerOptions(Contract):
     """What the user asked for: `satnet plan`'s options, stored in plans.json under `planner`.
@@ -166,13 +178,15 @@ class PlannerOptions(Contract):
     Plans written before the planner recorded it were sized for fp32, which loading fills in.
     skip_channels: the k maps of at/sat skips (--skip-channels); skip_levels: one "MODE[:K]" per
     skip level from full resolution down (--skip-levels; NetworkSpec.skip_levels), overriding skip
-    and skip_channels.
+    and skip_channels. The planner's default skip is what none of the three given means
+    (`default_skip_levels`); skip_channels alone goes with DEFAULT_SKIP at every level. After
+    construction all three hold what was planned (plans.json stores them so).
     """
 
     gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
     arch: str = DEFAULT_ARCH
-    skip: str = DEFAULT_SKIP
-    skip_channels: int = DEFAULT_SKIP_CHANNELS
+    skip: str | None = None  # None: the default (see the docstring); a str once constructed
+    skip_channels: int | None = None
     skip_levels: list[str] | None = None
     spacing: str | list[float] = "default"
     configs: list[str] = field(default_factory=lambda: list(CONFIG_NAMES))
@@ -183,6 +197,10 @@ class PlannerOptions(Contract):
     def __post_init__(self) -> None:
         if self.arch not in ARCH_NAMES:
             raise unknown_name_error("arch", self.arch, ARCH_NAMES)
+        if self.skip is None and self.skip_channels is None and self.skip_levels is None:
+            self.skip_levels = default_skip_levels()
+        self.skip = DEFAULT_SKIP if self.skip is None else self.skip
+        self.skip_channels = DEFAULT_SKIP_CHANNELS if self.skip_channels is None else self.skip_channels
         if self.skip not in SKIP_MODES:
             raise unknown_name_error("skip", self.skip, SKIP_MODES)
         check_skip_channels(self.skip, self.skip_channels, "--skip-channels")

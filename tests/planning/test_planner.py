@@ -178,11 +178,29 @@ def test_plan_says_which_skip_it_chose_and_why():
         "skip: per level sat:4,org (--skip-levels)")
 
 
-def test_the_bare_configuration_name_is_the_default_network_and_skip(monkeypatch):
+def test_the_bare_configuration_name_is_the_default_network_and_skip():
     from satnet.planning import planner
 
     assert planner.configuration_name("3d", "unet", "sat") == "3d"
     assert [planner.configuration_name("3d", "unet", s) for s in ("org", "sat4-org")] == ["3d_org", "3d_sat4-org"]
     assert planner.configuration_name("2d", "vnet", "sat") == "2d_vnet"
-    monkeypatch.setattr(planner, "DEFAULT_SKIP", "org")  # a later default: the name follows it, not "sat"
-    assert [planner.configuration_name("3d", "unet", s) for s in ("org", "sat")] == ["3d", "3d_sat"]
+
+
+def test_a_per_level_default_skip_plans_named_bare_and_leaves_asked_and_stored_skips_alone(monkeypatch):
+    from satnet.planning import plans as plans_module
+    from satnet.planning.planner import configuration_name, skip_choice_line
+
+    monkeypatch.setattr(plans_module, "DEFAULT_SKIP_LEVELS", ("sat", "org"))  # a default the skip study may choose
+    default = PlannerOptions(gpu_memory_gb=8, configs=["3d"])
+    assert (default.skip_levels, default.skip, default.skip_channels) == (["sat", "org"], "sat", 1)
+    assert skip_choice_line(default, explicit=False).startswith("skip: per level sat,org, the default")
+    assert [configuration_name("3d", "unet", s) for s in ("sat-org", "sat", "org")] == ["3d", "3d_sat", "3d_org"]
+    plans, _ = plan_experiment(hippocampus_like(), default)
+    assert list(plans.configurations) == ["3d"]
+    assert plans.configurations["3d"].network.skip_label() == "sat-org"
+    # asked for: every level the same, as before
+    assert PlannerOptions(skip="org").skip_levels is None
+    assert (lambda o: (o.skip, o.skip_channels, o.skip_levels))(PlannerOptions(skip_channels=4)) == ("sat", 4, None)
+    # a stored plans.json keeps what it planned
+    stored = PlannerOptions.from_dict({"skip": "sat", "skip_channels": 1})
+    assert stored.skip_levels is None and PlannerOptions.from_dict(default.as_dict()).skip_levels == ["sat", "org"]
