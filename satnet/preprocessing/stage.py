@@ -65,6 +65,7 @@ def plan(raw_dir: Path, work_dir: Path, options: PlannerOptions, workers: int) -
         log.warning("warning: %s", w)
     existing = _existing_plans(work_dir)
     merged = merge_plans(existing, plans)
+    _refuse_replacing_trained(existing, merged, work_dir)
     if existing is not None and merged is plans and existing.configurations.keys() - plans.configurations.keys():
         log.warning("warning: %s/plans.json belonged to a dataset with other labels or channels; replaced",
                     work_dir)
@@ -87,6 +88,30 @@ def _add_resampling_ceilings(dataset: RawDataset, plans: Plans, workers: int) ->
         if warning:
             warnings.append(warning)
     return warnings
+
+
+# What a configuration's training depends on; the rest of its plan (memory estimate, ceiling, median shape) informs.
+TRAINED_WITH = ("spacing", "patch_size", "batch_size", "normalization", "network", "resampling")
+
+
+def _refuse_replacing_trained(existing: Plans | None, merged: Plans, work_dir: Path) -> None:
+    """Raise before anything is written when the new plans.json would drop or change what a configuration with
+    trained folds (a checkpoint under results/<name>) was trained with: plans.json must keep describing them."""
+    for name, old in (existing.configurations.items() if existing is not None else ()):
+        results = WorkDir(work_dir).results_dir(name)
+        if not any(results.glob("fold_*/checkpoint_*.pt")):
+            continue
+        new = merged.configurations.get(name)
+        was, now = old.to_dict(), new.to_dict() if new is not None else {}
+        changed = [key for key in TRAINED_WITH if was[key] != now.get(key)]
+        if changed:
+            what = "drop it" if new is None else f"change its {', '.join(changed)}"
+            raise InputError(
+                f"configuration {name!r} has trained folds in {results}, and this plan would {what} (other options "
+                f"than it was planned with, another dataset, or a satnet whose planner or default skip changed): "
+                f"plans.json must keep describing them; plan into another work folder (-o), or move {results} "
+                f"away to plan {name!r} anew"
+            )
 
 
 def _existing_plans(work_dir: Path) -> Plans | None:
