@@ -48,7 +48,7 @@ SMALL_OBJECT_VOXELS = 8
 ANISOTROPY_RATIO = 3.0
 # Why DEFAULT_SKIP, in one line for plan-and-preprocess; docs/results.md ("The skip study") has the evidence.
 DEFAULT_SKIP_WHY = ("the default until the skip study of docs/results.md settles it: SAT cost 0.02-0.09 Dice against "
-                    "plain skips at 300-750 iterations and 0.003-0.012 at 1,500-2,500 (one seed so far), for 7-10% "
+                    "plain skips at 300-750 iterations and 0.008-0.012 at 1,500-2,500 (seeds so far: 2 of 3), for 7-10% "
                     "less training memory; add --skip org for the more accurate plain U-Net")
 
 
