@@ -74,7 +74,8 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
                             "plan-and-preprocess prints why, docs/results.md has the evidence)")
         p.add_argument("--skip-channels", type=positive_int, default=None, metavar="K",
                        help=f"attention maps each at/sat skip transfers (default {DEFAULT_SKIP_CHANNELS}, the SAT "
-                            "paper's single map; K <= the channels of the shallowest level)")
+                            f"paper's single map; K <= the channels of the shallowest level); without --skip, "
+                            f"{DEFAULT_SKIP} skips at every level")
         p.add_argument("--skip-levels", type=skip_levels_arg, default=None, metavar="MODE[:K],...",
                        help="one skip per resolution level, full resolution first; the last entry repeats for the "
                             "coarser levels, e.g. 'sat:4,org' (SAT with 4 maps at full resolution, where the memory "
