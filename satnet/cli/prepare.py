@@ -113,9 +113,11 @@ def _planner_options(args: argparse.Namespace, parser_error) -> "PlannerOptions"
     if channels > 1 and skip not in ATTEND_MODES:
         parser_error(f"argument --skip-channels: {channels} maps apply to at and sat skips; --skip {skip} transfers "
                      f"every channel: use --skip sat (or at), or drop --skip-channels")
-    return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch, skip=args.skip,  # None: the default
-                          skip_channels=args.skip_channels, skip_levels=args.skip_levels, spacing=spacing, configs=args.configs or list(CONFIG_NAMES),
-                          gate_init=args.gate_init, precision=args.precision)
+    # skip, skip_channels and skip_levels left None mean the planner's default (PlannerOptions resolves it)
+    return PlannerOptions(gpu_memory_gb=args.gpu_memory_gb, arch=args.arch,
+                          skip=args.skip, skip_channels=args.skip_channels, skip_levels=args.skip_levels,
+                          spacing=spacing, configs=args.configs or list(CONFIG_NAMES), gate_init=args.gate_init,
+                          precision=args.precision)
 
 
 def _run_plan_and_preprocess(args: argparse.Namespace, preprocess: bool = True) -> int:

@@ -48,8 +48,8 @@ SMALL_OBJECT_VOXELS = 8
 ANISOTROPY_RATIO = 3.0
 # Why DEFAULT_SKIP, in one line for plan-and-preprocess; docs/results.md ("The skip study") has the evidence.
 DEFAULT_SKIP_WHY = ("the default until the skip study of docs/results.md settles it: SAT cost 0.02-0.09 Dice against "
-                    "plain skips at 300-750 iterations and 0.008-0.012 at 1,500-2,500 (seeds so far: 2 of 3), for 7-10% "
-                    "less training memory; add --skip org for the more accurate plain U-Net")
+                    "plain skips at 300-750 iterations and 0.008-0.012 at 1,500-2,500 (seeds so far: 2 of 3), for "
+                    "7-10% less training memory; add --skip org for the more accurate plain U-Net")
 
 
 def skip_choice_line(options: "PlannerOptions", explicit: bool) -> str:
@@ -274,7 +274,8 @@ def configuration_name(dims_name: str, arch: str, skip: str, gate_init: str = DE
     configurations ("3d_sat4", "2d_sat4-org"). Plans store their configurations' names: a work
     folder keeps its names when a later satnet changes a default. A non-default select-weight initialisation
     adds itself when some skip selects (st/sat; `selects`, by default read off `skip`): "2d_glorot"."""
-    name = dims_name + ("" if arch == DEFAULT_ARCH else f"_{arch}") + ("" if skip == default_skip_label() else f"_{skip}")
+    name = (dims_name + ("" if arch == DEFAULT_ARCH else f"_{arch}")
+            + ("" if skip == default_skip_label() else f"_{skip}"))
     if selects is None:
         selects = skip in SELECT_MODES
     return name + (f"_{gate_init}" if selects and gate_init != DEFAULT_GATE_INIT else "")
