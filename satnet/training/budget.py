@@ -1,8 +1,9 @@
 """The learning-rate schedule, and training for a wall-clock budget (`satnet train --time-budget MINUTES`).
 
-The budget counts the wall time of the epochs (training and their validation batches, each
-epoch's `seconds` in training_log.json), not start-up or the final validation that follows.
-Because the time comes from the log, a resumed run continues with what is left of it.
+The budget counts the wall time of the epochs: their training and validation batches and the
+checkpoint, log and plot writes between them (each epoch's `seconds` and `overhead_seconds` in
+training_log.json), not start-up or the final validation that follows. Because the time comes
+from the log, a resumed run continues with what is left of it.
 
 - Learning rate: the poly schedule over time, lr * (1 - elapsed / budget) ** exponent, set at
   each epoch start (a constant schedule stays constant); when `--epochs` would end the run

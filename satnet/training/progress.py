@@ -6,16 +6,18 @@ training_log.json (written atomically after every epoch):
      "iterations": 750, "time_budget_minutes": 30.0,
      "epochs": [{"epoch": 0, "train_loss": -0.31, "val_loss": -0.52, "pseudo_dice": [0.71, 0.66],
                  "mean_dice": 0.685, "ema_dice": 0.685, "lr": 0.01, "seconds": 81.2,
-                 "gates_off": {"skip0": 0.0, ...}}, ...]}
+                 "overhead_seconds": 0.4, "gates_off": {"skip0": 0.0, ...}}, ...]}
 
 Losses follow nnU-Net's sign (Dice term negative, so lower is better and -1 + CE is perfect).
 `pseudo_dice` is per foreground class on the epoch's validation patches (null for a class absent
 from both targets and predictions), `mean_dice` its mean over the non-null classes,
 `ema_dice` the moving average that picks checkpoint_best, `lr` the learning rate of the
-epoch, `seconds` its wall time (training and validation), `gates_off` the fraction of channels
-each SAT / ST gate has switched off (W <= 0), empty for ORG / AT networks. `iterations` counts
-the training batches of the completed epochs and `time_budget_minutes` is `--time-budget` (null
-without one); logs written before these fields existed lack them.
+epoch, `seconds` its wall time (training and validation), `overhead_seconds` the wall time after
+it spent writing its checkpoints, log and plot (0 in the copy of the log inside the epoch's own
+checkpoints, which are written before it is known), `gates_off` the fraction of channels each SAT / ST
+gate has switched off (W <= 0), empty for ORG / AT networks. `iterations` counts the training
+batches of the completed epochs and `time_budget_minutes` is `--time-budget` (null without one);
+logs written before these fields existed lack them (`overhead_seconds` then reads as 0).
 """
 from __future__ import annotations
 
@@ -42,6 +44,12 @@ class EpochRecord(Contract):
     lr: float
     seconds: float
     gates_off: dict[str, float] = field(default_factory=dict)
+    overhead_seconds: float = 0.0
+
+    @property
+    def wall_seconds(self) -> float:
+        """What the epoch cost in wall time, its writes included: what a time budget counts."""
+        return self.seconds + self.overhead_seconds
 
 
 @dataclass

@@ -189,7 +189,14 @@ def make_optimizer(parameters, o: TrainOptions) -> torch.optim.Optimizer:
 
 
 def _epoch_seconds(state: _State) -> list[float]:
-    return [e.seconds for e in state.log.epochs]
+    """Each completed epoch's wall time as the time budget counts it: training, validation and its writes."""
+    return [e.wall_seconds for e in state.log.epochs]
+
+
+def _count_writes(state: _State, writes_started: float | None) -> None:
+    """Store the seconds since `writes_started` (the last epoch's validation ended) as its overhead_seconds."""
+    if writes_started is not None:
+        state.log.epochs[-1].overhead_seconds = time.perf_counter() - writes_started
 
 
 def _build_state(
@@ -258,8 +265,10 @@ def _train_epochs(run: FoldRun, o: TrainOptions, ctx: ddp.DistributedContext, st
     train_loss_fn, val_loss_fn = _loss_functions(outputs, ctx.enabled)
     pipelines = EpochPipelines(run.data_dir, run.train_cases, run.val_cases, plan, o.workers, o.seed, ctx.rank,
                                outputs, state.epoch, world_size=ctx.world_size)
+    writes_started = None  # when the last epoch's checkpoint, log and plot writes began: the budget counts them
     try:
         for epoch in range(state.epoch, o.epochs):
+            _count_writes(state, writes_started)
             if o.time_budget is not None and _out_of_time(o, ctx, state, device_of(state.network)):
                 break
             started = time.perf_counter()
@@ -278,6 +287,9 @@ def _train_epochs(run: FoldRun, o: TrainOptions, ctx: ddp.DistributedContext, st
                 ema_dice=None, lr=lr, seconds=time.perf_counter() - started,
                 gates_off=gate_fraction_off(state.network),
             ))
+            writes_started = started + state.log.epochs[-1].seconds
+        else:
+            _count_writes(state, writes_started)
     finally:
         pipelines.close()
 
@@ -288,10 +300,10 @@ def device_of(network: nn.Module) -> torch.device:
 
 def _out_of_time(o: TrainOptions, ctx: ddp.DistributedContext, state: _State, device: torch.device) -> bool:
     """Whether the time budget ends the run before the next epoch (rank 0 decides for every rank)."""
-    reached = ddp.broadcast_int(int(time_budget.budget_reached(_epoch_seconds(state), o.time_budget)), ctx, device)
+    seconds = _epoch_seconds(state)
+    reached = ddp.broadcast_int(int(time_budget.budget_reached(seconds, o.time_budget)), ctx, device)
     if reached and ctx.is_main:
-        logger.info("time budget reached: %s", time_budget.describe(_epoch_seconds(state), o.iterations_per_epoch,
-                                                                      o.time_budget))
+        logger.info("time budget reached: %s", time_budget.describe(seconds, o.iterations_per_epoch, o.time_budget))
     return bool(reached)
 
 
