@@ -101,6 +101,8 @@ def predict_probabilities(
         try:
             logits = sliding_window_predict(predictor, data, plan.patch_size, num_classes, **kwargs)
         except torch.cuda.OutOfMemoryError:  # the case's logits do not fit beside the network: keep them on the CPU
+            logits = None  # retried after the `except`: until it ends, the error's traceback holds the failed
+        if logits is None:  # attempt's GPU tensors (logits, weights, activations), which empty_cache cannot free
             torch.cuda.empty_cache()
             kwargs["output_device"] = "cpu"
             logits = sliding_window_predict(predictor, data, plan.patch_size, num_classes, **kwargs)

@@ -1,6 +1,7 @@
 """Folder prediction and end-of-fold validation with freshly initialised tiny networks."""
 from __future__ import annotations
 
+import gc
 import shutil
 
 import numpy as np
@@ -24,7 +25,7 @@ from satnet.inference.predictor import (
 from satnet.inference.sliding_window import sliding_window_predict
 from satnet.io.cases import save_case
 from satnet.io.images import geometry_mismatch, read_image, read_label
-from satnet.planning.plans import load_plans
+from satnet.planning.plans import ChannelNormalization, load_plans
 from satnet.preprocessing.case import preprocess_case
 from satnet.synthetic import make_dataset_3d
 from tests.inference.fakes import LABELS, add_checkpoint, make_work_dir, tiny_plans
@@ -104,6 +105,28 @@ def test_mirroring_makes_a_symmetric_input_give_a_symmetric_output(work, config,
             assert asymmetry < 1e-5
         else:
             assert asymmetry > 1e-2
+
+
+def test_out_of_memory_retry_starts_after_the_failed_attempt_is_freed(preprocessing_plan):
+    """A CUDA out-of-memory error makes the case run again with its logits on the CPU. The failed attempt's
+    accumulators (on the GPU) must be gone by then: retried inside `except`, the error's traceback kept them."""
+    plan = preprocessing_plan([1.0, 1.0, 1.0], [ChannelNormalization(channel="CT", scheme="zscore")])
+    data = np.random.default_rng(0).normal(size=(1, 12, 13, 14)).astype(np.float32)
+    accumulator_shape = (3, 12, 13, 14)  # (K, Z, Y, X): the logits summed over tiles
+    calls, live_at_retry = [], []
+
+    def predictor(tiles: torch.Tensor) -> torch.Tensor:
+        calls.append(tiles.shape[0])
+        if len(calls) == 2:  # mid-case, as when the accumulators leave too little room for a batch of tiles
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        if len(calls) == 3:  # the retry's first batch: only its own accumulator may exist
+            live_at_retry.append(sum(1 for o in gc.get_objects()
+                                     if issubclass(type(o), torch.Tensor) and tuple(o.shape) == accumulator_shape))
+        return torch.zeros(tiles.shape[0], 3, *tiles.shape[2:])
+
+    probs = predict_probabilities([predictor], data, plan, NO_TTA, torch.device("cpu"))
+    assert live_at_retry == [1]
+    assert tuple(probs.shape) == accumulator_shape and torch.allclose(probs, torch.full_like(probs, 1 / 3))
 
 
 def test_continue_keeps_existing_outputs_and_predicts_the_rest(raw, work, tmp_path):
