@@ -201,13 +201,16 @@ def _require_downsampling(topo: Topology, dims: int, median: Sequence[int], spac
 
 
 def search_patch_and_batch(
-    fp: Fingerprint, options: PlannerOptions, dims: int, spacing: Sequence[float], median: Sequence[int]
+    fp: Fingerprint, options: PlannerOptions, dims: int, spacing: Sequence[float], median: Sequence[int],
+    data_spacing: Sequence[float],
 ) -> tuple[list[int], int, NetworkSpec, MemoryEstimate]:
     """Largest balanced patch (then batch) whose exact training-step estimate fits the budget.
 
-    `spacing` and `median` are per network axis ((Z, Y, X) in 3D, (Y, X) in 2D). The starting
-    patch is the median shape (capped at nnU-Net's starting volume), rounded up to its
-    topology's stride; see satnet.planning.search for how smaller patches are tried.
+    `spacing` and `median` are per network axis ((Z, Y, X) in 3D, (Y, X) in 2D); `data_spacing`
+    is the configuration's full (Z, Y, X) spacing, which the batch cap counts the dataset's
+    voxels at (a 2d configuration's slices are resampled along Z too). The starting patch is the
+    median shape (capped at nnU-Net's starting volume), rounded up to its topology's stride; see
+    satnet.planning.search for how smaller patches are tried.
     """
     budget = int(options.gpu_memory_gb * GIB)
     kernel = 5 if options.arch == "vnet" else 3
@@ -229,18 +232,20 @@ def search_patch_and_batch(
         )
     patch, topo, est = found
     spec = _spec(fp, options, dims, topo)
-    batch = _grow_batch(fp, spec, patch, est, budget, estimator, spacing)
+    batch = _grow_batch(fp, spec, patch, est, budget, estimator, data_spacing)
     return patch, batch, spec, estimator(spec, patch, batch)
 
 
-def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, spacing) -> int:
+def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, data_spacing) -> int:
     """Largest batch within the budget and the 5%-of-the-dataset cap (at least MIN_BATCH).
 
+    The cap counts the dataset's voxels at `data_spacing`, the (Z, Y, X) spacing the data are
+    resampled to (for 2d as well: until 2026-12-07 a 2d configuration counted them at the cases'
+    median Z spacing, so at 2 mm on 1 mm slices its batch cap was twice 5%).
     Memory is convex and piecewise linear in the batch, so a secant search between a batch that
     fits and one that does not converges in a few exact estimates.
     """
-    full_spacing = list(spacing) if len(spacing) == 3 else [fp.median_spacing()[0], *spacing]
-    voxels = fp.total_voxels_at(full_spacing)
+    voxels = fp.total_voxels_at(data_spacing)
     cap = max(MIN_BATCH, int(round(MAX_BATCH_FRACTION * voxels / math.prod(patch))))
     fixed = est2.parameters + est2.gradients + est2.optimizer
     per_sample = max(1.0, (est2.total - fixed) / MIN_BATCH)
@@ -294,7 +299,7 @@ def plan_configuration(
     axes = [0, 1, 2] if dims == 3 else [1, 2]
     median3 = fp.median_shape_at(spacing)
     patch, batch, spec, est = search_patch_and_batch(
-        fp, options, dims, [spacing[a] for a in axes], [median3[a] for a in axes]
+        fp, options, dims, [spacing[a] for a in axes], [median3[a] for a in axes], data_spacing=spacing
     )
     return ConfigurationPlan(
         name=configuration_name(dims_name, options.arch, spec.skip_label(), options.gate_init,

@@ -204,3 +204,14 @@ def test_a_per_level_default_skip_plans_named_bare_and_leaves_asked_and_stored_s
     # a stored plans.json keeps what it planned
     stored = PlannerOptions.from_dict({"skip": "sat", "skip_channels": 1})
     assert stored.skip_levels is None and PlannerOptions.from_dict(default.as_dict()).skip_levels == ["sat", "org"]
+
+
+def test_2d_batch_cap_counts_the_voxels_at_the_planned_z_spacing():
+    # a 2d configuration of volumes trains on Z slices resampled to the plan's full spacing (plans.py), so
+    # the 5% cap counts the dataset at that spacing, not at the cases' median Z spacing (1 mm here, 2x the slices)
+    fp = hippocampus_like()
+    plans, _ = plan_experiment(fp, PlannerOptions(gpu_memory_gb=40, configs=["2d"]))
+    conf = plans.configurations["2d"]
+    assert conf.spacing == [2.0, 2.0, 2.0]
+    voxels = fp.total_voxels_at(conf.spacing)
+    assert conf.batch_size == max(2, round(0.05 * voxels / math.prod(conf.patch_size)))
