@@ -71,15 +71,15 @@ def skip_choice_line(options: "PlannerOptions", explicit: bool) -> str:
 
 def auto_spacing(fp: Fingerprint) -> list[float]:
     """nnU-Net's target spacing: the median spacing, except that for strongly anisotropic data
-    (coarse axis spacing > 3x the finest and its median voxel count < 1/3 of the others') the
-    coarse axis takes the 10th percentile of its spacings (never finer than the other axes)."""
+    (the coarse axis's median spacing > 3x each other axis's, and its median voxel count after
+    cropping < 1/3 of each other axis's) the coarse axis takes the 10th percentile of its spacings
+    (never finer than the other axes)."""
     spacings = fp.spacings()
     target = np.median(spacings, axis=0)
-    shapes = fp.shapes_after_crop() * spacings / target[None]
-    median_shape = np.median(shapes, axis=0)
+    median_shape = np.median(fp.shapes_after_crop(), axis=0)
     worst = int(np.argmax(target))
     others = [a for a in range(3) if a != worst]
-    aniso_spacing = target[worst] > ANISOTROPY_RATIO * min(target[others])
+    aniso_spacing = target[worst] > ANISOTROPY_RATIO * max(target[others])
     aniso_voxels = median_shape[worst] * ANISOTROPY_RATIO < min(median_shape[others])
     if aniso_spacing and aniso_voxels:
         coarse = float(np.percentile(spacings[:, worst], 10))

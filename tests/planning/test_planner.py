@@ -120,6 +120,13 @@ def test_auto_spacing_uses_10th_percentile_for_anisotropic_axis():
     assert target_spacing(fp, [3, 1, 1]) == [3.0, 1.0, 1.0]
 
 
+def test_auto_spacing_calls_an_axis_anisotropic_against_each_other_axis():
+    # Z is 5x the finest axis but only 2.3x the coarser in-plane one: not anisotropic (nnU-Net), the median stays
+    fp = synthetic_fingerprint(num_cases=50, shape=(20, 512, 512), spacing=(3.5, 0.7, 1.5))
+    z = sorted(c.spacing[0] for c in fp.cases)
+    assert auto_spacing(fp)[0] == pytest.approx((z[24] + z[25]) / 2)  # the median, not the 10th percentile
+
+
 def test_normalization_from_channel_names():
     ct = synthetic_fingerprint(num_cases=3)
     (n,) = channel_normalization(ct)
