@@ -144,6 +144,21 @@ def small_object_warnings(fp: Fingerprint, spacing: Sequence[float], axes: Seque
     return warnings
 
 
+def slice_axis_warnings(spacing: Sequence[float]) -> list[str]:
+    """A warning when the planned spacing is anisotropic along another axis than Z.
+
+    satnet takes the first array axis (Z) as the slice axis: 2d configurations cut slices across it and
+    in-plane-only augmentation looks at it. nnU-Net reorders the axes to put the coarsest first; satnet keeps
+    the scans' order, so data stored with its thick slices along Y or X gets anisotropic 2D slices."""
+    coarse = int(max(range(3), key=lambda a: spacing[a]))
+    if coarse == 0 or spacing[coarse] <= ANISOTROPY_RATIO * min(spacing):
+        return []
+    return [f"at spacing {_fmt(spacing)} mm the coarse axis is {'ZYX'[coarse]} (array axis {coarse}), but satnet "
+            "takes Z (axis 0) as the slice axis: 2d slices would be cut across it and 3d augmentation would rotate "
+            "the thick slices out of plane; store the scans with their slice axis last in the file (NIfTI's third "
+            "voxel axis, e.g. SimpleITK.PermuteAxes) or plan a finer `--spacing`"]
+
+
 def _fmt(values: Sequence[float]) -> str:
     return "x".join(f"{v:g}" for v in values)
 
@@ -326,7 +341,7 @@ def plan_experiment(fp: Fingerprint, options: PlannerOptions) -> tuple[Plans, li
         configs.remove("3d")
     spacing = target_spacing(fp, options.spacing)
     norms = channel_normalization(fp)
-    warnings: list[str] = []
+    warnings = [] if fp.natural_image_2d else slice_axis_warnings(spacing)
     planned: dict[str, ConfigurationPlan] = {}
     for dims_name in sorted(configs, key=CONFIG_NAMES.index):
         conf = plan_configuration(fp, dims_name, spacing, options, norms)

@@ -127,6 +127,16 @@ def test_auto_spacing_calls_an_axis_anisotropic_against_each_other_axis():
     assert auto_spacing(fp)[0] == pytest.approx((z[24] + z[25]) / 2)  # the median, not the 10th percentile
 
 
+def test_a_coarse_axis_other_than_z_is_warned_about():
+    fp = synthetic_fingerprint(num_cases=20, shape=(512, 512, 20), spacing=(0.7, 0.7, 3.5))
+    _, warnings = plan_experiment(fp, PlannerOptions(spacing="auto", configs=["2d"]))
+    assert len([w for w in warnings if "the coarse axis is X (array axis 2)" in w]) == 1
+    for spacing in ("auto", "default"):  # thick slices along Z, or the isotropic default: nothing to say
+        fp = synthetic_fingerprint(num_cases=20, shape=(20, 512, 512), spacing=(3.5, 0.7, 0.7))
+        _, warnings = plan_experiment(fp, PlannerOptions(spacing=spacing, configs=["2d"]))
+        assert not [w for w in warnings if "coarse axis" in w]
+
+
 def test_normalization_from_channel_names():
     ct = synthetic_fingerprint(num_cases=3)
     (n,) = channel_normalization(ct)
