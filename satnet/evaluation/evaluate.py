@@ -13,7 +13,10 @@ the reference folder (RAW/labelsTr -> RAW/dataset.json, WORK_DIR/gt_segmentation
 WORK_DIR/plans.json), else every non-zero value found in the references and predictions.
 When that file's labels have an "ignore" entry (nnU-Net v2's ignore label), voxels whose
 reference holds it are left out of every metric of every label, and it is never scored; without
-such a file there is no ignore label. The summary's fields are documented in docs/predict.md.
+such a file there is no ignore label. Region-based labels there (a name mapped to a list of
+values) are not scored as regions: evaluation stops and asks for the label values (-l), which are
+then scored one against the rest, with that file's ignore label and file ending still applied.
+The summary's fields are documented in docs/predict.md.
 """
 from __future__ import annotations
 
@@ -67,9 +70,10 @@ def label_files(folder: str | Path, file_ending: str | None = None) -> dict[str,
     return files
 
 
-def dataset_labels(reference_dir: str | Path) -> tuple[dict[str, int] | None, str | None]:
-    """(labels name -> value, file ending) from the dataset.json or plans.json beside `reference_dir`,
-    or (None, None) when there is neither; InputError naming the file when it holds no JSON object."""
+def dataset_labels(reference_dir: str | Path) -> tuple[dict[str, int | list[int]] | None, str | None, Path | None]:
+    """(labels name -> value, file ending, the file) from the dataset.json or plans.json beside `reference_dir`,
+    or (None, None, None) when there is neither; InputError naming the file when it holds no JSON object.
+    A value is a list of values for nnU-Net v2's region-based labels; the ignore label is always one value."""
     for name in (DATASET_JSON, PLANS_FILE):
         path = Path(reference_dir).parent / name
         if path.is_file():
@@ -81,10 +85,20 @@ def dataset_labels(reference_dir: str | Path) -> tuple[dict[str, int] | None, st
                     f"fix it as docs/formats.md describes"
                 )
             labels, ending = data.get("labels"), data.get("file_ending")
-            if isinstance(labels, dict) and all(isinstance(v, int) for v in labels.values()):
+            if (isinstance(labels, dict) and all(_label_value(v) or _region(v) for v in labels.values())
+                    and _label_value(labels.get(IGNORE_KEY, 0))):
                 logger.info("labels and file ending from %s", path)
-                return dict(labels), ending if isinstance(ending, str) else None
-    return None, None
+                return dict(labels), ending if isinstance(ending, str) else None, path
+    return None, None, None
+
+
+def _label_value(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _region(value: Any) -> bool:
+    """An nnU-Net v2 region: a list of the label values it unites."""
+    return isinstance(value, list) and bool(value) and all(_label_value(v) for v in value)
 
 
 def evaluate_folders(
@@ -102,7 +116,15 @@ def evaluate_folders(
     differs from its reference's (naming every such case).
     """
     reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
-    names, ending = dataset_labels(reference_dir)
+    names, ending, labels_file = dataset_labels(reference_dir)
+    regions = {k: v for k, v in (names or {}).items() if _region(v)}
+    if regions and labels is None:
+        shown = ", ".join(f"{k!r}: {v}" for k, v in regions.items())
+        raise InputError(
+            f"{labels_file} defines region-based labels ({shown}); satnet evaluate scores label values one "
+            f"against the rest, not regions, so the regions' Dice would not be reported: give the label values to "
+            f"score with -l (each is scored on its own; the ignore label, if any, still masks)"
+        )
     references = label_files(reference_dir, ending)
     if case_ids is not None:
         absent = sorted(set(case_ids) - set(references))

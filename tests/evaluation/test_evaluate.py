@@ -212,3 +212,26 @@ def test_a_summary_written_before_the_ignore_label_still_prints(folders):
     summary = evaluate_folders(*folders)
     del summary["ignore_label"]
     assert "ignore label" not in format_table(summary)
+
+
+def test_region_based_labels_ask_for_label_values_and_keep_the_ignore_label(ignore_folders, capsys):
+    """nnU-Net v2's region-based labels (a name mapped to a list of values) are not scored as regions. Before,
+    such a dataset.json was passed over whole: every value found was scored, the ignore label 3 among them,
+    its voxels counted as label 1's false positives (Dice 8/10), and the file ending was dropped."""
+    from satnet.cli import main
+
+    dataset = ignore_folders[0].parent / "dataset.json"
+    data = json.loads(dataset.read_text())
+    data["labels"] = {"background": 0, "liver": [1, 2], "tumour": 2, "ignore": 3}
+    data["regions_class_order"] = [1, 2]
+    dataset.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"dataset\.json defines region-based labels \('liver': \[1, 2\]\).* -l"):
+        evaluate_folders(*ignore_folders)
+    assert main(["evaluate", *map(str, ignore_folders)]) == 1
+    assert "region-based labels" in capsys.readouterr().err
+    for folder in ignore_folders:  # not of the dataset's file ending: left out
+        write(folder / "other.nii", np.zeros(SHAPE))
+    summary = evaluate_folders(*ignore_folders, labels=[1, 2])
+    assert summary["labels"] == [1, 2] and summary["ignore_label"] == 3
+    assert [c["case"] for c in summary["per_case"]] == ["a"]
+    assert summary["per_case"][0]["metrics"]["1"]["dice"] == 1 and summary["label_names"] == {"2": "tumour"}
