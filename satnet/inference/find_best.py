@@ -169,9 +169,10 @@ def _evaluate_configuration(work_dir: Path, config: str, fold_of: dict[str, int]
     pairs = [CasePair(c, WorkDir(work_dir).gt_file(c, ending), validation_file(work_dir, config, k, c, ending))
              for c, k in sorted(fold_of.items())]
     results = map_cases(functools.partial(evaluate_pair, labels=tuple(labels)), pairs, workers, desc=f"score {config}")
-    bad = [f"{r['case']}: {r['mismatch']}" for r in results if "mismatch" in r]
+    prediction_of = {pair.case_id: pair.prediction for pair in pairs}  # the fold's file, which the case id does not say
+    bad = [f"{prediction_of[r['case']]}: {r['mismatch']}" for r in results if "mismatch" in r]
     if bad:
-        raise InputError(f"validation predictions of {config} are not on the reference grids of "
+        raise InputError(f"{len(bad)} validation prediction(s) of {config} are not on the reference grids of "
                          f"{WorkDir(work_dir).gt_segmentations}: {'; '.join(bad[:5])}; predict them again")
     return build_summary(results, labels, plans.labels)
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from satnet.cli import main
-from satnet.errors import MissingFileError
+from satnet.errors import InputError, MissingFileError
 from satnet.inference.find_best import find_best
 from satnet.inference.models import default_configurations, postprocessing_path
 from satnet.inference.postprocessing import PostprocessingDecision, load_postprocessing
@@ -126,3 +127,14 @@ def test_a_fold_trained_without_validation_is_sent_to_validation_only_not_to_tra
     fabricate(work, "3d_org", probabilities(reference()))  # now a configuration is complete: 3d is left out
     main(["find-best", str(work), "-j", "1"])
     assert f"3d, folds 1, 2, 3 missing: train it with `satnet train {work} 3d 2`; " in capsys.readouterr().out
+
+
+def test_a_validation_mask_off_its_reference_grid_is_an_error_naming_the_file(work):
+    fabricate(work, "3d", probabilities(reference()))
+    splits = json.loads((work / "splits.json").read_text())
+    case = splits["folds"][2]["val"][0]
+    moved = ImageGeometry(GEOMETRY.shape, GEOMETRY.spacing, [1.0, 2.0, 5.0], GEOMETRY.direction)
+    mask = work / "results" / "3d" / "fold_2" / "validation" / f"{case}.nii.gz"
+    write_segmentation(reference(), moved, mask)
+    with pytest.raises(InputError, match=rf"1 validation prediction\(s\) of 3d .*{re.escape(str(mask))}: origin"):
+        find_best(work)
