@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -28,6 +29,30 @@ def _labels(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return target.long()
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose backward all-reduces the gradient too: every rank computes the same loss
+    from the sum, so each rank's input gets the gradient summed over the ranks."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+
+def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed over the DDP ranks, differentiably (_SumOverRanks); unchanged in a single process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    return _SumOverRanks.apply(tensor)
+
+
 class SoftDiceLoss(nn.Module):
     """Negative soft Dice on softmax probabilities (nnU-Net's MemoryEfficientSoftDiceLoss).
 
@@ -35,13 +60,22 @@ class SoftDiceLoss(nn.Module):
       class per batch), as nnU-Net does for 3D full-resolution; False gives one Dice per sample.
     - include_background: nnU-Net leaves class 0 out of the Dice term (cross-entropy covers it).
     - smooth: added to numerator and denominator, so the loss stays finite when a class is absent.
+    - distributed: with batch_dice under DDP, sum the batch's intersections and volumes over the
+      ranks too (nnU-Net's ddp=True), so the Dice is that of the global batch, not one per rank's
+      part (with one sample per rank that would be per-sample Dice). The sums keep their gradient,
+      which comes back summed over the ranks; DDP's averaging then gives the global batch's.
+      A no-op without an initialised process group.
     """
 
-    def __init__(self, batch_dice: bool = True, include_background: bool = False, smooth: float = 1e-5):
+    def __init__(
+        self, batch_dice: bool = True, include_background: bool = False, smooth: float = 1e-5,
+        distributed: bool = False,
+    ):
         super().__init__()
         self.batch_dice = batch_dice
         self.include_background = include_background
         self.smooth = smooth
+        self.distributed = distributed
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -61,19 +95,27 @@ class SoftDiceLoss(nn.Module):
             intersection = (probs * onehot).sum(axes)  # (B, K')
             volume_pred = probs.sum(axes)
             if self.batch_dice:
-                intersection, volume_pred, volume_target = intersection.sum(0), volume_pred.sum(0), volume_target.sum(0)
+                # (3, K'): one collective for all three; the float volume rounds as the sum below would
+                sums = torch.stack([intersection.sum(0), volume_pred.sum(0), volume_target.sum(0).to(probs.dtype)])
+                intersection, volume_pred, volume_target = _sum_over_ranks(sums) if self.distributed else sums
             dice = (2 * intersection + self.smooth) / (volume_target + volume_pred + self.smooth).clamp_min(1e-8)
             return -dice.mean()
 
 
 class DiceCELoss(nn.Module):
-    """weight_dice * SoftDiceLoss + weight_ce * mean voxel cross-entropy (nnU-Net: 1 and 1)."""
+    """weight_dice * SoftDiceLoss + weight_ce * mean voxel cross-entropy (nnU-Net: 1 and 1).
+
+    distributed: see SoftDiceLoss. The cross-entropy needs nothing: each rank's is the mean over
+    as many voxels, so DDP's average of the ranks' gradients is the global batch's.
+    """
 
     def __init__(
-        self, weight_dice: float = 1.0, weight_ce: float = 1.0, batch_dice: bool = True, smooth: float = 1e-5
+        self, weight_dice: float = 1.0, weight_ce: float = 1.0, batch_dice: bool = True, smooth: float = 1e-5,
+        distributed: bool = False,
     ):
         super().__init__()
-        self.dice = SoftDiceLoss(batch_dice=batch_dice, include_background=False, smooth=smooth)
+        self.dice = SoftDiceLoss(batch_dice=batch_dice, include_background=False, smooth=smooth,
+                                 distributed=distributed)
         self.weight_dice = weight_dice
         self.weight_ce = weight_ce
 

@@ -248,8 +248,11 @@ DDP_LOWEST_OUTPUT_WEIGHT = 1e-6
 
 
 def _loss_functions(outputs: int, distributed: bool) -> tuple[nn.Module, nn.Module]:
-    """Training loss (deep supervision over `outputs` logits when > 0) and validation loss (full resolution)."""
-    dice_ce = DiceCELoss()
+    """Training loss (deep supervision over `outputs` logits when > 0) and validation loss (full resolution).
+
+    Under DDP both pool the batch Dice over the ranks (DiceCELoss's `distributed`): the loss, and so the
+    logged losses, are those of the global batch."""
+    dice_ce = DiceCELoss(distributed=distributed)
     if not outputs:
         return dice_ce, dice_ce
     weights = deep_supervision_weights(outputs)

@@ -17,7 +17,7 @@ from satnet.io.checkpoints import load_checkpoint
 from satnet.planning.plans import load_plans
 from satnet.training.loop import EpochPipelines
 from satnet.training.options import TrainOptions
-from satnet.training.trainer import fold_dir_of, train
+from satnet.training.trainer import _loss_functions, fold_dir_of, train
 from tests.training.trainer_work_dir import make_work_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +45,12 @@ def test_two_gloo_ranks_end_with_identical_weights_and_write_one_set_of_outputs(
     assert names == ["checkpoint_best.pt", "checkpoint_final.pt", "checkpoint_latest.pt", "progress.png",
                      "training_log.json"]
     assert done.stderr.count("epoch 1/1: train") == 1  # only rank 0 logs
+
+
+def test_under_ddp_the_training_and_validation_losses_pool_the_batch_dice_over_the_ranks():
+    for distributed in (False, True):
+        train_loss, val_loss = _loss_functions(2, distributed)
+        assert train_loss.loss.dice.distributed == val_loss.dice.distributed == distributed
 
 
 def test_ranks_draw_different_patches(tmp_path):

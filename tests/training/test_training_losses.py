@@ -48,6 +48,40 @@ def test_batch_dice_pools_the_batch():
     assert SoftDiceLoss(batch_dice=False)(logits[:1], target[:1]).item() == pytest.approx(half.item())
 
 
+def _ddp_dice_rank(rank: int, world: int, store: str, out: str, logits: torch.Tensor, target: torch.Tensor) -> None:
+    """One gloo rank: DiceCELoss(distributed=True) on its part of the batch; saves the loss and its gradient."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        part = slice(rank * len(logits) // world, (rank + 1) * len(logits) // world)
+        mine = logits[part].clone().requires_grad_(True)
+        loss = DiceCELoss(distributed=True)(mine, target[part])
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad": mine.grad}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_ddp_the_batch_dice_is_the_global_batchs(tmp_path):
+    # 4 samples on 2 ranks; label 2 only in the first two, so rank 1 alone has none of it
+    target = _target((4, 1, 5, 4, 3), classes=2, seed=3)
+    target[:2, 0, 0, 0, :2] = 2
+    logits = torch.randn(4, 3, 5, 4, 3, generator=torch.Generator().manual_seed(4))
+    reference = logits.clone().requires_grad_(True)
+    expected = DiceCELoss()(reference, target)  # one process, the whole batch
+    expected.backward()
+    torch.multiprocessing.spawn(_ddp_dice_rank, args=(2, str(tmp_path / "store"), str(tmp_path), logits, target),
+                                nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # the mean over the ranks is the logged loss; DDP averages the ranks' gradients
+    assert ((ranks[0]["loss"] + ranks[1]["loss"]) / 2).item() == pytest.approx(expected.item(), rel=1e-5)
+    grad = torch.cat([r["grad"] for r in ranks]) / 2
+    assert torch.allclose(grad, reference.grad, rtol=1e-4, atol=1e-7)
+
+
 def test_gradients_are_finite_under_bf16_autocast():
     target = _target((2, 1, 8, 8), classes=2)
     conv = torch.nn.Conv2d(1, 2, 3, padding=1)
