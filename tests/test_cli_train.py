@@ -73,6 +73,13 @@ def test_user_errors_exit_1_with_the_fix(work_dir, capsys, args, message):
     assert err.startswith("satnet train: error: ") and message in err and "Traceback" not in err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_validation_only_runs_on_the_device_asked_for(work_dir, capsys):
+    # it loaded the checkpoint onto the CPU whatever --device said
+    assert main(["train", str(work_dir), "3d", "0", "--validation-only", "--device", "cuda"]) == 1
+    assert "--device cuda, but PyTorch sees no CUDA GPU" in capsys.readouterr().err
+
+
 def test_missing_plans_say_to_run_plan_and_preprocess(tmp_path, capsys):
     assert main(["train", str(tmp_path), "3d", "0"]) == 1
     assert "run `satnet plan-and-preprocess" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from satnet.training.validation import final_validation, validate_trained_fold
 
     if args.validation_only:
-        summary = validate_trained_fold(args.work_dir, args.config, args.fold)
+        summary = validate_trained_fold(args.work_dir, args.config, args.fold, device=args.device or "auto")
         _print_validation(summary)
         return 0
     given = {name: getattr(args, name) for name in TRAIN_OPTION_FLAGS if getattr(args, name) is not None}

@@ -57,12 +57,15 @@ def final_validation(
     return summary
 
 
-def validate_trained_fold(work_dir: str | Path, config: str, fold: str, checkpoint: str = DEFAULT_CHECKPOINT) -> dict | None:
-    """`satnet train ... --validation-only`: the final validation from a fold's saved checkpoint."""
+def validate_trained_fold(work_dir: str | Path, config: str, fold: str, checkpoint: str = DEFAULT_CHECKPOINT,
+                          device: str = "auto") -> dict | None:
+    """`satnet train ... --validation-only`: the final validation from a fold's saved checkpoint, on `device`
+    ("auto": CUDA when present, as training)."""
     from satnet.inference.models import load_configuration
+    from satnet.inference.settings import resolve_device
     from satnet.planning.splits import fold_cases, load_splits
 
-    models = load_configuration(work_dir, config, [str(fold)], checkpoint, "cpu", "train")
+    models = load_configuration(work_dir, config, [str(fold)], checkpoint, str(resolve_device(device)), "train")
     val_cases = fold_cases(load_splits(work_dir), fold).val
     fold_dir = WorkDir(work_dir).fold_dir(config, fold)
     return final_validation(work_dir, fold_dir, models.networks[0], models.plans, models.plan,
