@@ -316,8 +316,11 @@ def plan_configuration(
     patch, batch, spec, est = search_patch_and_batch(
         fp, options, dims, [spacing[a] for a in axes], [median3[a] for a in axes], data_spacing=spacing
     )
+    # the default skips name the bare configuration even where a network has too few levels to show all of them
+    # (sat,org on a network with one skip level is all sat)
+    skip = default_skip_label() if options.skip_request_label() == default_skip_label() else spec.skip_label()
     return ConfigurationPlan(
-        name=configuration_name(dims_name, options.arch, spec.skip_label(), options.gate_init,
+        name=configuration_name(dims_name, options.arch, skip, options.gate_init,
                                 selects=any(level.mode in SELECT_MODES for level in spec.level_skips())),
         spacing=[float(s) for s in spacing],
         patch_size=patch, batch_size=batch,

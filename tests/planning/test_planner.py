@@ -215,6 +215,10 @@ def test_a_per_level_default_skip_plans_named_bare_and_leaves_asked_and_stored_s
     plans, _ = plan_experiment(hippocampus_like(), default)
     assert list(plans.configurations) == ["3d"]
     assert plans.configurations["3d"].network.skip_label() == "sat-org"
+    # a network with one skip level is all sat under that default, and still the bare configuration
+    tiny = synthetic_fingerprint(num_cases=10, shape=(20, 10, 10), spacing=(2.0, 2.0, 2.0), channel="MRI")
+    plans, _ = plan_experiment(tiny, PlannerOptions(gpu_memory_gb=8))
+    assert {n: c.network.skip_label() for n, c in plans.configurations.items()} == {"2d": "sat", "3d": "sat-org"}
     # asked for: every level the same, as before
     assert PlannerOptions(skip="org").skip_levels is None
     assert (lambda o: (o.skip, o.skip_channels, o.skip_levels))(PlannerOptions(skip_channels=4)) == ("sat", 4, None)
