@@ -213,11 +213,6 @@ class PlannerOptions(Contract):
                 raise unknown_name_error("configuration", c, CONFIG_NAMES)
         if not self.gpu_memory_gb > 0:
             raise ConfigError(f"gpu_memory_gb must be positive, not {self.gpu_memory_gb}")
-
-    def skip_request_label(self) -> str:
-        """The label of the skips asked for (per level, or one mode and k at every level), before a network's
-        levels apply it: a network with fewer skip levels than the request names has a shorter label of its own."""
-        return skip_levels_label(self.skip_levels or [LevelSkip(self.skip, self.skip_channels).entry])
         if isinstance(self.spacing, str):
             if self.spacing not in ("default", "auto"):
                 raise ConfigError(f'spacing must be "default", "auto" or three numbers (Z Y X), not {self.spacing!r}')
@@ -226,6 +221,11 @@ class PlannerOptions(Contract):
         else:
             self.spacing = [float(s) for s in self.spacing]  # stored as floats in plans.json
         self.configs = list(self.configs)
+
+    def skip_request_label(self) -> str:
+        """The label of the skips asked for (per level, or one mode and k at every level), before a network's
+        levels apply it: a network with fewer skip levels than the request names has a shorter label of its own."""
+        return skip_levels_label(self.skip_levels or [LevelSkip(self.skip, self.skip_channels).entry])
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "PlannerOptions":
