@@ -63,9 +63,10 @@ def test_visualize_shows_every_di2in_gate(trained, tmp_path):
     scan = raw / "imagesTs" / "case_003_0000.nii.gz"
     assert main(["visualize", "-m", str(work), "-c", CONFIG, "-f", "0", "-i", str(scan), "-o", str(out)]) == 0
     gates = json.loads((out / "gates.json").read_text())["gates"]
-    stages = load_plans(work).configurations[CONFIG].network.num_stages
-    assert [g["name"] for g in gates] == [f"skip{i}" for i in range(stages - 1)]
-    assert all(g["mode"] == "sat" for g in gates)
+    levels = load_plans(work).configurations[CONFIG].network.level_skips()  # the default skip, per level
+    assert len(levels) == load_plans(work).configurations[CONFIG].network.num_stages - 1
+    assert [(g["name"], g["mode"]) for g in gates] == [(f"skip{i}", level.mode) for i, level in enumerate(levels)
+                                                      if level.mode != "org"] != []
 
 
 def test_export_gives_the_torch_logits(trained, tmp_path):

@@ -31,7 +31,7 @@ def hippocampus_like() -> Fingerprint:
 def test_sat_plan_gets_at_least_the_org_patch(ct, gb):
     org, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, skip="org", configs=["3d"]))
     sat, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, skip="sat", configs=["3d"]))
-    o, s = org.configurations["3d_org"], sat.configurations["3d"]
+    (o,), (s,) = org.configurations.values(), sat.configurations.values()
     assert math.prod(s.patch_size) >= math.prod(o.patch_size)
     for conf in (o, s):
         assert conf.estimated_memory.total <= gb * GIB
@@ -186,10 +186,12 @@ def test_batch_search_brackets_when_batch_2_overstates_the_per_sample_cost():
 
 
 def test_plan_says_which_skip_it_chose_and_why():
+    from satnet.names import DEFAULT_SKIP_LEVELS
     from satnet.planning.planner import DEFAULT_SKIP, PlannerOptions, skip_choice_line
 
     default = skip_choice_line(PlannerOptions(), explicit=False)
-    assert default.startswith(f"skip: {DEFAULT_SKIP}, ") and "docs/results.md" in default and "--skip org" in default
+    chosen = f"per level {','.join(DEFAULT_SKIP_LEVELS)}" if DEFAULT_SKIP_LEVELS else DEFAULT_SKIP
+    assert default.startswith(f"skip: {chosen}, ") and "docs/results.md" in default and "--skip org" in default
     assert skip_choice_line(PlannerOptions(skip="sat", skip_channels=4), explicit=True) == "skip: sat with 4 maps (as asked)"
     assert skip_choice_line(PlannerOptions(skip_levels=["sat:4", "org"]), explicit=True) == (
         "skip: per level sat:4,org (--skip-levels)")
@@ -197,10 +199,12 @@ def test_plan_says_which_skip_it_chose_and_why():
 
 def test_the_bare_configuration_name_is_the_default_network_and_skip():
     from satnet.planning import planner
+    from satnet.planning.plans import default_skip_label
 
-    assert planner.configuration_name("3d", "unet", "sat") == "3d"
+    default = default_skip_label()
+    assert planner.configuration_name("3d", "unet", default) == "3d"
     assert [planner.configuration_name("3d", "unet", s) for s in ("org", "sat4-org")] == ["3d_org", "3d_sat4-org"]
-    assert planner.configuration_name("2d", "vnet", "sat") == "2d_vnet"
+    assert planner.configuration_name("2d", "vnet", default) == "2d_vnet"
 
 
 def test_a_per_level_default_skip_plans_named_bare_and_leaves_asked_and_stored_skips_alone(monkeypatch):

@@ -24,7 +24,7 @@ def plans() -> Plans:
 
 
 def test_di2in_plan_fits_a_binding_budget(plans):
-    conf = plans.configurations["3d_di2in"]
+    (conf,) = plans.configurations.values()
     net = conf.network
     assert net.arch == "di2in" and net.deep_supervision and net.skip == "sat"
     assert conf.estimated_memory.total <= BUDGET_GB * GIB
