@@ -214,7 +214,7 @@ def test_a_per_level_default_skip_plans_named_bare_and_leaves_asked_and_stored_s
     monkeypatch.setattr(plans_module, "DEFAULT_SKIP_LEVELS", ("sat", "org"))  # a default the skip study may choose
     default = PlannerOptions(gpu_memory_gb=8, configs=["3d"])
     assert (default.skip_levels, default.skip, default.skip_channels) == (["sat", "org"], "sat", 1)
-    assert skip_choice_line(default, explicit=False).startswith("skip: per level sat,org, the default")
+    assert skip_choice_line(default, explicit=False).startswith("skip: per level sat,org, ")
     assert [configuration_name("3d", "unet", s) for s in ("sat-org", "sat", "org")] == ["3d", "3d_sat", "3d_org"]
     plans, _ = plan_experiment(hippocampus_like(), default)
     assert list(plans.configurations) == ["3d"]
