@@ -159,22 +159,38 @@ class Convert2DTo3DTransform(AbstractTransform):
         return batch
 
 
-class RecordOutsideImageTransform(AbstractTransform):
-    """Note in '_outside' (B, *spatial) where the image has no signal: 'data' channels `channels` all
-    exactly 0 (outside the nonzero mask, which normalisation leaves at 0), or 'seg' negative (padding).
+class AttachOutsideMaskTransform(AbstractTransform):
+    """Append to 'seg' a channel that is 1 where the image has no signal: 'data' channels `channels` all
+    exactly 0 (outside the nonzero mask, which normalisation leaves at 0).
 
-    Runs after the spatial transforms (cubic interpolation of an all-zero neighbourhood stays
-    exactly 0) and before the intensity ones, which ZeroOutsideImageTransform then undoes there.
-    The stored labels hold 0..K only (docs/preprocessing.md), so the label cannot say where the
-    image ends, as nnU-Net's -1 does.
+    Runs before the spatial transforms, which move it as they move the label (per-label linear
+    interpolation); RecordOutsideImageTransform takes it off again. The stored labels hold 0..K only
+    (docs/preprocessing.md), so the label cannot say where the image ends, as nnU-Net's -1 does, and
+    after a rotation or scaling the image cannot either: the cubic spline leaves small non-zero values
+    far outside the mask.
     """
 
     def __init__(self, channels: Sequence[int]):
         self.channels = list(channels)
 
     def __call__(self, **batch):
-        empty = np.all(batch["data"][:, self.channels] == 0, axis=1)  # (B, *spatial)
-        batch["_outside"] = empty | (batch["seg"][:, 0] < 0)
+        empty = np.all(batch["data"][:, self.channels] == 0, axis=1, keepdims=True)  # (B, 1, *spatial)
+        batch["seg"] = np.concatenate([batch["seg"], empty.astype(batch["seg"].dtype)], axis=1)
+        return batch
+
+
+class RecordOutsideImageTransform(AbstractTransform):
+    """Take AttachOutsideMaskTransform's channel off 'seg' and note in '_outside' (B, *spatial) where the
+    image has no signal: that channel set, or 'seg' negative (padding, also past the case after rotation).
+
+    Runs after the spatial transforms and before the intensity ones, which ZeroOutsideImageTransform
+    then undoes there.
+    """
+
+    def __call__(self, **batch):
+        seg = batch["seg"]
+        batch["_outside"] = (seg[:, -1] > 0) | (seg[:, 0] < 0)
+        batch["seg"] = seg[:, :-1]
         return batch
 
 
@@ -317,8 +333,9 @@ def training_transforms(
     """
     masking = bool(mask_channels)
     return Compose(
-        _spatial_transforms(patch_size, config)
-        + ([RecordOutsideImageTransform(mask_channels)] if masking else [])
+        ([AttachOutsideMaskTransform(mask_channels)] if masking else [])
+        + _spatial_transforms(patch_size, config)
+        + ([RecordOutsideImageTransform()] if masking else [])
         + _intensity_transforms(config)
         + ([ZeroOutsideImageTransform(mask_channels)] if masking else [])  # before mirroring moves the image
         + [MirrorTransform(config.mirror_axes)]

@@ -98,6 +98,29 @@ def test_intensity_augmentation_leaves_no_signal_outside_the_nonzero_mask():
     assert changed  # the augmentation did run
 
 
+def test_after_rotation_the_region_outside_the_nonzero_mask_stays_zero():
+    """Rotated by the cubic spline, the zeros outside the mask pick up small non-zero values even far away, so
+    the region must be found before the rotation (and rotated with the label), not in the rotated image."""
+    grid = np.indices((16, 16, 16)) - 7.5
+    radius = np.sqrt((grid ** 2).sum(0))
+    inside = radius < 6.5  # a centred ball: a rotation about the centre maps it onto itself
+    rng = np.random.default_rng(0)
+    config = AugmentationConfig(spatial_dims=3, rotation_deg=((-30, 30),) * 3, p_rotation=1.0, p_scale=0.0)
+    transform = training_transforms([16, 16, 16], config, None, mask_channels=[0])
+    np.random.seed(0)
+    random.seed(0)
+    noisy = False
+    for _ in range(10):
+        data = np.where(inside, rng.normal(1.0, 1.0, (4, 1, 16, 16, 16)), 0.0).astype(np.float32)
+        seg = np.where(inside, 1, 0).astype(np.int8)[None, None].repeat(4, axis=0)
+        out = transform(data=data, seg=seg)
+        far = radius > 9.0  # well outside the ball wherever the rotation took it
+        assert float(out["data"][:, 0][:, far].abs().max()) == 0.0
+        assert out["target"].shape == (4, 1, 16, 16, 16)  # the mask's channel is gone again
+        noisy |= float(out["data"][:, 0][:, radius < 5].std()) > 0
+    assert noisy
+
+
 def _check_batch(batch: dict, batch_size: int, channels: int, patch: list[int], scales: int) -> None:
     assert batch["data"].dtype == torch.float32 and tuple(batch["data"].shape) == (batch_size, channels, *patch)
     targets = batch["target"] if scales else [batch["target"]]
