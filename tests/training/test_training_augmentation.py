@@ -78,22 +78,30 @@ def test_zero_outside_image_only_for_masked_channels():
     assert out[:, 0].min() == 1 and out[:, 1, :2].max() == 0 and out[:, 1, 2:].min() == 1
 
 
-def test_intensity_augmentation_leaves_no_signal_outside_the_nonzero_mask():
-    """A channel normalised over its nonzero region is exactly 0 outside it at inference; the stored label
-    is 0 there (not -1), so the training augmentation must find the region from the image itself."""
-    grid = np.indices((16, 16, 16)) - 7.5
-    inside = (grid ** 2).sum(0) < 6.5 ** 2  # a centred ball: every mirror maps it onto itself
+BALL_RADIUS = np.sqrt(((np.indices((16, 16, 16)) - 7.5) ** 2).sum(0))  # voxel distance from the centre of 16^3
+BALL = BALL_RADIUS < 6.5  # a centred ball: every mirror, and every rotation about the centre, maps it onto itself
+
+
+def _augmented_balls(config: AugmentationConfig, batches: int):
+    """(input data, output batch) of `batches` batches of 4 noisy balls, zero outside, through the training
+    augmentation with channel 0 masked."""
     rng = np.random.default_rng(0)
-    config = AugmentationConfig(spatial_dims=3, rotation_deg=((0, 0),) * 3, p_rotation=0.0, p_scale=0.0)
     transform = training_transforms([16, 16, 16], config, None, mask_channels=[0])
     np.random.seed(0)
     random.seed(0)
+    for _ in range(batches):
+        data = np.where(BALL, rng.normal(1.0, 1.0, (4, 1, 16, 16, 16)), 0.0).astype(np.float32)
+        seg = np.where(BALL, 1, 0).astype(np.int8)[None, None].repeat(4, axis=0)
+        yield data, transform(data=data.copy(), seg=seg)
+
+
+def test_intensity_augmentation_leaves_no_signal_outside_the_nonzero_mask():
+    """A channel normalised over its nonzero region is exactly 0 outside it at inference; the stored label
+    is 0 there (not -1), so the training augmentation must find the region from the image itself."""
+    config = AugmentationConfig(spatial_dims=3, rotation_deg=((0, 0),) * 3, p_rotation=0.0, p_scale=0.0)
     changed = False
-    for _ in range(20):
-        data = np.where(inside, rng.normal(1.0, 1.0, (4, 1, 16, 16, 16)), 0.0).astype(np.float32)
-        seg = np.where(inside, 1, 0).astype(np.int8)[None, None].repeat(4, axis=0)
-        out = transform(data=data.copy(), seg=seg)
-        assert float(out["data"][:, 0][:, ~inside].abs().max()) == 0.0
+    for data, out in _augmented_balls(config, 20):
+        assert float(out["data"][:, 0][:, ~BALL].abs().max()) == 0.0
         changed |= not np.allclose(out["data"].numpy(), data)
     assert changed  # the augmentation did run
 
@@ -101,23 +109,12 @@ def test_intensity_augmentation_leaves_no_signal_outside_the_nonzero_mask():
 def test_after_rotation_the_region_outside_the_nonzero_mask_stays_zero():
     """Rotated by the cubic spline, the zeros outside the mask pick up small non-zero values even far away, so
     the region must be found before the rotation (and rotated with the label), not in the rotated image."""
-    grid = np.indices((16, 16, 16)) - 7.5
-    radius = np.sqrt((grid ** 2).sum(0))
-    inside = radius < 6.5  # a centred ball: a rotation about the centre maps it onto itself
-    rng = np.random.default_rng(0)
     config = AugmentationConfig(spatial_dims=3, rotation_deg=((-30, 30),) * 3, p_rotation=1.0, p_scale=0.0)
-    transform = training_transforms([16, 16, 16], config, None, mask_channels=[0])
-    np.random.seed(0)
-    random.seed(0)
     noisy = False
-    for _ in range(10):
-        data = np.where(inside, rng.normal(1.0, 1.0, (4, 1, 16, 16, 16)), 0.0).astype(np.float32)
-        seg = np.where(inside, 1, 0).astype(np.int8)[None, None].repeat(4, axis=0)
-        out = transform(data=data, seg=seg)
-        far = radius > 9.0  # well outside the ball wherever the rotation took it
-        assert float(out["data"][:, 0][:, far].abs().max()) == 0.0
+    for _, out in _augmented_balls(config, 10):
+        assert float(out["data"][:, 0][:, BALL_RADIUS > 9.0].abs().max()) == 0.0  # far outside, however rotated
         assert out["target"].shape == (4, 1, 16, 16, 16)  # the mask's channel is gone again
-        noisy |= float(out["data"][:, 0][:, radius < 5].std()) > 0
+        noisy |= float(out["data"][:, 0][:, BALL_RADIUS < 5].std()) > 0
     assert noisy
 
 
