@@ -23,8 +23,8 @@ DEFAULT_SKIP = "sat"
 DEFAULT_SKIP_CHANNELS = 1  # the SAT paper's single attention map
 # The planner's default skip per resolution level, in --skip-levels syntax ("MODE[:K]" from full resolution down, the
 # last repeating; e.g. ("sat", "org")), or None for DEFAULT_SKIP with DEFAULT_SKIP_CHANNELS at every level. The skip
-# study (docs/results.md, section 9) chose SAT at full resolution and plain skips below; satnet.planning.plans.PlannerOptions
-# applies it.
+# study (docs/results.md, section 9) chose SAT at full resolution and plain skips below;
+# satnet.planning.plans.PlannerOptions applies it.
 DEFAULT_SKIP_LEVELS: tuple[str, ...] | None = ("sat", "org")
 GATE_INITS = ("glorot", "ones")
 DEFAULT_GATE_INIT = "ones"  # chosen by experiment: docs/results.md

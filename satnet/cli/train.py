@@ -65,7 +65,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     flag("--seed", nonnegative_int, "random seed of weights and data (default: drawn, stored in the checkpoint)", "S")
     flag("--init", INIT_SCHEMES, f"weight initialisation ({per_optimizer('init')})")
     flag("--time-budget", positive_float, "train for this many minutes of wall time (epochs with their validation "
-         "batches; not start-up or the final validation): the poly schedule runs over time, the run stops within "
+         "batches and checkpoint writes; not start-up or the final validation): the poly schedule runs over time, the run stops within "
          "one epoch of it (or after --epochs); --resume keeps what is left (default: none)", "MINUTES")
 
 

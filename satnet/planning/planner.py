@@ -46,7 +46,8 @@ MIN_BATCH = 2
 MAX_BATCH_FRACTION = 0.05  # of the dataset's voxels in one batch (nnU-Net's cap)
 SMALL_OBJECT_VOXELS = 8
 ANISOTROPY_RATIO = 3.0
-# Why the default skip (names.DEFAULT_SKIP_LEVELS), in one line for plan-and-preprocess; docs/results.md ("The skip study") has the evidence.
+# Why the default skip (names.DEFAULT_SKIP_LEVELS), in one line for plan-and-preprocess; docs/results.md ("The skip
+# study") has the evidence.
 DEFAULT_SKIP_WHY = ("chosen by the skip study (docs/results.md, section 9; 2 of 3 seeds on Hippocampus, 1 on ISIC so "
                     "far): within 0.005 Dice of plain skips on both datasets for 5-7% less training memory, where SAT "
                     "at every level cost 0.008-0.012; add --skip org for the plain U-Net")
@@ -289,7 +290,8 @@ def _grow_batch(fp, spec, patch, est2: MemoryEstimate, budget: int, estimate, da
 def configuration_name(dims_name: str, arch: str, skip: str, gate_init: str = DEFAULT_GATE_INIT,
                        selects: bool | None = None) -> str:
     """"3d" for the default network with the default skip (DEFAULT_ARCH, plans.default_skip_label: a
-    U-Net with a SAT skip at full resolution and plain skips below), else e.g. "3d_org", "2d_vnet", "3d_tiramisu_at"; `skip` is the network's skip label
+    U-Net with a SAT skip at full resolution and plain skips below), else e.g. "3d_org", "2d_vnet",
+    "3d_tiramisu_at"; `skip` is the network's skip label
     (NetworkSpec.skip_label: "sat4", "sat4-org"), so k maps and per-level modes name their own
     configurations ("3d_sat4", "2d_sat4-org"). Plans store their configurations' names: a work
     folder keeps its names when a later satnet changes a default. A non-default select-weight initialisation

@@ -23,7 +23,7 @@
 | workers | default_num_workers() / ranks per node | augmentation processes per rank; 0 runs in the training process |
 | seed | random, then stored | seeds the weights and the data; stored in the checkpoint for resume |
 | init | sgd "he", adadelta "glorot" | weight initialisation (satnet.nets.init_weights) |
-| time_budget | None | minutes of training wall time (epochs with their validation batches; satnet.training.budget): the poly schedule runs over time, and the run ends within one epoch of the budget, or after `epochs` if that comes first |
+| time_budget | None | minutes of training wall time (epochs with their validation batches and checkpoint writes; satnet.training.budget): the poly schedule runs over time, and the run ends within one epoch of the budget, or after `epochs` if that comes first |
 """
 from __future__ import annotations
 
