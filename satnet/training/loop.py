@@ -29,6 +29,7 @@ from satnet.training.pipeline import SingleProcessAugmenter, get_training_pipeli
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Streams of the per-epoch seeds, so training and validation patches never share a sequence.
 TRAIN_STREAM, VAL_STREAM = 0, 1
+TORCH_STREAM = 2  # the torch generator of ranks > 0 (dropout), see satnet.training.trainer
 # The tqdm bar shows the loss every this many iterations (reading it back waits for the GPU).
 LOSS_DISPLAY_EVERY = 10
 

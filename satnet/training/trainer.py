@@ -52,9 +52,11 @@ from satnet.training.fold_run import (
     with_checkpoint_plans,
 )
 from satnet.training.loop import (
+    TORCH_STREAM,
     EpochPipelines,
     Precision,
     count_outputs,
+    epoch_seed,
     make_precision,
     per_rank_plan,
     train_epoch,
@@ -218,6 +220,8 @@ def _build_state(
         state.epoch, state.best_ema = int(checkpoint["epoch"]), checkpoint["best_ema_dice"]
         state.ema.value = state.log.epochs[-1].ema_dice if state.log.epochs else None
         restore_rng(checkpoint["rng"])
+    if ctx.rank > 0:  # weights built: from here on (dropout) each rank draws its own stream; rank 0's is checkpointed
+        torch.manual_seed(epoch_seed(o.seed, state.epoch, ctx.rank, TORCH_STREAM))
     state.model = ddp.wrap_model(network, ctx, device)
     return state
 

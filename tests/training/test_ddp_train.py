@@ -45,6 +45,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_write_one_set_of_outputs(
     assert names == ["checkpoint_best.pt", "checkpoint_final.pt", "checkpoint_latest.pt", "progress.png",
                      "training_log.json"]
     assert done.stderr.count("epoch 1/1: train") == 1  # only rank 0 logs
+    assert not torch.equal(rank0["torch_draws"], rank1["torch_draws"])  # dropout masks differ between the ranks
 
 
 def test_under_ddp_the_training_and_validation_losses_pool_the_batch_dice_over_the_ranks():
@@ -73,7 +74,7 @@ def _rank_main(work_dir: str, out: str) -> None:
     result = train(work_dir, "3d", 0, TrainOptions(**OPTIONS), progress_bar=False)
     world_size = int(os.environ["WORLD_SIZE"])
     torch.save({"weights": result.network.state_dict(), "world_size": world_size,
-                "batch_size": max(1, result.options.batch_size // world_size)},
+                "batch_size": max(1, result.options.batch_size // world_size), "torch_draws": torch.rand(8)},
                Path(out) / f"rank{os.environ['RANK']}.pt")
 
 
