@@ -122,6 +122,31 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tenso
     return tensor
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose backward all-reduces the gradient too: every rank computes the same loss
+    from the sum, so each rank's input gets the gradient summed over the ranks."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+
+def differentiable_sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed over the DDP ranks, differentiably (_SumOverRanks); unchanged in a single process. For a
+    loss that every rank computes from the sum (the batch Dice): the ranks need no DistributedContext here."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    return _SumOverRanks.apply(tensor)
+
+
 def broadcast_int(value: int, ctx: DistributedContext, device: torch.device) -> int:
     """Rank 0's `value` on every rank."""
     if not ctx.enabled:

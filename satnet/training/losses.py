@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from satnet.errors import ConfigError
+from satnet.training.distributed import differentiable_sum_over_ranks
 
 
 def _labels(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -27,30 +27,6 @@ def _labels(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     if target.ndim == logits.ndim:
         target = target[:, 0]
     return target.long()
-
-
-class _SumOverRanks(torch.autograd.Function):
-    """All-reduce (sum) whose backward all-reduces the gradient too: every rank computes the same loss
-    from the sum, so each rank's input gets the gradient summed over the ranks."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        total = tensor.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        total = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total
-
-
-def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
-    """`tensor` summed over the DDP ranks, differentiably (_SumOverRanks); unchanged in a single process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    return _SumOverRanks.apply(tensor)
 
 
 class SoftDiceLoss(nn.Module):
@@ -97,7 +73,9 @@ class SoftDiceLoss(nn.Module):
             if self.batch_dice:
                 # (3, K'): one collective for all three; the float volume rounds as the sum below would
                 sums = torch.stack([intersection.sum(0), volume_pred.sum(0), volume_target.sum(0).to(probs.dtype)])
-                intersection, volume_pred, volume_target = _sum_over_ranks(sums) if self.distributed else sums
+                if self.distributed:
+                    sums = differentiable_sum_over_ranks(sums)
+                intersection, volume_pred, volume_target = sums
             dice = (2 * intersection + self.smooth) / (volume_target + volume_pred + self.smooth).clamp_min(1e-8)
             return -dice.mean()
 
