@@ -1,10 +1,11 @@
 """The exact inverse of preprocessing: predictions back onto the raw image's voxel grid.
 
-Preprocessing cropped each case to its non-zero box and resampled the crop to the
-configuration's spacing (satnet.preprocessing.case). Export undoes both with what the case's
-CaseProperties stored: resample the class probabilities from shape_after_resampling back to
-shape_after_crop (linear, separate-z as on the way in), then paste them into the box of an
-array of the raw shape. Outside the box the image was all zero and is background.
+Preprocessing cropped each case to its non-zero box, resampled the crop to the configuration's
+spacing and put its axes in the configuration's order (satnet.preprocessing.case). Export undoes
+all three with what the case's CaseProperties stored: put the axes back in (Z, Y, X) order,
+resample the class probabilities from shape_after_resampling back to shape_after_crop (linear,
+separate-z as on the way in), then paste them into the box of an array of the raw shape. Outside
+the box the image was all zero and is background.
 
 Class index k is label value k (dataset.json labels are 0..K-1, as in nnU-Net).
 
@@ -27,7 +28,7 @@ from satnet.contracts import atomic_write, remove_temporaries
 from satnet.errors import InputError
 from satnet.inference.postprocessing import PostprocessingDecision, apply_postprocessing
 from satnet.io.cases import CaseProperties, check_case_id
-from satnet.io.geometry import ImageGeometry
+from satnet.io.geometry import ImageGeometry, inverse_axes, to_raw_axes
 from satnet.io.images import write_segmentation
 from satnet.preprocessing.crop import bbox_slices, uncrop
 from satnet.preprocessing.resample import resample_probabilities
@@ -49,9 +50,11 @@ def _to_cropped_grid(probs: np.ndarray, props: CaseProperties, anisotropy_thresh
             f"{props.shape_after_resampling} (shape_after_resampling), not {probs.shape}; predict on the "
             f"preprocessed case that these properties describe"
         )
-    return resample_probabilities(
-        probs, props.shape_after_crop, props.spacing_after_resampling, anisotropy_threshold=anisotropy_threshold
-    )
+    spacing = props.spacing_after_resampling
+    if props.axis_order is not None:  # back to the raw (Z, Y, X) order first (preprocessing reordered last)
+        probs = probs.transpose(0, *(a + 1 for a in inverse_axes(props.axis_order)))
+        spacing = to_raw_axes(spacing, props.axis_order)
+    return resample_probabilities(probs, props.shape_after_crop, spacing, anisotropy_threshold=anisotropy_threshold)
 
 
 def revert_to_original(probs: np.ndarray, props: CaseProperties, anisotropy_threshold: float = 3.0) -> np.ndarray:

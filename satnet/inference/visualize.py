@@ -105,7 +105,8 @@ def visualize_scan(
     background = x[0, :, z] if x.ndim == 5 else x[0]  # (C, Y, X)
     out_dir = Path(out_dir)
     report = {"case": case_id, "config": config, "fold": str(fold), "checkpoint": checkpoint,
-              "slice": {"axis": "Z", "index": z, "of": "patch" if x.ndim == 5 else "volume"}, "gates": []}
+              "slice": {"axis": "ZYX"[plan.axis_order[0]], "index": z, "of": "patch" if x.ndim == 5 else "volume"},
+              "gates": []}
     for name, gate in gates:
         entry: dict = {"name": name, "mode": gate.skip, "channels": gate.channels, "maps": gate.out_channels
                        if gate.attend is not None else None}
@@ -151,8 +152,10 @@ def _gray(background: torch.Tensor) -> np.ndarray:
 
 
 def _slice_words(where: dict, ndim: int) -> str:
-    """', axial slice Z = 12 of the network input (preprocessed, 2 mm)' for a 3D input; '' for 2D."""
-    return "" if ndim != 5 else f"\naxial slice Z = {where['index']} of the {where['of']} (preprocessed grid)"
+    """'\naxial slice Z = 12 of the patch (preprocessed grid)' for a 3D input (a slice across the scans' Y or X
+    axis where the configuration put that axis first); '' for 2D."""
+    kind = "axial slice" if where["axis"] == "Z" else "slice"
+    return "" if ndim != 5 else f"\n{kind} {where['axis']} = {where['index']} of the {where['of']} (preprocessed grid)"
 
 
 def _plot_attention(path: Path, background: torch.Tensor, attention: np.ndarray, title: str) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from satnet.contracts import Contract, atomic_write, atomic_write_json, read_json
 from satnet.errors import InputError, MissingFileError
-from satnet.io.geometry import ImageGeometry
+from satnet.io.geometry import ImageGeometry, check_axis_order
 
 _SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 
@@ -89,6 +89,10 @@ class CaseProperties(Contract):
     - sources: the raw files the case was made from (channel files in order, then the label),
       so a rerun redoes the case when one changed; None in cases preprocessed before the field
       existed (satnet.preprocessing.sources decides what to do with those).
+    - axis_order: the configuration's axis order (ConfigurationPlan.axis_order) when the arrays are
+      not in the raw (Z, Y, X) order; shape_after_resampling, spacing_after_resampling and
+      class_locations are then in that order, geometry, crop_bbox and shape_after_crop still in the raw
+      one. None (null; absent in older files): (Z, Y, X).
     """
 
     FORMAT_VERSION = 1
@@ -101,7 +105,12 @@ class CaseProperties(Contract):
     spacing_after_resampling: list[float]
     class_locations: dict[str, list[list[int]]] = field(default_factory=dict)
     sources: list[SourceFile] | None = None
+    axis_order: list[int] | None = None
     format_version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.axis_order is not None:
+            self.axis_order = check_axis_order(self.axis_order, f"case {self.case_id}: axis_order")
 
 
 def case_paths(folder: str | Path, case_id: str) -> tuple[Path, Path, Path]:

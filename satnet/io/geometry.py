@@ -66,3 +66,34 @@ class ImageGeometry(Contract):
         d = self.direction
         direction_xyz = [d[(2 - i) * 3 + (2 - j)] for i in range(3) for j in range(3)]
         return (list(reversed(self.shape)), list(reversed(self.spacing)), list(reversed(self.origin)), direction_xyz)
+
+
+# ---------------------------------------------------------------------------------------------
+# Axis order: the raw (Z, Y, X) axes in the order the network sees them
+
+IDENTITY_AXES = (0, 1, 2)
+
+
+def check_axis_order(order, what: str) -> list[int]:
+    """`order` as a list of ints, or ConfigError naming `what` when it is no permutation of 0, 1, 2."""
+    if not isinstance(order, (list, tuple)) or sorted(order) != [0, 1, 2] or any(isinstance(a, bool) for a in order):
+        raise ConfigError(f"{what} must be a permutation of the axes 0, 1, 2 (Z, Y, X), not {order!r}")
+    return [int(a) for a in order]
+
+
+def to_network_axes(values, order) -> list:
+    """Per-axis values in raw (Z, Y, X) order -> the network's order: entry i is raw axis order[i]."""
+    return [values[a] for a in order]
+
+
+def to_raw_axes(values, order) -> list:
+    """The inverse of `to_network_axes`: per-axis values in the network's order -> raw (Z, Y, X) order."""
+    raw = [None] * len(order)
+    for i, a in enumerate(order):
+        raw[a] = values[i]
+    return raw
+
+
+def inverse_axes(order) -> list[int]:
+    """The permutation that undoes `order` (for numpy.transpose of the spatial axes)."""
+    return to_raw_axes(list(range(len(order))), order)

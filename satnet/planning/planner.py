@@ -2,7 +2,8 @@
 
 For each configuration ("2d" always, "3d" for volumetric data):
 1. target spacing: 2 mm isotropic by default (native pixels for 2D natural images), nnU-Net's
-   data-driven rule with `spacing="auto"`, or explicit values;
+   data-driven rule with `spacing="auto"`, or explicit values; and the axis order, a coarse Y or X
+   axis first (`plan_axis_order`);
 2. normalisation per channel from `channel_names`;
 3. patch, topology and batch: start from the median case shape at the target spacing, derive
    the topology, and while the exact memory estimate of one training step
@@ -23,6 +24,7 @@ import numpy as np
 from satnet import __version__
 from satnet.errors import ConfigError
 from satnet.names import CONFIG_NAMES, DEFAULT_ARCH, DEFAULT_GATE_INIT, DEFAULT_SKIP, SELECT_MODES  # noqa: F401 (DEFAULT_SKIP re-exported)
+from satnet.io.geometry import IDENTITY_AXES, to_network_axes
 from satnet.nets.spec import NetworkSpec, parse_level_skip
 from satnet.planning.fingerprint import Fingerprint
 from satnet.planning.memory import estimate_memory
@@ -145,19 +147,18 @@ def small_object_warnings(fp: Fingerprint, spacing: Sequence[float], axes: Seque
     return warnings
 
 
-def slice_axis_warnings(spacing: Sequence[float]) -> list[str]:
-    """A warning when the planned spacing is anisotropic along another axis than Z.
+def plan_axis_order(spacing: Sequence[float]) -> list[int]:
+    """The order in which the network sees the raw (Z, Y, X) axes of data planned at `spacing` (raw order).
 
-    satnet takes the first array axis (Z) as the slice axis: 2d configurations cut slices across it and
-    in-plane-only augmentation looks at it. nnU-Net reorders the axes to put the coarsest first; satnet keeps
-    the scans' order, so data stored with its thick slices along Y or X gets anisotropic 2D slices."""
+    A coarse axis comes first when the spacing is anisotropic along Y or X (over ANISOTROPY_RATIO times
+    the finest axis), the other two keeping their order: 2d configurations cut their slices across the
+    first axis, and in-plane-only augmentation and the network's first strides look at it (nnU-Net's
+    transpose_forward). Otherwise the scans' own order: nnU-Net moves the coarsest axis first even when
+    it is barely coarser; satnet leaves near-isotropic data, and the 2 mm default, as they are stored."""
     coarse = int(max(range(3), key=lambda a: spacing[a]))
     if coarse == 0 or spacing[coarse] <= ANISOTROPY_RATIO * min(spacing):
-        return []
-    return [f"at spacing {_fmt(spacing)} mm the coarse axis is {'ZYX'[coarse]} (array axis {coarse}), but satnet "
-            "takes Z (axis 0) as the slice axis: 2d slices would be cut across it and 3d augmentation would rotate "
-            "the thick slices out of plane; store the scans with their slice axis last in the file (NIfTI's third "
-            "voxel axis, e.g. SimpleITK.PermuteAxes) or plan a finer `--spacing`"]
+        return list(IDENTITY_AXES)
+    return [coarse] + [a for a in range(3) if a != coarse]
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -303,20 +304,23 @@ def configuration_name(dims_name: str, arch: str, skip: str, gate_init: str = DE
     return name + (f"_{gate_init}" if selects and gate_init != DEFAULT_GATE_INIT else "")
 
 
-def data_identifier(spacing: Sequence[float]) -> str:
-    """Preprocessed-data folder name: configurations with the same spacing share one folder."""
-    return "spacing_" + "x".join(f"{s:g}" for s in spacing)
+def data_identifier(spacing: Sequence[float], axis_order: Sequence[int] = IDENTITY_AXES) -> str:
+    """Preprocessed-data folder name: configurations with the same spacing (and axis order) share one folder."""
+    order = "" if list(axis_order) == list(IDENTITY_AXES) else "_axes" + "".join(map(str, axis_order))
+    return "spacing_" + "x".join(f"{s:g}" for s in spacing) + order
 
 
 def plan_configuration(
     fp: Fingerprint, dims_name: str, spacing: Sequence[float], options: PlannerOptions,
-    norms: list[ChannelNormalization],
+    norms: list[ChannelNormalization], axis_order: Sequence[int] = IDENTITY_AXES,
 ) -> ConfigurationPlan:
+    """One configuration at `spacing` (the raw scans' (Z, Y, X) order), planned in `axis_order`."""
     dims = 3 if dims_name == "3d" else 2
-    axes = [0, 1, 2] if dims == 3 else [1, 2]
-    median3 = fp.median_shape_at(spacing)
+    axes = [0, 1, 2] if dims == 3 else [1, 2]  # of the network's order
+    net_spacing = to_network_axes([float(s) for s in spacing], axis_order)
+    median3 = to_network_axes(fp.median_shape_at(spacing), axis_order)
     patch, batch, spec, est = search_patch_and_batch(
-        fp, options, dims, [spacing[a] for a in axes], [median3[a] for a in axes], data_spacing=spacing
+        fp, options, dims, [net_spacing[a] for a in axes], [median3[a] for a in axes], data_spacing=spacing
     )
     # the default skips name the bare configuration even where a network has too few levels to show all of them
     # (sat,org on a network with one skip level is all sat)
@@ -324,11 +328,11 @@ def plan_configuration(
     return ConfigurationPlan(
         name=configuration_name(dims_name, options.arch, skip, options.gate_init,
                                 selects=any(level.mode in SELECT_MODES for level in spec.level_skips())),
-        spacing=[float(s) for s in spacing],
+        spacing=net_spacing,
         patch_size=patch, batch_size=batch,
         normalization=norms, network=spec, estimated_memory=est,
         memory_budget_bytes=int(options.gpu_memory_gb * GIB), resampling=ResamplingPlan(),
-        median_shape=median3, data_identifier=data_identifier(spacing),
+        median_shape=median3, data_identifier=data_identifier(net_spacing, axis_order), axis_order=list(axis_order),
     )
 
 
@@ -346,12 +350,13 @@ def plan_experiment(fp: Fingerprint, options: PlannerOptions) -> tuple[Plans, li
         configs.remove("3d")
     spacing = target_spacing(fp, options.spacing)
     norms = channel_normalization(fp)
-    warnings = [] if fp.natural_image_2d else slice_axis_warnings(spacing)
+    order = list(IDENTITY_AXES) if fp.natural_image_2d else plan_axis_order(spacing)
+    warnings: list[str] = []
     planned: dict[str, ConfigurationPlan] = {}
     for dims_name in sorted(configs, key=CONFIG_NAMES.index):
-        conf = plan_configuration(fp, dims_name, spacing, options, norms)
+        conf = plan_configuration(fp, dims_name, spacing, options, norms, order)
         planned[conf.name] = conf
-        for w in small_object_warnings(fp, spacing, [0, 1, 2] if dims_name == "3d" else [1, 2]):
+        for w in small_object_warnings(fp, spacing, order if dims_name == "3d" else order[1:]):
             if w not in warnings:
                 warnings.append(w)
     plans = Plans(

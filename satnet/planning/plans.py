@@ -1,7 +1,8 @@
 """plans.json: the single source of truth for preprocessing, training and prediction.
 
 Written by `satnet plan-and-preprocess` (or `satnet plan`) into WORK_DIR/plans.json and read
-by every later stage. Field by field in docs/formats.md. All per-axis lists are (Z, Y, X).
+by every later stage. Field by field in docs/formats.md. Per-axis lists are (Z, Y, X), those of a
+configuration in its axis_order (ConfigurationPlan).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from satnet.contracts import Contract, atomic_write_json, read_json
 from satnet.errors import ConfigError, command, unknown_name_error
 from satnet.io.cases import is_safe_name
 from satnet.io.dataset import DATASET_JSON, raw_dataset_of
+from satnet.io.geometry import IDENTITY_AXES, check_axis_order, to_raw_axes
 from satnet.io.workdir import EXPORT_FILE, PLANS_FILE, WorkDir, is_exported_folder  # noqa: F401 (PLANS_FILE re-exported)
 from satnet.names import (
     ARCH_NAMES,
@@ -100,8 +102,12 @@ class ResamplingPlan(Contract):
 class ConfigurationPlan(Contract):
     """One configuration ("2d" or "3d"): target spacing, patch, batch, network, normalisation.
 
-    spacing has 3 entries (Z, Y, X) for both configurations: a 2d configuration trains on Z
-    slices of data resampled to this spacing. patch_size has spatial_dims entries.
+    spacing has 3 entries for both configurations: a 2d configuration trains on slices across the
+    first axis of data resampled to this spacing. patch_size has spatial_dims entries. spacing,
+    patch_size and median_shape are in the network's axis order, `axis_order`: the raw scans' (Z, Y, X)
+    axes reordered so that a coarse (thick-slice) axis comes first, as nnU-Net's transpose_forward;
+    [0, 1, 2] (the scans' own order) unless the planned spacing is anisotropic along Y or X, and in
+    plans written before the field existed.
     """
 
     name: str
@@ -113,15 +119,25 @@ class ConfigurationPlan(Contract):
     estimated_memory: MemoryEstimate
     memory_budget_bytes: int
     resampling: ResamplingPlan = field(default_factory=ResamplingPlan)
-    median_shape: list[int] = field(default_factory=list)  # median case shape after resampling (Z, Y, X)
+    median_shape: list[int] = field(default_factory=list)  # median case shape after resampling (in axis_order)
     data_identifier: str = ""  # folder under WORK_DIR/preprocessed/; configurations with equal spacing share one
     # label name -> mean Dice a perfect prediction keeps after resampling to `spacing` and back
     # (satnet.preprocessing.ceiling); None in plans made before 2026-12-07 or without labels
     resampling_ceiling: dict[str, float | None] | None = None
+    axis_order: list[int] = field(default_factory=lambda: list(IDENTITY_AXES))
 
     def data_dir(self, work_dir: str | Path) -> Path:
         """WORK_DIR/preprocessed/<data_identifier> (the configuration's name when unset)."""
         return WorkDir(work_dir).preprocessed_data(self.data_identifier or self.name)
+
+    def raw_spacing(self) -> list[float]:
+        """`spacing` in the raw scans' (Z, Y, X) order."""
+        return to_raw_axes(self.spacing, self.axis_order)
+
+    @property
+    def transposed(self) -> bool:
+        """Whether the network sees the scans' axes in another order than (Z, Y, X)."""
+        return list(self.axis_order) != list(IDENTITY_AXES)
 
     def __post_init__(self) -> None:
         for key, value in (("name", self.name), ("data_identifier", self.data_identifier or "x")):
@@ -130,6 +146,7 @@ class ConfigurationPlan(Contract):
                     f"configuration {self.name!r}: {key} {value!r} must be a plain folder name (letters, digits, '.', "
                     f"'_', '-'; no path separators or '..'), as it names a folder under WORK_DIR"
                 )
+        self.axis_order = check_axis_order(self.axis_order, f"configuration {self.name!r}: axis_order")
         dims = self.network.spatial_dims
         if len(self.patch_size) != dims:
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""The per-case preprocessing pipeline: crop, normalise, resample, sample foreground locations.
+"""The per-case preprocessing pipeline: crop, normalise, resample, reorder axes, sample foreground locations.
 
 `preprocess_case` turns one raw case (arrays and geometry, as satnet.io reads them) into the
 arrays and CaseProperties that `satnet.io.cases.save_case` writes. It is a pure function of
@@ -16,7 +16,7 @@ import numpy as np
 
 from satnet.errors import InputError
 from satnet.io.cases import CaseProperties
-from satnet.io.geometry import ImageGeometry
+from satnet.io.geometry import IDENTITY_AXES, ImageGeometry, to_network_axes
 from satnet.planning.plans import ConfigurationPlan
 from satnet.preprocessing.crop import bbox_slices, bounding_box, nonzero_mask
 from satnet.preprocessing.normalize import normalize
@@ -55,14 +55,15 @@ def sample_class_locations(
 
 
 def target_spacing(geometry: ImageGeometry, plan: ConfigurationPlan) -> list[float]:
-    """The (Z, Y, X) spacing a case is resampled to: the plan's, but never across Z for one slice.
+    """The (Z, Y, X) spacing a case is resampled to, in the raw scans' order: the plan's, but never
+    across Z for one slice.
 
     A one-slice image (a PNG, Z spacing 999) has no Z axis to resample, so it keeps its own Z
     spacing whatever the plan says. A 2D configuration of volumes is resampled to the plan's
     full spacing like a 3D one (plans.py: it trains on Z slices of data resampled to this
     spacing), so the two can share one preprocessed copy when their spacings agree.
     """
-    spacing = [float(s) for s in plan.spacing]
+    spacing = [float(s) for s in plan.raw_spacing()]
     if geometry.shape[0] == 1:
         spacing[0] = float(geometry.spacing[0])
     return spacing
@@ -105,6 +106,13 @@ def _check_label_values(seg: np.ndarray, labels: list[int], case_id: str) -> Non
         )
 
 
+def _transpose(array: np.ndarray, order: list[int]) -> np.ndarray:
+    """(C, Z, Y, X) -> (C, *the spatial axes in `order`), contiguous; the array itself when nothing moves."""
+    if order == list(IDENTITY_AXES):
+        return array
+    return np.ascontiguousarray(array.transpose(0, *(a + 1 for a in order)))
+
+
 def preprocess_case(
     image: np.ndarray,
     geometry: ImageGeometry,
@@ -120,8 +128,8 @@ def preprocess_case(
     - labels: the label values (or dataset.json's name -> value mapping).
     Returns (data float32 (C, z, y, x), seg int8 (1, z, y, x) or None, CaseProperties): cropped
     to the non-zero box, normalised by plan.normalization, resampled to `target_spacing`
-    (plan.resampling's orders and label mode), with foreground locations sampled from the
-    resampled label.
+    (plan.resampling's orders and label mode), its axes put in plan.axis_order, with foreground
+    locations sampled from the resampled label.
     """
     _check_inputs(image, geometry, seg, plan, case_id)
     values = [int(v) for v in (labels.values() if isinstance(labels, Mapping) else labels)]
@@ -138,10 +146,13 @@ def preprocess_case(
     new_shape = compute_new_shape(shape_after_crop, spacing, target)
     threshold = plan.resampling.anisotropy_threshold
     data = resample_image(data, spacing, new_shape=new_shape, order=plan.resampling.image_order, anisotropy_threshold=threshold)
+    order = list(plan.axis_order)
+    data = _transpose(data, order)
     locations: dict[str, list[list[int]]] = {}
     if seg is not None:
         cropped = seg[box].astype(np.int8)
         seg = resample_label(cropped, new_shape, spacing, mode=plan.resampling.label_mode, anisotropy_threshold=threshold)
+        seg = _transpose(seg[None], order)[0]
         locations = sample_class_locations(seg, values, num_samples=num_samples)
         seg = seg[None]  # (1, z, y, x)
     props = CaseProperties(
@@ -149,9 +160,10 @@ def preprocess_case(
         geometry=geometry,
         crop_bbox=bbox,
         shape_after_crop=shape_after_crop,
-        shape_after_resampling=new_shape,
-        spacing_after_resampling=target,
+        shape_after_resampling=to_network_axes(new_shape, order),
+        spacing_after_resampling=to_network_axes(target, order),
         class_locations=locations,
+        axis_order=order if plan.transposed else None,
     )
     logger.debug("case %s: %s -> crop %s -> %s at %s mm", case_id, geometry.shape, shape_after_crop, new_shape, target)
     return data, seg, props

@@ -79,7 +79,7 @@ def _add_resampling_ceilings(dataset: RawDataset, plans: Plans, workers: int) ->
     """Set each configuration's resampling_ceiling (one computation per spacing), log it; the warnings."""
     warnings, done = [], {}
     for conf in plans.configurations.values():
-        key = (tuple(conf.spacing), conf.network.spatial_dims)
+        key = (tuple(conf.raw_spacing()), conf.network.spatial_dims)  # the axis order changes no Dice
         if key not in done:
             done[key] = resampling_ceiling(dataset.cases, conf, plans.labels, workers)
         conf.resampling_ceiling, cases = done[key]
@@ -91,7 +91,7 @@ def _add_resampling_ceilings(dataset: RawDataset, plans: Plans, workers: int) ->
 
 
 # What a configuration's training depends on; the rest of its plan (memory estimate, ceiling, median shape) informs.
-TRAINED_WITH = ("spacing", "patch_size", "batch_size", "normalization", "network", "resampling")
+TRAINED_WITH = ("spacing", "patch_size", "batch_size", "normalization", "network", "resampling", "axis_order")
 
 
 def _refuse_replacing_trained(existing: Plans | None, merged: Plans, work_dir: Path) -> None:
@@ -127,10 +127,11 @@ def _existing_plans(work_dir: Path) -> Plans | None:
 
 def _stamp(plan: ConfigurationPlan, plans: Plans) -> dict:
     """What determines the preprocessed arrays of a data folder."""
-    return {
+    stamp = {
         "spacing": plan.spacing, "normalization": plan.to_dict()["normalization"],
         "resampling": plan.to_dict()["resampling"], "labels": plans.labels, "channel_names": plans.channel_names,
     }
+    return {**stamp, "axis_order": plan.axis_order} if plan.transposed else stamp  # older stamps have none
 
 
 def _prepare_folder(folder: Path, stamp: dict) -> None:
@@ -213,13 +214,22 @@ def _skip_words(spec) -> str:
     return levels[0] if len(set(levels)) == 1 else ", ".join(levels) + " (per level, full resolution first)"
 
 
+def _axes_words(conf: ConfigurationPlan) -> str:
+    """" (axes X, Z, Y: the coarse X first)" when the configuration reorders the scans' axes, else ""."""
+    if not conf.transposed:
+        return ""
+    names = ", ".join("ZYX"[a] for a in conf.axis_order)
+    return f" (axes {names}: the coarse {'ZYX'[conf.axis_order[0]]} first)"
+
+
 def summary(plans: Plans) -> str:
     """A few lines per configuration: spacing, patch, batch, stages, memory against the budget."""
     lines = [f"plans for {plans.dataset_name} ({plans.planner.arch}, memory for {plans.planner.precision} training):"]
     for conf in plans.configurations.values():
         mem = conf.estimated_memory
         lines.append(
-            f"  {conf.name}: skip {_skip_words(conf.network)}, spacing {'x'.join(f'{s:g}' for s in conf.spacing)} mm, patch "
+            f"  {conf.name}: skip {_skip_words(conf.network)}, spacing {'x'.join(f'{s:g}' for s in conf.spacing)} mm"
+            f"{_axes_words(conf)}, patch "
             f"{'x'.join(map(str, conf.patch_size))}, batch {conf.batch_size}, {conf.network.num_stages} stages, "
             f"features {conf.network.features[0]}..{max(conf.network.features)}, estimated "
             f"{mem.total / GIB:.2f} of {conf.memory_budget_bytes / GIB:.2f} GiB "

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from satnet.errors import InputError
+from satnet.errors import ConfigError, InputError
 from satnet.inference.export import probabilities_to_segmentation, revert_to_original
+from satnet.io.cases import CaseProperties, load_case, save_case
 from satnet.io.geometry import ImageGeometry
 from satnet.planning.plans import ChannelNormalization
 from satnet.preprocessing.case import preprocess_case
@@ -103,3 +106,40 @@ def test_probabilities_of_the_wrong_shape_are_refused(preprocessing_plan):
     _, seg, props = preprocess_case(image, geometry, label, preprocessing_plan([2.0, 2.0, 2.0], [MRI]), "c3", [0, 1, 2])
     with pytest.raises(InputError, match="c3: probabilities must be"):
         revert_to_original(one_hot(seg, 3)[:, :-1], props)
+
+
+@pytest.mark.parametrize("raw_target", [(2.0, 2.0, 2.0), (2.0, 2.0, 3.0)])
+def test_a_reordered_configuration_exports_exactly_what_the_scans_order_gives(raw_target, preprocessing_plan):
+    # thick slices along X (array axis 2): the planner puts X first (plan_axis_order -> [2, 0, 1])
+    image, label, geometry = anisotropic_case((3.0, 1.0, 1.0))
+    image, label = np.ascontiguousarray(image.transpose(0, 2, 3, 1)), np.ascontiguousarray(label.transpose(1, 2, 0))
+    geometry = ImageGeometry(list(label.shape), [1.0, 1.0, 3.0], geometry.origin, geometry.direction)
+    as_stored = preprocessing_plan(list(raw_target), [MRI])
+    order = [2, 0, 1]
+    reordered = dataclasses.replace(as_stored, spacing=[raw_target[a] for a in order], axis_order=order)
+    assert reordered.raw_spacing() == list(raw_target)
+    data, seg, props = preprocess_case(image, geometry, label, as_stored, "c4", [0, 1, 2])
+    data_t, seg_t, props_t = preprocess_case(image, geometry, label, reordered, "c4", [0, 1, 2])
+    np.testing.assert_array_equal(data_t, data.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(seg_t, seg.transpose(0, 3, 1, 2))
+    assert props_t.axis_order == order and props.axis_order is None
+    assert props_t.shape_after_resampling == list(seg_t.shape[1:]) and props_t.spacing_after_resampling == [
+        raw_target[a] for a in order]
+    assert props_t.crop_bbox == props.crop_bbox and props_t.shape_after_crop == props.shape_after_crop
+    for key, points in props_t.class_locations.items():
+        assert points and all(seg_t[0][tuple(p)] == int(key) for p in points)
+    back = probabilities_to_segmentation(one_hot(seg_t, 3), props_t, 3.0)
+    np.testing.assert_array_equal(back, probabilities_to_segmentation(one_hot(seg, 3), props, 3.0))
+    assert back.shape == label.shape and dice(back == 1, label == 1) > 0.9
+    np.testing.assert_array_equal(revert_to_original(one_hot(seg_t, 3), props_t),
+                                  revert_to_original(one_hot(seg, 3), props))
+
+
+def test_case_properties_keep_their_axis_order_and_refuse_a_bad_one(preprocessing_plan, tmp_path):
+    image, label, geometry = anisotropic_case((1.0, 1.0, 1.0))
+    plan = dataclasses.replace(preprocessing_plan([2.0, 2.0, 2.0], [MRI]), axis_order=[1, 0, 2])
+    data, seg, props = preprocess_case(image, geometry, label, plan, "c5", [0, 1, 2])
+    save_case(tmp_path, props, data, seg)
+    assert load_case(tmp_path, "c5")[2].axis_order == [1, 0, 2]
+    with pytest.raises(ConfigError, match="axis_order must be a permutation"):
+        CaseProperties.from_dict({**props.to_dict(), "axis_order": [0, 0, 2]}, "c5.json")

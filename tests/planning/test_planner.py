@@ -9,7 +9,8 @@ from satnet.contracts import dumps_json
 from satnet.errors import ConfigError
 from satnet.planning.fingerprint import Fingerprint, synthetic_fingerprint
 from satnet.planning.planner import (
-    PlannerOptions, auto_spacing, merge_plans, channel_normalization, plan_experiment, target_spacing,
+    PlannerOptions, auto_spacing, merge_plans, channel_normalization, plan_axis_order, plan_experiment,
+    target_spacing,
 )
 from satnet.planning import search
 from satnet.planning.plans import Plans
@@ -127,14 +128,31 @@ def test_auto_spacing_calls_an_axis_anisotropic_against_each_other_axis():
     assert auto_spacing(fp)[0] == pytest.approx((z[24] + z[25]) / 2)  # the median, not the 10th percentile
 
 
-def test_a_coarse_axis_other_than_z_is_warned_about():
+def test_a_coarse_axis_other_than_z_is_put_first():
     fp = synthetic_fingerprint(num_cases=20, shape=(512, 512, 20), spacing=(0.7, 0.7, 3.5))
-    _, warnings = plan_experiment(fp, PlannerOptions(spacing="auto", configs=["2d"]))
-    assert len([w for w in warnings if "the coarse axis is X (array axis 2)" in w]) == 1
-    for spacing in ("auto", "default"):  # thick slices along Z, or the isotropic default: nothing to say
+    plans, _ = plan_experiment(fp, PlannerOptions(spacing="auto", configs=["2d", "3d"]))
+    for conf in plans.configurations.values():  # X (raw axis 2) first, Z and Y after it, in their order
+        assert conf.axis_order == [2, 0, 1] and conf.transposed
+        assert conf.spacing[0] > 3 * max(conf.spacing[1:]) and conf.raw_spacing()[2] == conf.spacing[0]
+        assert conf.median_shape[0] < min(conf.median_shape[1:])  # the thin axis, now the first
+        assert conf.data_identifier.endswith("_axes201")
+    assert plans.configurations["3d"].patch_size[0] < min(plans.configurations["3d"].patch_size[1:])
+    assert plan_axis_order([1.0, 4.0, 1.0]) == [1, 0, 2] and plan_axis_order([1.0, 1.0, 2.9]) == [0, 1, 2]
+    for spacing in ("auto", "default"):  # thick slices along Z, or the isotropic default: the scans' order
         fp = synthetic_fingerprint(num_cases=20, shape=(20, 512, 512), spacing=(3.5, 0.7, 0.7))
-        _, warnings = plan_experiment(fp, PlannerOptions(spacing=spacing, configs=["2d"]))
-        assert not [w for w in warnings if "coarse axis" in w]
+        plans, _ = plan_experiment(fp, PlannerOptions(spacing=spacing, configs=["2d"]))
+        conf = plans.configurations["2d"]
+        assert conf.axis_order == [0, 1, 2] and not conf.transposed and "_axes" not in conf.data_identifier
+
+
+def test_plans_without_an_axis_order_read_the_scans_order_and_a_bad_one_is_refused():
+    plans, _ = plan_experiment(synthetic_fingerprint(num_cases=5), PlannerOptions(configs=["3d"]))
+    data = plans.to_dict()
+    del data["configurations"]["3d"]["axis_order"]  # plans.json from before the field
+    assert Plans.from_dict(data).configurations["3d"].axis_order == [0, 1, 2]
+    data["configurations"]["3d"]["axis_order"] = [2, 1]
+    with pytest.raises(ConfigError, match=r"configurations\.3d.*axis_order must be a permutation"):
+        Plans.from_dict(data, "plans.json")
 
 
 def test_normalization_from_channel_names():

@@ -1,20 +1,24 @@
 """The resampling ceiling: Dice of a perfect prediction after the round trip to the planned spacing and back."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
 import numpy as np
 
-from satnet.planning.plans import ResamplingPlan
+from satnet.planning.plans import ChannelNormalization
 from satnet.preprocessing.ceiling import ceiling_warning, dice_per_label, round_trip
 from satnet.preprocessing.stage import plan as plan_stage
 from satnet.planning.planner import PlannerOptions
 from satnet.synthetic import make_dataset_3d
+from satnet_testing import build_plan
 
 
-def _plan(spacing):
-    return SimpleNamespace(name="3d", spacing=list(spacing), resampling=ResamplingPlan())
+def _plan(spacing, axis_order=(0, 1, 2)):
+    """A 3d plan at `spacing` (in `axis_order`, as plans.json holds it)."""
+    return dataclasses.replace(build_plan(spacing, [ChannelNormalization(channel="MRI", scheme="zscore")]),
+                               axis_order=list(axis_order))
 
 
 def _geometry(shape, spacing):
@@ -39,6 +43,9 @@ def test_a_thin_structure_loses_dice_at_a_coarser_spacing():
     assert dice[1] < 0.8 and dice[1] < dice[2] < 1.0
     assert "--spacing auto" in ceiling_warning(_plan((2, 2, 2)), {"sheet": dice[1], "slab": dice[2]})
     assert ceiling_warning(_plan((2, 2, 2)), {"slab": 0.99}) is None
+    # a configuration that reorders the axes resamples to the same raw-order spacing: the same ceiling
+    reordered = round_trip(image, _geometry(seg.shape, (1, 1, 1)), seg, _plan((3, 2, 2), axis_order=(2, 0, 1)), 3)
+    assert np.array_equal(reordered, round_trip(image, _geometry(seg.shape, (1, 1, 1)), seg, _plan((2, 2, 3)), 3))
 
 
 def test_plan_stores_the_ceiling_in_plans_json(tmp_path):

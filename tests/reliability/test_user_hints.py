@@ -44,6 +44,8 @@ def test_a_one_epoch_run_draws_points():
 def test_pictures_say_which_slice_they_show():
     assert "slice Z = 7 of the patch" in _slice_words({"axis": "Z", "index": 7, "of": "patch"}, 5)
     assert _slice_words({"axis": "Z", "index": 0, "of": "volume"}, 4) == ""
+    words = _slice_words({"axis": "X", "index": 3, "of": "patch"}, 5)  # a configuration that put thick X first
+    assert "slice X = 3 of the patch" in words and "axial" not in words
 
 
 def test_more_ranks_than_the_batch_is_said():
