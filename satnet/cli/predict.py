@@ -171,7 +171,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     output = args.output or args.prediction_dir / SUMMARY_FILE
     summary = evaluate_folders(args.reference_dir, args.prediction_dir, labels=args.labels, output=output,
-                               workers=args.workers or default_workers())
+                               workers=args.workers or default_workers(), dataset_json=args.dataset_json)
     print(format_table(summary))
     print(f"summary written to {output}")
     return 0
@@ -187,9 +187,13 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None, metavar="SUMMARY_JSON",
                    help="where to write the summary (default PRED_DIR/summary.json)")
     p.add_argument("-l", "--labels", nargs="+", type=nonnegative_int, default=None, metavar="LABEL",
-                   help="label values to score (default: the foreground labels of the dataset.json or plans.json "
-                        "beside GT_DIR, else every non-zero value found); voxels under that file's \"ignore\" label "
-                        "are left out either way")
+                   help="label values to score (default: the foreground labels of --dataset-json, or of the "
+                        "dataset.json or plans.json beside GT_DIR, else every non-zero value found); voxels under that "
+                        "file's \"ignore\" label are left out either way")
+    p.add_argument("--dataset-json", type=Path, default=None, metavar="FILE",
+                   help="the dataset.json (or a work folder's plans.json) whose labels, ignore label and file ending "
+                        "the references use (default: the one beside GT_DIR, e.g. RAW/dataset.json for "
+                        "RAW/labelsTs); nnU-Net's -djfile")
     p.add_argument("-j", "--workers", type=positive_int, default=None,
                    help="worker processes (default: half the cores)")
     p.set_defaults(handler=_run_evaluate)

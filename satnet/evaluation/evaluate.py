@@ -8,9 +8,10 @@ error naming every such case: a Dice over misaligned voxels would be meaningless
 without a prediction, and a prediction without a reference, are listed in the summary and
 left out of the means.
 
-Labels scored: given, else the foreground labels of the dataset.json (or plans.json) beside
-the reference folder (RAW/labelsTr -> RAW/dataset.json, WORK_DIR/gt_segmentations ->
-WORK_DIR/plans.json), else every non-zero value found in the references and predictions.
+Labels scored: given, else the foreground labels of the dataset.json (or plans.json) named by
+`dataset_json` (`--dataset-json`, nnU-Net's -djfile) or, without it, beside the reference folder
+(RAW/labelsTr -> RAW/dataset.json, WORK_DIR/gt_segmentations -> WORK_DIR/plans.json), else every
+non-zero value found in the references and predictions.
 When that file's labels have an "ignore" entry (nnU-Net v2's ignore label), voxels whose
 reference holds it are left out of every metric of every label, and it is never scored; without
 such a file there is no ignore label. Region-based labels there (a name mapped to a list of
@@ -70,25 +71,39 @@ def label_files(folder: str | Path, file_ending: str | None = None) -> dict[str,
     return files
 
 
-def dataset_labels(reference_dir: str | Path) -> tuple[dict[str, int | list[int]] | None, str | None, Path | None]:
-    """(labels name -> value, file ending, the file) from the dataset.json or plans.json beside `reference_dir`,
-    or (None, None, None) when there is neither; InputError naming the file when it holds no JSON object.
-    A value is a list of values for nnU-Net v2's region-based labels; the ignore label is always one value."""
-    for name in (DATASET_JSON, PLANS_FILE):
-        path = Path(reference_dir).parent / name
-        if path.is_file():
-            data = read_json(path, name)
-            if not isinstance(data, dict):
-                raise InputError(
-                    f"{path}: must hold a JSON object (with labels and file_ending), not a {type(data).__name__}; "
-                    f"evaluate reads the labels to score and the file ending from the {name} beside {reference_dir}: "
-                    f"fix it as docs/formats.md describes"
-                )
-            labels, ending = data.get("labels"), data.get("file_ending")
-            if (isinstance(labels, dict) and all(_label_value(v) or _region(v) for v in labels.values())
-                    and _label_value(labels.get(IGNORE_KEY, 0))):
-                logger.info("labels and file ending from %s", path)
-                return dict(labels), ending if isinstance(ending, str) else None, path
+def dataset_labels(reference_dir: str | Path, dataset_json: str | Path | None = None
+                   ) -> tuple[dict[str, int | list[int]] | None, str | None, Path | None]:
+    """(labels name -> value, file ending, the file) from `dataset_json` (a dataset.json or plans.json), else from
+    the dataset.json or plans.json beside `reference_dir`, or (None, None, None) when there is neither.
+    InputError naming the file when it holds no JSON object, and when `dataset_json` is missing or has no valid
+    labels (a file found beside the folder without them is passed over). A value is a list of values for
+    nnU-Net v2's region-based labels; the ignore label is always one value."""
+    given = dataset_json is not None
+    paths = [Path(dataset_json)] if given else [Path(reference_dir).parent / n for n in (DATASET_JSON, PLANS_FILE)]
+    where = "given with --dataset-json" if given else f"beside {reference_dir}"
+    for path in paths:
+        if given and not path.is_file():
+            raise MissingFileError(f"--dataset-json {path}: no such file; give the dataset.json of the raw dataset "
+                                   f"(or a work folder's plans.json) whose labels the references use")
+        if not path.is_file():
+            continue
+        data = read_json(path, path.name)
+        if not isinstance(data, dict):
+            raise InputError(
+                f"{path}: must hold a JSON object (with labels and file_ending), not a {type(data).__name__}; "
+                f"evaluate reads the labels to score and the file ending from the {path.name} {where}: "
+                f"fix it as docs/formats.md describes"
+            )
+        labels, ending = data.get("labels"), data.get("file_ending")
+        if (isinstance(labels, dict) and all(_label_value(v) or _region(v) for v in labels.values())
+                and _label_value(labels.get(IGNORE_KEY, 0))):
+            logger.info("labels and file ending from %s", path)
+            return dict(labels), ending if isinstance(ending, str) else None, path
+        if given:
+            raise InputError(
+                f"--dataset-json {path}: no valid \"labels\" object (name -> integer value, or a list of values for a "
+                f"region; \"{IGNORE_KEY}\" one value): give a dataset.json or plans.json as docs/formats.md describes"
+            )
     return None, None, None
 
 
@@ -108,15 +123,18 @@ def evaluate_folders(
     output: str | Path | None = None,
     workers: int = 1,
     case_ids: Sequence[str] | None = None,
+    dataset_json: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate `prediction_dir` against `reference_dir`; return the summary (and write it to `output`).
 
     case_ids: evaluate only these references (a fold's validation cases), else all of them.
+    dataset_json: the dataset.json or plans.json with the labels, ignore label and file ending (default: the
+    one beside `reference_dir`, if any).
     Raises InputError when no prediction matches a reference, or when a prediction's geometry
     differs from its reference's (naming every such case).
     """
     reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
-    names, ending, labels_file = dataset_labels(reference_dir)
+    names, ending, labels_file = dataset_labels(reference_dir, dataset_json)
     regions = {k: v for k, v in (names or {}).items() if _region(v)}
     if regions and labels is None:
         shown = ", ".join(f"{k!r}: {v}" for k, v in regions.items())
@@ -147,8 +165,7 @@ def evaluate_folders(
     labels = [int(v) for v in labels]
     if ignore_label is not None and ignore_label in labels:
         raise InputError(
-            f"label {ignore_label} is the ignore label of the dataset.json or plans.json beside {reference_dir} "
-            f"(labels[\"{IGNORE_KEY}\"]): its voxels are left out of scoring, so it cannot be scored; "
+            f"label {ignore_label} is the ignore label of {labels_file} (labels[\"{IGNORE_KEY}\"]): its voxels are left out of scoring, so it cannot be scored; "
             f"leave it out of the labels to score (-l/--labels)"
         )
     work = functools.partial(evaluate_pair, labels=tuple(labels), ignore_label=ignore_label)
@@ -164,6 +181,7 @@ def evaluate_folders(
     summary = build_summary(results, labels, names, ignore_label)
     summary.update(
         reference_dir=str(reference_dir), prediction_dir=str(prediction_dir),
+        labels_file=None if labels_file is None else str(labels_file),
         missing_predictions=sorted(set(references) - set(predictions)),
         unmatched_predictions=sorted(set(predictions) - set(references)) if case_ids is None else [],
     )

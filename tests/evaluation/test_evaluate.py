@@ -208,6 +208,27 @@ def test_without_dataset_json_there_is_no_ignore_label(ignore_folders):
     assert summary["per_case"][0]["metrics"]["1"]["dice"] == pytest.approx(8 / 10)
 
 
+def test_a_dataset_json_kept_elsewhere_is_given_with_its_flag(ignore_folders, tmp_path, capsys):
+    from satnet.cli import main
+
+    moved = tmp_path / "elsewhere" / "dataset.json"
+    moved.parent.mkdir()
+    (ignore_folders[0].parent / "dataset.json").rename(moved)
+    summary = evaluate_folders(*ignore_folders, dataset_json=moved)
+    assert summary["ignore_label"] == 3 and summary["labels"] == [1, 2] and summary["labels_file"] == str(moved)
+    assert summary["per_case"][0]["metrics"]["1"]["dice"] == 1  # not 8/10: the ignored voxels are left out
+    out = tmp_path / "s.json"
+    assert main(["evaluate", *map(str, ignore_folders), "--dataset-json", str(moved), "-o", str(out), "-j", "1"]) == 0
+    assert json.loads(out.read_text())["ignore_label"] == 3
+    capsys.readouterr()
+    assert main(["evaluate", *map(str, ignore_folders), "--dataset-json", str(tmp_path / "nope.json")]) == 1
+    assert "--dataset-json" in capsys.readouterr().err and not (ignore_folders[1] / "summary.json").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"labels": {"background": 0, "liver": "one"}}))
+    with pytest.raises(InputError, match=r'--dataset-json .*bad.json: no valid "labels"'):
+        evaluate_folders(*ignore_folders, dataset_json=bad)
+
+
 def test_a_summary_written_before_the_ignore_label_still_prints(folders):
     summary = evaluate_folders(*folders)
     del summary["ignore_label"]

@@ -159,6 +159,13 @@ FOUND_AND_FIXED = """\
   in (or equal to) the raw folders is refused. `case_001_0000.NII.GZ` was told to be converted to `.nii.gz`:
   it is told to rename its ending. A dataset.json holding `[]` gave evaluate a bare AttributeError. A write
   onto a folder (`evaluate -o FOLDER`) named the hidden temporary file instead of the target.
+- Planning again into a work folder replaced a configuration of the same name silently, even one with
+  trained folds: with another `--gpu-memory-gb`, a satnet whose planner or default skip changed, or another
+  dataset, plans.json no longer described the checkpoints under results/<name> (prediction still ran, from
+  the checkpoint's own copy of the plan; `train --resume` refused). Now a plan that would drop or change
+  what such a configuration was trained with (spacing, patch, batch, normalisation, network, resampling,
+  axis order) is refused before anything is written, naming the folder to move away or another -o
+  (tests/preprocessing/test_stage_plan.py).
 """
 
 
