@@ -106,13 +106,14 @@ def target_spacing(fp: Fingerprint, request: str | Sequence[float]) -> list[floa
     return spacing
 
 
-_NNUNET_SCHEMES = {"ct": "ct", "nonorm": "none", "rgb_to_0_1": "rgb", "zscore": "zscore"}
+_NNUNET_SCHEMES = {"ct": "ct", "nonorm": "none", "rescale_to_0_1": "rescale", "rgb_to_0_1": "rgb", "zscore": "zscore"}
 _RGB_NAMES = {"r", "g", "b", "red", "green", "blue", "rgb"}
 
 
 def channel_normalization(fp: Fingerprint) -> list[ChannelNormalization]:
     """Per channel, from its name: CT -> "ct" (dataset percentiles and foreground mean/std);
-    RGB channels of natural images (or nnU-Net's rgb_to_0_1) -> "rgb"; noNorm -> "none";
+    RGB channels of natural images (or nnU-Net's rgb_to_0_1) -> "rgb"; rescale_to_0_1 -> "rescale";
+    noNorm -> "none";
     anything else -> "zscore" per case, over the non-zero region when cropping to it removed
     over a quarter of the median case (nnU-Net's rule)."""
     use_mask = fp.median_relative_size_after_crop() < 0.75

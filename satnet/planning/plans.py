@@ -33,7 +33,7 @@ from satnet.names import (
 )
 from satnet.nets.spec import LevelSkip, NetworkSpec, check_skip_channels, parse_skip_levels, skip_levels_label
 
-NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb", "none")
+NORMALIZATION_SCHEMES = ("ct", "zscore", "rescale", "rgb", "none")
 
 
 @dataclass
@@ -44,6 +44,7 @@ class ChannelNormalization(Contract):
       then (x - mean) / std with the dataset foreground mean and std.
     - scheme "zscore": (x - mean) / std per case, over the case's non-zero region when
       use_nonzero_mask is true (zero outside stays zero), else over the whole case.
+    - scheme "rescale": (x - min) / (max - min) per case, over the whole case, to [0, 1].
     - scheme "rgb": x / 255, to [0, 1].
     - scheme "none": unchanged.
     """

@@ -6,10 +6,12 @@
 - "zscore": z-score per case, over the case's non-zero mask when use_nonzero_mask (voxels
   outside the mask are set to 0), else over the whole case (MRI intensities are arbitrary
   per scan).
+- "rescale": (x - min) / (max - min) per case over the whole case, to [0, 1] (nnU-Net's
+  rescale_to_0_1, for intensities that are meaningful only relative to the scan's own range).
 - "rgb": divide by 255, to [0, 1].
 - "none": unchanged.
 
-A constant region has std 0. Rule: when the std is at most 1e-8 * max(1, |mean|), the channel
+A constant region has std 0 (and a constant case no range). Rule: when the std is at most 1e-8 * max(1, |mean|), the channel
 carries no contrast and its region is set to exactly 0 instead of dividing by ~0. Relative,
 because float32 resolves only ~1e-7 of a value: a spread that small is rounding noise, and
 dividing by it would inflate that noise to unit variance. Statistics are computed in float64;
@@ -72,6 +74,9 @@ def normalize(
             if norm.use_nonzero_mask and nonzero_mask is None:
                 nonzero_mask = crop.nonzero_mask(data)
             _zscore(channel, nonzero_mask if norm.use_nonzero_mask else None)
+        elif norm.scheme == "rescale":
+            low, high = (float(channel.min()), float(channel.max())) if channel.size else (0.0, 0.0)
+            _scale(channel, low, high - low)  # the range as the "std": a constant case becomes 0
         elif norm.scheme == "rgb":
             channel /= np.float32(255.0)
     return out

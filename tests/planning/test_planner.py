@@ -163,6 +163,8 @@ def test_normalization_from_channel_names():
     assert channel_normalization(mri)[0].scheme == "zscore"
     raw = synthetic_fingerprint(num_cases=3, channel="noNorm")
     assert channel_normalization(raw)[0].scheme == "none"
+    rescaled = synthetic_fingerprint(num_cases=3, channel="rescale_to_0_1")  # nnU-Net v2's name
+    assert channel_normalization(rescaled)[0].scheme == "rescale"
 
 
 def test_natural_2d_images_plan_only_2d_at_native_pixels():

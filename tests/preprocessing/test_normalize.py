@@ -52,6 +52,15 @@ def test_rgb_and_none():
     np.testing.assert_array_equal(out[1].ravel(), [0.0, 51.0, 255.0])
 
 
+def test_rescale_maps_each_case_to_0_1_over_the_whole_case():
+    data = np.zeros((1, 2, 3, 4), dtype=np.int16)
+    data[0, 1] = np.arange(12).reshape(3, 4) * 10 - 20  # -20 .. 90; the zeros count too (nnU-Net's rescale_to_0_1)
+    out = normalize(data, [norm("rescale")])
+    np.testing.assert_allclose(out[0, 1], (data[0, 1] + 20) / 110.0, rtol=1e-6)
+    np.testing.assert_allclose(out[0, 0], 20 / 110.0, rtol=1e-6)
+    assert out.min() == 0.0 and out.max() == pytest.approx(1.0, abs=1e-6) and out.dtype == np.float32
+
+
 @pytest.mark.parametrize("value", [0.0, 7.0, 1000.1])
 def test_constant_image_becomes_zero_without_warnings(value):
     data = np.full((1, 3, 4, 5), value, dtype=np.float32)
@@ -59,7 +68,8 @@ def test_constant_image_becomes_zero_without_warnings(value):
         warnings.simplefilter("error")
         whole = normalize(data, [norm("zscore")])
         masked = normalize(data, [norm("zscore", use_nonzero_mask=True)])  # all-zero: empty mask
-    assert np.all(whole == 0.0) and np.all(masked == 0.0)
+        rescaled = normalize(data, [norm("rescale")])  # no range
+    assert np.all(whole == 0.0) and np.all(masked == 0.0) and np.all(rescaled == 0.0)
 
 
 def test_rounding_noise_is_not_inflated_to_unit_variance():
