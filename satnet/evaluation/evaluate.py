@@ -165,8 +165,8 @@ def evaluate_folders(
     labels = [int(v) for v in labels]
     if ignore_label is not None and ignore_label in labels:
         raise InputError(
-            f"label {ignore_label} is the ignore label of {labels_file} (labels[\"{IGNORE_KEY}\"]): its voxels are left out of scoring, so it cannot be scored; "
-            f"leave it out of the labels to score (-l/--labels)"
+            f"label {ignore_label} is the ignore label of {labels_file} (labels[\"{IGNORE_KEY}\"]): its voxels are "
+            f"left out of scoring, so it cannot be scored; leave it out of the labels to score (-l/--labels)"
         )
     work = functools.partial(evaluate_pair, labels=tuple(labels), ignore_label=ignore_label)
     results = map_cases(work, pairs, workers, desc="evaluate")

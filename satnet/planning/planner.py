@@ -151,11 +151,11 @@ def small_object_warnings(fp: Fingerprint, spacing: Sequence[float], axes: Seque
 def plan_axis_order(spacing: Sequence[float]) -> list[int]:
     """The order in which the network sees the raw (Z, Y, X) axes of data planned at `spacing` (raw order).
 
-    A coarse axis comes first when the spacing is anisotropic along Y or X (over ANISOTROPY_RATIO times
-    the finest axis), the other two keeping their order: 2d configurations cut their slices across the
-    first axis, and in-plane-only augmentation and the network's first strides look at it (nnU-Net's
-    transpose_forward). Otherwise the scans' own order: nnU-Net moves the coarsest axis first even when
-    it is barely coarser; satnet leaves near-isotropic data, and the 2 mm default, as they are stored."""
+    A coarse axis comes first when the spacing is anisotropic along Y or X (over ANISOTROPY_RATIO times the
+    finest axis), the other two keeping their order: 2d configurations cut their slices across the first axis,
+    and in-plane-only augmentation looks at it (nnU-Net's transpose_forward). Otherwise the scans' own order:
+    nnU-Net moves the coarsest axis first even when it is barely coarser; satnet leaves near-isotropic data, and
+    the 2 mm default, as they are stored."""
     coarse = int(max(range(3), key=lambda a: spacing[a]))
     if coarse == 0 or spacing[coarse] <= ANISOTROPY_RATIO * min(spacing):
         return list(IDENTITY_AXES)

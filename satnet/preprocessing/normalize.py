@@ -11,11 +11,11 @@
 - "rgb": divide by 255, to [0, 1].
 - "none": unchanged.
 
-A constant region has std 0 (and a constant case no range). Rule: when the std is at most 1e-8 * max(1, |mean|), the channel
-carries no contrast and its region is set to exactly 0 instead of dividing by ~0. Relative,
-because float32 resolves only ~1e-7 of a value: a spread that small is rounding noise, and
-dividing by it would inflate that noise to unit variance. Statistics are computed in float64;
-the result is float32.
+A constant region has std 0 (and a constant case no range). Rule: when the std is at most 1e-8 *
+max(1, |mean|), the channel carries no contrast and its region is set to exactly 0 instead of
+dividing by ~0. Relative, because float32 resolves only ~1e-7 of a value: a spread that small is
+rounding noise, and dividing by it would inflate that noise to unit variance. Statistics are
+computed in float64; the result is float32.
 """
 from __future__ import annotations
 
