@@ -10,7 +10,8 @@ overlays its image exactly. Formats by file ending (SUPPORTED_ENDINGS):
 - .png, .bmp, .tif, .tiff, .jpg, .jpeg: Pillow, as 2D natural images with spacing (999, 1, 1)
   (RGB -> 3 channels, RGBA -> alpha dropped, grayscale -> 1). Segmentations are never written
   as JPEG, whose lossy compression would change label values, so the dataset check refuses it
-  as a dataset's file_ending (LOSSY_ENDINGS).
+  as a dataset's file_ending (LOSSY_ENDINGS); nor is .mhd, whose voxels lie in a second file
+  (DETACHED_ENDINGS).
 
 Every failure a user can cause (unsupported ending, missing, corrupt or truncated file, a 4D
 volume, a label with fractional values, channel files that do not line up) raises an
@@ -46,6 +47,7 @@ from satnet.io.image_formats import (
 __all__ = [
     "SUPPORTED_ENDINGS",
     "LOSSY_ENDINGS",
+    "DETACHED_ENDINGS",
     "GEOMETRY_TOLERANCE",
     "GeometryTolerance",
     "ImageFileError",
@@ -58,6 +60,9 @@ __all__ = [
 
 SUPPORTED_ENDINGS: tuple[str, ...] = SITK_ENDINGS + NATURAL_ENDINGS
 LOSSY_ENDINGS = (".jpg", ".jpeg")  # readable, never a dataset's file_ending: masks are written in it
+# Readable and writable, never a dataset's file_ending: a MetaImage header keeps its voxels in a second file
+# (.raw / .zraw), which imagesTr and labelsTr would hold as a stray file beside every case.
+DETACHED_ENDINGS = (".mhd",)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,10 @@ def test_missing_and_unparsable_file(tmp_path):
         ({"file_ending": ".jpg"}, r"file_ending '.jpg' is JPEG, whose lossy compression cannot hold exact label "
                                   r"values .*: convert the images and labels to .png \(lossless\) and set file_ending"),
         ({"file_ending": ".JPEG"}, r"file_ending '.JPEG' is JPEG, whose lossy"),
+        # Before, a .mhd dataset failed the check with every .zraw data file reported as a stray file.
+        ({"file_ending": ".mhd"}, r"file_ending '.mhd' is a MetaImage header that keeps its voxels in a second file "
+                                  r"\(.raw / .zraw\), .*: convert the images and labels to .mha \(MetaImage in one "
+                                  r'file\) and set file_ending to ".mha"'),
         ({"channel_names": {"1": "CT"}}, r"channel_names keys must be 0 \(one per channel, from 0\), not 1"),
         ({"channel_names": {"0": 5}}, r"channel_names values must be non-empty strings"),
         ({"channel_names": []}, r"channel_names must map"),
