@@ -254,19 +254,23 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
     Writing under the final name matters for MetaImage (.mhd), whose header names its data
     file: data files are moved first and the named file last, so `path` appears only when
-    everything it refers to is in place.
+    everything it refers to is in place. The ending is written in lower case and the file
+    renamed to `path` at the move: ITK picks its writer by the ending, refuses .NII.GZ and
+    writes a .MHA as a .mhd header and data file.
     """
+    ending = _require_ending(path)
+    name = path.name[: -len(ending)] + ending
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        write(tmp / path.name)
-        for produced in sorted(tmp.iterdir(), key=lambda p: p.name == path.name):
+        write(tmp / name)
+        for produced in sorted(tmp.iterdir(), key=lambda p: p.name == name):
             fd = os.open(produced, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(produced, path.parent / produced.name)
+            os.replace(produced, path if produced.name == name else path.parent / produced.name)
     except OSError as exc:
         raise naming_file(exc, path, tmp)
     finally:

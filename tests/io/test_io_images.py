@@ -58,12 +58,15 @@ def test_read_image_nifti_shape_dtype_and_geometry(oblique_case):
     assert geometry.spatial_dims_in_file == 3
 
 
-@pytest.mark.parametrize("ending", MEDICAL_ENDINGS)
+# In upper case too: the dataset check offers file_ending ".NII.GZ" for files named so. Before, ITK refused to write
+# .NII.GZ and .NII, wrote a .MHA as a .mhd header and data file, and could not read a .MHA.
+@pytest.mark.parametrize("ending", MEDICAL_ENDINGS + tuple(e.upper() for e in MEDICAL_ENDINGS))
 def test_segmentation_round_trip_keeps_geometry_exactly(oblique_case, tmp_path, ending):
     _, geometry = read_image([oblique_case[0]])
     label, _ = read_label(oblique_case[1])
     out = tmp_path / f"seg{ending}"
     write_segmentation(label, geometry, out)
+    assert out.is_file()
     label_back, geometry_back = read_label(out)
     assert geometry_back == geometry
     np.testing.assert_array_equal(label_back, label)
