@@ -13,9 +13,11 @@ overlays its image exactly. Formats by file ending (SUPPORTED_ENDINGS):
   as a dataset's file_ending (LOSSY_ENDINGS); nor is .mhd, whose voxels lie in a second file
   (DETACHED_ENDINGS).
 
-Every failure a user can cause (unsupported ending, missing, corrupt or truncated file, a 4D
-volume, a label with fractional values, channel files that do not line up) raises an
-InputError naming the file (ImageFileError, with `.path` and `.reason`) and the fix.
+Every failure a user can cause (unsupported ending, a file without read permission, a
+symbolic link to nothing, a corrupt or truncated file, a 4D volume, a label with fractional
+values, channel files that do not line up) raises an InputError naming the file
+(ImageFileError, with `.path` and `.reason`) and the fix; a missing file raises
+MissingFileError.
 """
 from __future__ import annotations
 
@@ -137,7 +139,16 @@ def _read_file(path: str | Path, as_label: bool = False) -> tuple[np.ndarray, Im
     path = Path(path)
     ending = _require_ending(path)
     if not path.is_file():
+        if path.is_symlink():  # listed in its folder, so the dataset check reports it among the other problems
+            raise ImageFileError(path, f"is a symbolic link to {os.readlink(path)}, which does not exist: point the "
+                                       f"link at the file or put the file in its place")
         raise MissingFileError(f"image file not found: {path}")
+    try:  # the libraries report an unreadable file as missing or corrupt
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise ImageFileError(path, "cannot be opened (permission denied): give the user running satnet read access "
+                                   "to it (e.g. chmod a+r FILE)") from None
     if ending in NATURAL_ENDINGS:
         return read_pillow(path, as_label=as_label)
     return read_sitk(path)

@@ -191,6 +191,20 @@ def test_channel_count_must_match_channel_names(ds2):
     )
 
 
+def test_symbolic_link_to_nothing_is_listed_with_the_other_problems(ds3):
+    # Before, it stopped the check with "image file not found", hiding every other problem.
+    image = ds3 / "imagesTr" / "case_001_0000.nii.gz"
+    image.unlink()
+    image.symlink_to(ds3 / "elsewhere" / "case_001_0000.nii.gz")
+    (ds3 / "labelsTr" / "case_002.nii.gz").unlink()
+    problems = problems_of(ds3)
+    assert len(problems) == 2
+    assert problems[0].startswith("imagesTr/case_001_0000.nii.gz: is a symbolic link to ") and \
+        problems[0].endswith("elsewhere/case_001_0000.nii.gz, which does not exist: point the link at the file or "
+                             "put the file in its place")
+    assert problems[1].startswith("labelsTr/case_002.nii.gz: is missing")
+
+
 def test_many_problems_at_once_sorted_and_repeatable(ds3):
     (ds3 / "labelsTr" / "case_002.nii.gz").unlink()
     (ds3 / "imagesTr" / "readme.txt").write_text("x")

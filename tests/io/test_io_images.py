@@ -222,6 +222,36 @@ def test_not_an_image_unsupported_and_missing(tmp_path):
         read_label(tmp_path / "absent.nrrd")
 
 
+@pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".png"])
+def test_unreadable_file_is_named_with_the_permission_fix(tmp_path, ending):
+    # Before: "cannot be read as an image (... does not exist.); the file is corrupt, truncated or not an image:
+    # export it again" (NRRD; NIfTI and PNG alike).
+    if ending == ".png":
+        Image.fromarray(np.ones((4, 5), np.uint8)).save(tmp_path / "locked.png")
+    else:
+        write_sitk(np.ones((2, 3, 4), np.int16), tmp_path / f"locked{ending}")
+    path = tmp_path / f"locked{ending}"
+    path.chmod(0)
+    try:
+        path.read_bytes()
+        pytest.skip("chmod does not stop this process from reading (it runs as root)")
+    except PermissionError:
+        pass
+    with pytest.raises(ImageFileError, match=r"locked.*: cannot be opened \(permission denied\): give the user running "
+                                             r"satnet read access to it \(e.g. chmod a\+r FILE\)"):
+        read_image([path])
+
+
+def test_symbolic_link_to_nothing_is_an_image_file_error(oblique_case, tmp_path):
+    link = tmp_path / "case_0000.nii.gz"
+    link.symlink_to(tmp_path / "moved_away.nii.gz")
+    with pytest.raises(ImageFileError, match=r"case_0000.nii.gz: is a symbolic link to .*moved_away.nii.gz, which does "
+                                             r"not exist: point the link at the file or put the file in its place"):
+        read_image([link])
+    (tmp_path / "moved_away.nii.gz").write_bytes(oblique_case[0].read_bytes())
+    assert read_image([link])[0].shape == (1, 16, 20, 24)
+
+
 def test_multi_page_tiff_is_refused(tmp_path):
     pages = [Image.fromarray(np.full((3, 3), i, np.uint8)) for i in range(2)]
     pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
