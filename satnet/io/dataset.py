@@ -19,6 +19,7 @@ from typing import Any
 
 from satnet.contracts import read_json
 from satnet.errors import InputError, did_you_mean
+from satnet.io.cases import MAX_LABEL
 from satnet.io.images import DETACHED_ENDINGS, LOSSY_ENDINGS, SUPPORTED_ENDINGS
 
 logger = logging.getLogger(__name__)
@@ -169,6 +170,10 @@ def _label_errors(labels: Any) -> list[str]:
         )
     if len(values) < 2:
         errors.append("labels needs the background and at least one foreground label")
+    if values[-1] > MAX_LABEL:
+        errors.append(f"labels goes up to value {values[-1]}, but satnet stores label maps as int8, which holds "
+                      f"values up to {MAX_LABEL} ({MAX_LABEL + 1} labels with the background): merge labels, or train "
+                      f"separate models on subsets of them")
     return errors
 
 
