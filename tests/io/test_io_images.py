@@ -21,6 +21,8 @@ from satnet.io.images import (
     write_segmentation,
 )
 
+from satnet_testing import remove_read_permission
+
 MEDICAL_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
@@ -231,12 +233,7 @@ def test_unreadable_file_is_named_with_the_permission_fix(tmp_path, ending):
     else:
         write_sitk(np.ones((2, 3, 4), np.int16), tmp_path / f"locked{ending}")
     path = tmp_path / f"locked{ending}"
-    path.chmod(0)
-    try:
-        path.read_bytes()
-        pytest.skip("chmod does not stop this process from reading (it runs as root)")
-    except PermissionError:
-        pass
+    remove_read_permission(path)
     with pytest.raises(ImageFileError, match=r"locked.*: cannot be opened \(permission denied\): give the user running "
                                              r"satnet read access to it \(e.g. chmod a\+r FILE\)"):
         read_image([path])
