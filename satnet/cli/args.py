@@ -122,7 +122,8 @@ def fold_arg(text: str) -> str:
 def existing_dir(text: str) -> Path:
     path = Path(text)
     if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"must be an existing folder, not {text!r} (no such folder)")
+        why = "a file: give the folder that holds it" if path.exists() else "no such folder"
+        raise argparse.ArgumentTypeError(f"must be an existing folder, not {text!r} ({why})")
     return path
 
 

@@ -47,3 +47,15 @@ def test_a_list_flag_refuses_a_value_given_twice(subcommand, flag, values, tmp_p
     assert err.strip().splitlines()[-1] == (f"satnet {subcommand}: error: argument {flag}: {twice} is given more "
                                             f"than once ({values}); give each value once"), err
     assert snapshot(tmp_path) == before
+
+
+def test_a_file_where_a_folder_is_expected_is_not_called_missing(tmp_path, capsys):
+    # Before: "must be an existing folder, not '.../case_000_0000.nii.gz' (no such folder)" for a file that exists.
+    scan = tmp_path / "case_000_0000.nii.gz"
+    scan.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "-i", str(scan), "-o", str(tmp_path / "out"), "-m", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"satnet predict: error: argument -i/--input: must be an existing folder, not {str(scan)!r} (a file: give the "
+        f"folder that holds it)")
