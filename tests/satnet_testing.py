@@ -91,3 +91,14 @@ def interrupted_on_call(function, n: int):
         return function(*args, **kwargs)
 
     return wrapper
+
+
+def remove_read_permission(path: Path) -> None:
+    """chmod 0 `path`; skips the test when that does not stop this process from reading it (it runs as root). To
+    run such a test as root: `unshare -U python -m pytest --basetemp=DIR ...`, DIR writable by everyone."""
+    path.chmod(0)
+    try:
+        path.read_bytes()
+    except PermissionError:
+        return
+    pytest.skip("chmod does not stop this process from reading (it runs as root)")

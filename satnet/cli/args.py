@@ -10,7 +10,6 @@ from typing import Any, Callable, Sequence
 from satnet.errors import did_you_mean
 
 
-
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -101,6 +100,18 @@ def checkpoint_argument(p: argparse.ArgumentParser, unset: bool = False) -> None
                    help=f"which checkpoint of each fold: checkpoint_<name>.pt (default {DEFAULT_CHECKPOINT})")
 
 
+class Distinct(argparse.Action):
+    """A list flag (nargs="+") whose values must differ; argparse's error naming the flag otherwise. A value given
+    twice was taken twice: `-f 0 0` loaded fold 0 twice, `--configs 3d 3d` planned 3d for 2D images."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise argparse.ArgumentError(
+                self, f"{twice} is given more than once ({' '.join(map(str, values))}); give each value once")
+        setattr(namespace, self.dest, values)
+
+
 def fold_arg(text: str) -> str:
     """A fold: an integer >= 0 or "all"."""
     if text == "all" or (text.isdigit() and str(int(text)) == text):
@@ -111,7 +122,8 @@ def fold_arg(text: str) -> str:
 def existing_dir(text: str) -> Path:
     path = Path(text)
     if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"must be an existing folder, not {text!r} (no such folder)")
+        why = "a file: give the folder that holds it" if path.exists() else "no such folder"
+        raise argparse.ArgumentTypeError(f"must be an existing folder, not {text!r} ({why})")
     return path
 
 

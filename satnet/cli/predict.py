@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from satnet.cli.args import (
+    Distinct,
     checkpoint_argument,
     choice,
     existing_dir,
@@ -98,7 +99,7 @@ def _add_export(sub) -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", dest="work_dir", type=existing_dir, required=True, metavar="WORK_DIR",
                    help="the work folder the configuration was trained in")
     p.add_argument("-c", "--config", required=True, metavar="CONFIG", help="the configuration to export, e.g. 3d")
-    p.add_argument("-f", "--folds", nargs="+", type=fold_arg, default=None, metavar="FOLD",
+    p.add_argument("-f", "--folds", nargs="+", action=Distinct, type=fold_arg, default=None, metavar="FOLD",
                    help="folds to export (default: every fold with the checkpoint)")
     p.add_argument("-o", "--output", dest="output_dir", type=Path, required=True, metavar="OUT_DIR",
                    help="folder for the exported model (outside the work folder)")
@@ -130,7 +131,7 @@ def _add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, metavar="CONFIG",
                    help="configuration(s); two are ensembled (default: the one `satnet find-best` recommends, else "
                         "3d if planned, else the first)")
-    p.add_argument("-f", "--folds", nargs="+", type=fold_arg, default=None, metavar="FOLD",
+    p.add_argument("-f", "--folds", nargs="+", action=Distinct, type=fold_arg, default=None, metavar="FOLD",
                    help="folds to ensemble (default: every fold with the checkpoint)")
     checkpoint_argument(p, unset=True)
     p.add_argument("--step", type=fraction, default=0.5,
@@ -186,7 +187,7 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
     p.add_argument("prediction_dir", type=existing_dir, metavar="PRED_DIR", help="predicted segmentations")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="SUMMARY_JSON",
                    help="where to write the summary (default PRED_DIR/summary.json)")
-    p.add_argument("-l", "--labels", nargs="+", type=nonnegative_int, default=None, metavar="LABEL",
+    p.add_argument("-l", "--labels", nargs="+", action=Distinct, type=nonnegative_int, default=None, metavar="LABEL",
                    help="label values to score (default: the foreground labels of --dataset-json, or of the "
                         "dataset.json or plans.json beside GT_DIR, else every non-zero value found); voxels under that "
                         "file's \"ignore\" label are left out either way")

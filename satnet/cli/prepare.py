@@ -5,7 +5,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from satnet.cli.args import default_work_dir, existing_dir, one_of, positive_float, positive_int, subcommand
+from satnet.cli.args import (
+    Distinct,
+    default_work_dir,
+    existing_dir,
+    one_of,
+    positive_float,
+    positive_int,
+    subcommand,
+)
 from satnet.errors import command
 from satnet.io.workdir import WorkDir
 from satnet.names import (
@@ -59,7 +67,7 @@ def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:
                    help="dataset in nnU-Net's raw layout (dataset.json, imagesTr/, labelsTr/)")
     p.add_argument("-o", "--output", dest="work_dir", type=Path, default=None, metavar="WORK_DIR",
                    help="work folder (default: $SATNET_WORK/<dataset folder> or ./satnet_work/<dataset folder>)")
-    p.add_argument("--configs", nargs="+", **one_of(CONFIG_NAMES), default=None,
+    p.add_argument("--configs", nargs="+", action=Distinct, **one_of(CONFIG_NAMES), default=None,
                    help="configurations to plan/preprocess (default: 2d, and 3d for volumetric data)")
     p.add_argument("-j", "--workers", type=positive_int, default=None,
                    help="worker processes for reading and preprocessing cases (default: half the cores)")

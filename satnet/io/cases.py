@@ -26,6 +26,7 @@ from satnet.errors import InputError, MissingFileError
 from satnet.io.geometry import ImageGeometry, check_axis_order
 
 _SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+MAX_LABEL = int(np.iinfo(np.int8).max)  # the largest label value a `<case>_seg.npy` (int8) holds
 
 
 def is_safe_name(name: object) -> bool:

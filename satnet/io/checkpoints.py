@@ -85,6 +85,9 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:  # not corrupt: the generic advice below would have the user delete good weights
+        raise InputError(f"checkpoint {path} cannot be opened (permission denied): give the user running satnet read "
+                         f"access to it (e.g. chmod a+r FILE)") from None
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         raise InputError(
             f"checkpoint {path} could not be loaded ({_load_failure(exc)}); it is corrupt or not a satnet checkpoint: "

@@ -16,7 +16,8 @@ the fix:
   files; 4D volumes; NaN or inf voxels; an all-zero image; float labels with non-integer
   values; label values not declared in dataset.json; the channels read adding up to
   len(channel_names); channel files and label on the same voxel grid (shape exactly;
-  spacing, origin and direction within satnet.io.images.GEOMETRY_TOLERANCE).
+  spacing, origin and direction within satnet.io.images.GEOMETRY_TOLERANCE); a case whose
+  spacing or physical size is more than OUTLIER_FACTOR from the median case's (`geometry_outliers`).
 
 Problems are sorted by file, then message, so two runs report the same list.
 """
@@ -32,7 +33,7 @@ import numpy as np
 from satnet.errors import DatasetCheckError, MissingFileError
 from satnet.io.dataset import DatasetJson, load_dataset_json
 from satnet.io.geometry import ImageGeometry
-from satnet.io.image_formats import NIFTI_ENDINGS, count_nonfinite_nifti
+from satnet.io.image_formats import NATURAL_ENDINGS, NIFTI_ENDINGS, count_nonfinite_nifti
 from satnet.io.images import ImageFileError, geometry_mismatch, image_ending, read_image, read_label
 from satnet.io.pool import map_cases
 from satnet.io.raw_cases import Problem, RawCase, count_case_names, format_problems, scan_cases
@@ -102,7 +103,11 @@ def geometry_outliers(reports: list["CaseReport"], file_ending: str) -> list[Pro
     """Cases whose spacing or physical extent (shape x spacing) differs from the median case's by more than
     OUTLIER_FACTOR along some axis: a header in metres instead of millimetres (0.001), a scan of another kind
     (50 mm slices among 1 mm ones). Left in, one such case drives the planner (a batch of 751, a 1x1x1 volume
-    of background) and takes minutes to preprocess; so the check names it against the median."""
+    of background) and takes minutes to preprocess; so the check names it against the median. Not for natural
+    images (PNG, JPEG, TIFF, BMP): their spacing is nominal (999, 1, 1) in every case and their size a pixel count,
+    which no header can get wrong (photos of 500 and 6000 pixels are one dataset)."""
+    if file_ending.lower() in NATURAL_ENDINGS:
+        return []
     geometries = {r.case_id: r.geometry for r in reports if r.geometry is not None}
     if len(geometries) < MIN_CASES_FOR_OUTLIERS:
         return []

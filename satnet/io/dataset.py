@@ -19,7 +19,8 @@ from typing import Any
 
 from satnet.contracts import read_json
 from satnet.errors import InputError, did_you_mean
-from satnet.io.images import LOSSY_ENDINGS, SUPPORTED_ENDINGS
+from satnet.io.cases import MAX_LABEL
+from satnet.io.images import DETACHED_ENDINGS, LOSSY_ENDINGS, SUPPORTED_ENDINGS
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +170,19 @@ def _label_errors(labels: Any) -> list[str]:
         )
     if len(values) < 2:
         errors.append("labels needs the background and at least one foreground label")
+    if values[-1] > MAX_LABEL:
+        errors.append(f"labels goes up to value {values[-1]}, but satnet stores label maps as int8, which holds "
+                      f"values up to {MAX_LABEL} ({MAX_LABEL + 1} labels with the background): merge labels, or train "
+                      f"separate models on subsets of them")
     return errors
 
 
 # The fix for a JPEG dataset, also offered when the files are found to be JPEG (satnet.io.raw_cases).
 TO_PNG = 'convert the images and labels to .png (lossless) and set file_ending to ".png"'
+# The fix for a .mhd dataset, likewise.
+TO_MHA = 'convert the images and labels to .mha (MetaImage in one file) and set file_ending to ".mha"'
+# The endings a dataset's files may have.
+DATASET_ENDINGS = tuple(e for e in SUPPORTED_ENDINGS if e not in LOSSY_ENDINGS + DETACHED_ENDINGS)
 
 
 def ending_errors(ending: Any) -> list[str]:
@@ -185,6 +194,9 @@ def ending_errors(ending: Any) -> list[str]:
     if ending.lower() in LOSSY_ENDINGS:
         return [f"file_ending {ending!r} is JPEG, whose lossy compression cannot hold exact label values (and "
                 f"satnet writes its masks in the dataset's format): {TO_PNG}"]
+    if ending.lower() in DETACHED_ENDINGS:
+        return [f"file_ending {ending!r} is a MetaImage header that keeps its voxels in a second file (.raw / .zraw), "
+                f"which imagesTr and labelsTr would hold as a stray file: {TO_MHA}"]
     return []
 
 

@@ -48,6 +48,9 @@ SITK_ENDINGS = NIFTI_ENDINGS + (".nrrd", ".mha", ".mhd")
 # 5.4's NIfTI reader accepts an sform sheared by 1e-4 and refuses one sheared by 1e-3.
 ORTHONORMAL_TOLERANCE = 1e-4
 _PIL_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+# ITK's reader for each ending, named because ITK's own choice by ending fails for a .MHA (upper case) file.
+_SITK_IO = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".mha": "MetaImageIO",
+            ".mhd": "MetaImageIO"}
 
 
 class ImageFileError(InputError):
@@ -79,8 +82,9 @@ def _unreadable(path: Path, exc: BaseException) -> ImageFileError:
 
 def read_sitk(path: Path) -> tuple[np.ndarray, ImageGeometry]:
     """Read a NIfTI / NRRD / MetaImage file: ((C, Z, Y, X) array in the file's dtype, geometry)."""
+    ending = next(e for e in SITK_ENDINGS if path.name.lower().endswith(e))
     try:
-        image = sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path), imageIO=_SITK_IO[ending])
     except RuntimeError as exc:
         if path.name.lower().endswith(NIFTI_ENDINGS):
             return read_nifti_nibabel(path, why=_library_message(exc))

@@ -10,11 +10,14 @@ overlays its image exactly. Formats by file ending (SUPPORTED_ENDINGS):
 - .png, .bmp, .tif, .tiff, .jpg, .jpeg: Pillow, as 2D natural images with spacing (999, 1, 1)
   (RGB -> 3 channels, RGBA -> alpha dropped, grayscale -> 1). Segmentations are never written
   as JPEG, whose lossy compression would change label values, so the dataset check refuses it
-  as a dataset's file_ending (LOSSY_ENDINGS).
+  as a dataset's file_ending (LOSSY_ENDINGS); nor is .mhd, whose voxels lie in a second file
+  (DETACHED_ENDINGS).
 
-Every failure a user can cause (unsupported ending, missing, corrupt or truncated file, a 4D
-volume, a label with fractional values, channel files that do not line up) raises an
-InputError naming the file (ImageFileError, with `.path` and `.reason`) and the fix.
+Every failure a user can cause (unsupported ending, a file without read permission, a
+symbolic link to nothing, a corrupt or truncated file, a 4D volume, a label with fractional
+values, channel files that do not line up) raises an InputError naming the file
+(ImageFileError, with `.path` and `.reason`) and the fix; a missing file raises
+MissingFileError.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from satnet.io.image_formats import (
 __all__ = [
     "SUPPORTED_ENDINGS",
     "LOSSY_ENDINGS",
+    "DETACHED_ENDINGS",
     "GEOMETRY_TOLERANCE",
     "GeometryTolerance",
     "ImageFileError",
@@ -58,6 +62,9 @@ __all__ = [
 
 SUPPORTED_ENDINGS: tuple[str, ...] = SITK_ENDINGS + NATURAL_ENDINGS
 LOSSY_ENDINGS = (".jpg", ".jpeg")  # readable, never a dataset's file_ending: masks are written in it
+# Readable and writable, never a dataset's file_ending: a MetaImage header keeps its voxels in a second file
+# (.raw / .zraw), which imagesTr and labelsTr would hold as a stray file beside every case.
+DETACHED_ENDINGS = (".mhd",)
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,16 @@ def _read_file(path: str | Path, as_label: bool = False) -> tuple[np.ndarray, Im
     path = Path(path)
     ending = _require_ending(path)
     if not path.is_file():
+        if path.is_symlink():  # listed in its folder, so the dataset check reports it among the other problems
+            raise ImageFileError(path, f"is a symbolic link to {os.readlink(path)}, which does not exist: point the "
+                                       f"link at the file or put the file in its place")
         raise MissingFileError(f"image file not found: {path}")
+    try:  # the libraries report an unreadable file as missing or corrupt
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise ImageFileError(path, "cannot be opened (permission denied): give the user running satnet read access "
+                                   "to it (e.g. chmod a+r FILE)") from None
     if ending in NATURAL_ENDINGS:
         return read_pillow(path, as_label=as_label)
     return read_sitk(path)
@@ -249,19 +265,23 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
     Writing under the final name matters for MetaImage (.mhd), whose header names its data
     file: data files are moved first and the named file last, so `path` appears only when
-    everything it refers to is in place.
+    everything it refers to is in place. The ending is written in lower case and the file
+    renamed to `path` at the move: ITK picks its writer by the ending, refuses .NII.GZ and
+    writes a .MHA as a .mhd header and data file.
     """
+    ending = _require_ending(path)
+    name = path.name[: -len(ending)] + ending
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        write(tmp / path.name)
-        for produced in sorted(tmp.iterdir(), key=lambda p: p.name == path.name):
+        write(tmp / name)
+        for produced in sorted(tmp.iterdir(), key=lambda p: p.name == name):
             fd = os.open(produced, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(produced, path.parent / produced.name)
+            os.replace(produced, path if produced.name == name else path.parent / produced.name)
     except OSError as exc:
         raise naming_file(exc, path, tmp)
     finally:

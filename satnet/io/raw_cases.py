@@ -21,9 +21,9 @@ import numpy as np
 
 from satnet.errors import DatasetCheckError, InputError
 from satnet.io.cases import check_case_id
-from satnet.io.dataset import TO_PNG, DatasetJson, ending_errors
+from satnet.io.dataset import DATASET_ENDINGS, TO_MHA, TO_PNG, DatasetJson, ending_errors
 from satnet.io.geometry import ImageGeometry
-from satnet.io.images import LOSSY_ENDINGS, SUPPORTED_ENDINGS, image_ending, read_image, read_label
+from satnet.io.images import DETACHED_ENDINGS, LOSSY_ENDINGS, image_ending, read_image, read_label
 
 logger = logging.getLogger(__name__)
 
@@ -214,8 +214,10 @@ def _files_with_ending(folder: Path, ending: str, problems: _Problems, pattern: 
         fix = (f"the letter case counts: rename the files to end in {ending!r}, or set file_ending to {found!r} in "
                f"dataset.json" if found.lower() == ending.lower()
                else f"JPEG is lossy: {TO_PNG} in dataset.json" if found in LOSSY_ENDINGS
-               else f"set file_ending to {found!r} in dataset.json" if found in SUPPORTED_ENDINGS
-               else f"convert them to one of {', '.join(e for e in SUPPORTED_ENDINGS if e not in LOSSY_ENDINGS)}")
+               else f"a .mhd header keeps its voxels in a second file: {TO_MHA} in dataset.json"
+               if found in DETACHED_ENDINGS
+               else f"set file_ending to {found!r} in dataset.json" if found in DATASET_ENDINGS
+               else f"convert them to one of {', '.join(DATASET_ENDINGS)}")
         problems.add(folder, f"holds no file ending in {ending!r} (file_ending in dataset.json) but {count} "
                              f"ending in {found!r}: {fix}")
     else:

@@ -15,7 +15,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from satnet.errors import InputError
-from satnet.io.cases import CaseProperties
+from satnet.io.cases import MAX_LABEL, CaseProperties
 from satnet.io.geometry import IDENTITY_AXES, ImageGeometry, to_network_axes
 from satnet.planning.plans import ConfigurationPlan
 from satnet.preprocessing.crop import bbox_slices, bounding_box, nonzero_mask
@@ -25,7 +25,6 @@ from satnet.preprocessing.resample import compute_new_shape, resample_image, res
 logger = logging.getLogger(__name__)
 
 CLASS_LOCATIONS_SEED = 1234
-MAX_LABEL = int(np.iinfo(np.int8).max)  # labels are stored as int8
 
 
 def sample_class_locations(

@@ -191,6 +191,31 @@ def test_channel_count_must_match_channel_names(ds2):
     )
 
 
+def test_symbolic_link_to_nothing_is_listed_with_the_other_problems(ds3):
+    # Before, it stopped the check with "image file not found", hiding every other problem.
+    image = ds3 / "imagesTr" / "case_001_0000.nii.gz"
+    image.unlink()
+    image.symlink_to(ds3 / "elsewhere" / "case_001_0000.nii.gz")
+    (ds3 / "labelsTr" / "case_002.nii.gz").unlink()
+    problems = problems_of(ds3)
+    assert len(problems) == 2
+    assert problems[0].startswith("imagesTr/case_001_0000.nii.gz: is a symbolic link to ") and \
+        problems[0].endswith("elsewhere/case_001_0000.nii.gz, which does not exist: point the link at the file or "
+                             "put the file in its place")
+    assert problems[1].startswith("labelsTr/case_002.nii.gz: is missing")
+
+
+def test_natural_images_of_very_different_sizes_pass(ds2):
+    # Before: "imagesTr/img_000_0000.png: physical size 999x384x480 mm (Z x Y x X) is more than 10x away from the
+    # dataset's median ...: if the header is wrong (metres instead of millimetres, ...), fix the spacing in the image
+    # and label files", for a PNG, which has no spacing to fix.
+    for path in (ds2 / "imagesTr" / "img_000_0000.png", ds2 / "labelsTr" / "img_000.png"):
+        image = Image.open(path)
+        image.resize((image.width * 12, image.height * 12), Image.NEAREST).save(path)
+    dataset = check_dataset(ds2)
+    assert dataset.geometries["img_000"].shape == [1, 32 * 12, 40 * 12]
+
+
 def test_many_problems_at_once_sorted_and_repeatable(ds3):
     (ds3 / "labelsTr" / "case_002.nii.gz").unlink()
     (ds3 / "imagesTr" / "readme.txt").write_text("x")

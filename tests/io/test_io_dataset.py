@@ -55,6 +55,10 @@ def test_missing_and_unparsable_file(tmp_path):
         ({"file_ending": ".jpg"}, r"file_ending '.jpg' is JPEG, whose lossy compression cannot hold exact label "
                                   r"values .*: convert the images and labels to .png \(lossless\) and set file_ending"),
         ({"file_ending": ".JPEG"}, r"file_ending '.JPEG' is JPEG, whose lossy"),
+        # Before, a .mhd dataset failed the check with every .zraw data file reported as a stray file.
+        ({"file_ending": ".mhd"}, r"file_ending '.mhd' is a MetaImage header that keeps its voxels in a second file "
+                                  r"\(.raw / .zraw\), .*: convert the images and labels to .mha \(MetaImage in one "
+                                  r'file\) and set file_ending to ".mha"'),
         ({"channel_names": {"1": "CT"}}, r"channel_names keys must be 0 \(one per channel, from 0\), not 1"),
         ({"channel_names": {"0": 5}}, r"channel_names values must be non-empty strings"),
         ({"channel_names": []}, r"channel_names must map"),
@@ -62,6 +66,10 @@ def test_missing_and_unparsable_file(tmp_path):
         ({"labels": {"liver": 1, "tumor": 2}}, r"labels must include the background as value 0"),
         ({"labels": {"background": 0, "liver": 1, "also_liver": 1}}, r"unique and contiguous"),
         ({"labels": {"background": 0}}, r"at least one foreground label"),
+        # Before, 129 labels passed the check and planning, and preprocessing failed once plans.json was written.
+        ({"labels": {"background": 0, **{f"l{v}": v for v in range(1, 129)}}},
+         r"labels goes up to value 128, but satnet stores label maps as int8, which holds values up to 127 \(128 "
+         r"labels with the background\): merge labels, or train separate models on subsets of them"),
         ({"labels": {"background": 0, "liver": "1"}}, r"labels values must be integers; 'liver': '1' are not"),
         ({"labels": {"0": "background", "1": "liver"}}, r"nnU-Net v1 order"),
         ({"labels": {"background": 0, "whole": [1, 2], "core": 2}}, r"region-based labels .* does not support regions yet"),

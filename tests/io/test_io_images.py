@@ -21,6 +21,8 @@ from satnet.io.images import (
     write_segmentation,
 )
 
+from satnet_testing import remove_read_permission
+
 MEDICAL_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
@@ -58,12 +60,15 @@ def test_read_image_nifti_shape_dtype_and_geometry(oblique_case):
     assert geometry.spatial_dims_in_file == 3
 
 
-@pytest.mark.parametrize("ending", MEDICAL_ENDINGS)
+# In upper case too: the dataset check offers file_ending ".NII.GZ" for files named so. Before, ITK refused to write
+# .NII.GZ and .NII, wrote a .MHA as a .mhd header and data file, and could not read a .MHA.
+@pytest.mark.parametrize("ending", MEDICAL_ENDINGS + tuple(e.upper() for e in MEDICAL_ENDINGS))
 def test_segmentation_round_trip_keeps_geometry_exactly(oblique_case, tmp_path, ending):
     _, geometry = read_image([oblique_case[0]])
     label, _ = read_label(oblique_case[1])
     out = tmp_path / f"seg{ending}"
     write_segmentation(label, geometry, out)
+    assert out.is_file()
     label_back, geometry_back = read_label(out)
     assert geometry_back == geometry
     np.testing.assert_array_equal(label_back, label)
@@ -217,6 +222,31 @@ def test_not_an_image_unsupported_and_missing(tmp_path):
         read_image([tmp_path / "x.dcm"])
     with pytest.raises(MissingFileError, match="absent.nrrd"):
         read_label(tmp_path / "absent.nrrd")
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".png"])
+def test_unreadable_file_is_named_with_the_permission_fix(tmp_path, ending):
+    # Before: "cannot be read as an image (... does not exist.); the file is corrupt, truncated or not an image:
+    # export it again" (NRRD; NIfTI and PNG alike).
+    if ending == ".png":
+        Image.fromarray(np.ones((4, 5), np.uint8)).save(tmp_path / "locked.png")
+    else:
+        write_sitk(np.ones((2, 3, 4), np.int16), tmp_path / f"locked{ending}")
+    path = tmp_path / f"locked{ending}"
+    remove_read_permission(path)
+    with pytest.raises(ImageFileError, match=r"locked.*: cannot be opened \(permission denied\): give the user running "
+                                             r"satnet read access to it \(e.g. chmod a\+r FILE\)"):
+        read_image([path])
+
+
+def test_symbolic_link_to_nothing_is_an_image_file_error(oblique_case, tmp_path):
+    link = tmp_path / "case_0000.nii.gz"
+    link.symlink_to(tmp_path / "moved_away.nii.gz")
+    with pytest.raises(ImageFileError, match=r"case_0000.nii.gz: is a symbolic link to .*moved_away.nii.gz, which does "
+                                             r"not exist: point the link at the file or put the file in its place"):
+        read_image([link])
+    (tmp_path / "moved_away.nii.gz").write_bytes(oblique_case[0].read_bytes())
+    assert read_image([link])[0].shape == (1, 16, 20, 24)
 
 
 def test_multi_page_tiff_is_refused(tmp_path):

@@ -76,6 +76,23 @@ def test_jpeg_files_are_not_offered_as_the_file_ending(tmp_path, dataset_2d):
     assert "set file_ending to '.jpg'" not in str(info.value)
 
 
+def test_mhd_files_are_not_offered_as_the_file_ending(tmp_path, dataset_3d):
+    # Before, a dataset of .mhd files (each with its .zraw data file) was told to set file_ending to ".mhd", which
+    # the check then failed for every data file.
+    import SimpleITK as sitk
+
+    root = tmp_path / "mhd"
+    shutil.copytree(dataset_3d, root)
+    for nifti in (root / "imagesTr").glob("*.nii.gz"):
+        sitk.WriteImage(sitk.ReadImage(str(nifti)), str(nifti).replace(".nii.gz", ".mhd"), useCompression=True)
+        nifti.unlink()
+    with pytest.raises(DatasetCheckError) as info:
+        find_training_cases(root, load_dataset_json(root))
+    assert "imagesTr: holds no file ending in '.nii.gz' (file_ending in dataset.json) but 3 ending in '.mhd': a .mhd " \
+           "header keeps its voxels in a second file: convert the images and labels to .mha" in str(info.value)
+    assert "set file_ending to '.mhd'" not in str(info.value)
+
+
 def test_an_ending_in_other_letter_case_is_to_be_renamed(tmp_path, dataset_3d):
     # Before: "does not end in '.nii.gz' ...: convert it", plus "has no image files" for its label; and to
     # predict, "is a .nii.gz file, but the model reads .nii.gz files ...: convert it to .nii.gz".

@@ -110,6 +110,11 @@ def _other_config_checkpoint(which: str) -> Callable[[Sandbox], None]:
     return lambda box: shutil.copyfile(checkpoint(box, which, "2d"), checkpoint(box, which, "3d"))
 
 
+def _link_to_nothing(path: Path, target: Path) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
 def _single_case(box: Sandbox) -> None:
     for path in (image(box, 1), image(box, 2), label(box, 1), label(box, 2)):
         path.unlink()
@@ -187,6 +192,9 @@ CASES: list[BadInput] = [
              "fix the file or remove the case"),
     BadInput("image_4d", "4D image (2 time points) where a 3D volume is expected", ("raw3d",),
              lambda b: write_4d(image(b), image(b)), PLAN, IMAGE0, "split the volumes"),
+    BadInput("dangling_symlink", "imagesTr/case_001_0000.nii.gz a symbolic link to a file moved away", ("raw3d",),
+             lambda b: _link_to_nothing(image(b, 1), b.root / "moved" / "case_001_0000.nii.gz"), PLAN,
+             "imagesTr/case_001_0000.nii.gz", "point the link at the file"),
     BadInput("tiny_cases", "every case 1 slice of 8x10 voxels at 1 mm: 0.5 x 4 x 5 voxels at 2 mm", ("raw3d",),
              lambda b: [crop_centre(b.raw / f, (1, 8, 10), (1.0, 1.0, 1.0)) for f in ("imagesTr", "labelsTr")],
              PLAN, "--spacing", "too small to downsample"),
@@ -205,6 +213,12 @@ CASES: list[BadInput] = [
     BadInput("ignore_label", 'labels with nnU-Net\'s "ignore": 3', ("raw3d",),
              dataset_json_edit(lambda d: d["labels"].update(ignore=3)), PLAN, "dataset.json",
              "relabel them in labelsTr"),
+    BadInput("mhd_file_ending", "file_ending .mhd (a MetaImage header beside a .zraw data file)", ("raw3d",),
+             dataset_json_edit(lambda d: d.update(file_ending=".mhd")), PLAN, "dataset.json",
+             "convert the images and labels to .mha"),
+    BadInput("labels_beyond_int8", "labels 0..128 (129 labels)", ("raw3d",),
+             dataset_json_edit(lambda d: d["labels"].update({f"l{v}": v for v in range(3, 129)})), PLAN,
+             "dataset.json", "merge labels"),
     BadInput("jpeg_file_ending", "file_ending .jpg", ("raw2d",),
              dataset_json_edit(lambda d: d.update(file_ending=".jpg")), PLAN_2D, "dataset.json",
              "convert the images and labels to .png"),

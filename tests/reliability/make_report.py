@@ -166,6 +166,15 @@ FOUND_AND_FIXED = """\
   what such a configuration was trained with (spacing, patch, batch, normalisation, network, resampling,
   axis order) is refused before anything is written, naming the folder to move away or another -o
   (tests/preprocessing/test_stage_plan.py).
+- A review of file reading and the CLI: a `.mhd` dataset failed the check with every `.zraw` data file
+  reported as a stray (`.mhd` is now refused as a file_ending, `.mha` suggested); the file_ending `.NII.GZ`
+  that the check offers for files named so failed at the first mask write (ITK picks its writer by the ending;
+  `.MHA` could not even be read); 129 labels passed the check and planning and failed in preprocessing
+  (int8 label maps); a symbolic link to a moved file stopped the check at "image file not found", hiding the
+  other problems; a file without read permission was "corrupt, truncated or not an image: export it again",
+  and a checkpoint without it "corrupt ... delete it and train again"; `--configs 3d 3d` planned 3d for 2D
+  images and `-f 0 0` loaded fold 0 twice (a list flag now refuses a repeated value); a PNG 12x the size of
+  the others was told to "fix the spacing in the image and label files".
 """
 
 
