@@ -296,7 +296,7 @@ def read_json(path: str | os.PathLike, what: str = "file", fix: str = "") -> Any
     hint = f"; {fix}" if fix else ""
     if not path.is_file():
         raise MissingFileError(f"{what} not found: {path}{hint}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
+    try:  # utf-8-sig: a byte-order mark (Windows Notepad saves one) is skipped, as JSON readers should
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{what} {path} is not valid JSON ({exc}){hint}") from None

@@ -43,6 +43,7 @@ DEFAULT_GPU_MEMORY_GB = 8.0
 OPTIMIZERS = ("sgd", "adadelta")
 DEFAULT_OPTIMIZER = "sgd"
 LR_SCHEDULES = ("poly", "constant")
+MAX_SEED = 2**64 - 1  # --seed: torch.manual_seed takes 64 bits
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_DEVICE = "auto"  # CUDA when present, else the CPU
 PRECISIONS = ("fp32", "bf16", "fp16")  # training autocast; fp16 only on CUDA (with a gradient scaler)

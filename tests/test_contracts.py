@@ -81,6 +81,12 @@ def test_read_json_errors(tmp_path):
         read_json(tmp_path / "bad.json")
 
 
+def test_read_json_skips_a_byte_order_mark(tmp_path):
+    # a dataset.json saved by Windows Notepad starts with U+FEFF; json.loads refuses it in the text
+    (tmp_path / "dataset.json").write_bytes(b"\xef\xbb\xbf" + b'{"labels": {"background": 0}}')
+    assert read_json(tmp_path / "dataset.json") == {"labels": {"background": 0}}
+
+
 def test_geometry_sitk_round_trip_is_exact():
     direction = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     g = ImageGeometry.from_sitk([24, 20, 16], [1.0, 1.5, 3.0], [-1.0, 2.0, 3.0], direction)

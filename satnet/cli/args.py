@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from satnet.errors import did_you_mean
+from satnet.names import MAX_SEED
 
 
 def positive_int(text: str) -> int:
@@ -17,6 +18,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    """A random seed: an integer 0 .. MAX_SEED (torch.manual_seed takes 64 bits)."""
+    value = nonnegative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer 0 .. 2**64 - 1 ({MAX_SEED}), not {text!r}")
     return value
 
 

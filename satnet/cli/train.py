@@ -12,6 +12,7 @@ from satnet.cli.args import (
     one_of,
     positive_float,
     positive_int,
+    seed_arg,
     subcommand,
     unit_interval,
 )
@@ -62,7 +63,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     flag("--device", DEVICES, f"auto: CUDA when present, else the CPU (default {default.device})")
     flag("--workers", nonnegative_int, "augmentation processes per rank; 0: in the training process, exactly "
          "reproducible on resume (default: cores - 2, 1..12)", "N")
-    flag("--seed", nonnegative_int, "random seed of weights and data (default: drawn, stored in the checkpoint)", "S")
+    flag("--seed", seed_arg, "random seed of weights and data (default: drawn, stored in the checkpoint)", "S")
     flag("--init", INIT_SCHEMES, f"weight initialisation ({per_optimizer('init')})")
     flag("--time-budget", positive_float, "train for this many minutes of wall time (epochs with their validation "
          "batches and checkpoint writes; not start-up or the final validation): the poly schedule runs over time, the run stops within "

@@ -69,7 +69,7 @@ def load_fold_run(work_dir: str | Path, config: str, fold: int | str) -> FoldRun
             + PLAN_HINT.format(work_dir=work_dir)
             + f" (or `satnet preprocess RAW_DATASET_DIR -o {work_dir} --configs {config}` to finish it)"
         )
-    return FoldRun(config, fold, plans, layout.plans.read_text(encoding="utf-8"), plan, cases.train, cases.val,
+    return FoldRun(config, fold, plans, layout.plans.read_text(encoding="utf-8-sig"), plan, cases.train, cases.val,
                    data_dir, layout.fold_dir(config, fold))
 
 

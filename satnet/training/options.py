@@ -43,6 +43,7 @@ from satnet.names import (  # noqa: F401 (the lists are re-exported: their owner
     DEVICES,
     INIT_SCHEMES,
     LR_SCHEDULES,
+    MAX_SEED,
     OPTIMIZERS,
     PRECISIONS,
 )
@@ -96,6 +97,8 @@ class TrainOptions(Contract):
                 raise unknown_name_error(name, getattr(self, name), options)
         _check_int(self, ("epochs", "iterations_per_epoch", "val_iterations", "batch_size"), minimum=1)
         _check_int(self, ("workers", "seed"), minimum=0)
+        if self.seed is not None and self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be at most 2**64 - 1 (torch.manual_seed takes 64 bits), not {self.seed}")
         _check_number(self, ("lr", "eps", "grad_clip", "poly_exponent", "time_budget"), low=0.0, low_open=True)
         _check_number(self, ("weight_decay",), low=0.0, low_open=False)
         _check_number(self, ("momentum", "rho"), low=0.0, low_open=False, high=1.0)

@@ -19,6 +19,7 @@ from satnet.cli import build_parser
 BAD_VALUES: dict[str, tuple[str, ...]] = {
     "positive_int": ("0", "-3", "2.5", "many"),
     "nonnegative_int": ("-1", "1.5", "x"),
+    "seed_arg": ("-1", "1.5", "x", str(2**64)),
     "positive_float": ("0", "-0.5", "nan", "inf", "abc"),
     "nonnegative_float": ("-0.5", "nan", "inf"),
     "unit_interval": ("-0.1", "1.01", "nan"),
