@@ -1,5 +1,5 @@
-"""Drop-in convolution and instance-norm layers that take PyTorch's fast CPU kernels, and group-norm
-and max-pooling layers that keep the activation's precision under autocast.
+"""Drop-in convolution and instance-norm layers that take PyTorch's fast CPU kernels, and group-norm,
+max-pooling and upsampling layers that keep the activation's precision under autocast.
 
 Each class subclasses the torch layer of the same name and changes only which kernel computes
 it, or in which precision: the function, the parameters and the state_dict keys are the torch
@@ -10,8 +10,9 @@ layer's, so checkpoints load either way and `isinstance(m, nn.Conv3d)` still hol
   (im2col) kernel instead of oneDNN when N * C * D * H <= 20480 (its heuristic ignores the last
   axis), e.g. 32 channels at 20x28x20 or 128 at 10x14x10: the deep stages of a U-Net at batch 1.
   That kernel ran 3-10x slower than oneDNN on the same convolution (7-35 against 38-105 GFLOP/s).
-  `convolution` sends every batch-1 fp32 CPU convolution to oneDNN instead. Batches > 1 already go
-  there; autocast to bf16 always does.
+  `convolution` sends every batch-1 fp32 CPU convolution to oneDNN instead (not while exporting or
+  on fake tensors, which that kernel cannot take). Batches > 1 already go there; autocast to bf16
+  always does.
 - `InstanceNorm2d` / `InstanceNorm3d`: instance norm with affine weights and no running
   statistics is group norm with one group per channel. `F.instance_norm` copies the input into a
   (1, B * C, ...) batch-norm view (contiguous, so channels_last input is converted twice) and an
@@ -32,6 +33,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 
 def convolution(
@@ -55,13 +57,16 @@ def _onednn_wanted(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not x.is_mkldnn and not torch.is_autocast_enabled("cpu")
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not _exporting())
+            and not _tracing(x))
 
 
-def _exporting() -> bool:
-    """Inside torch.onnx.export or a TorchScript trace: `aten::mkldnn_convolution` has no ONNX symbolic (the
-    export failed on it), so F.conv2d / F.conv3d, which export as Conv, take every convolution there."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+def _tracing(x: torch.Tensor) -> bool:
+    """Inside torch.onnx.export or a TorchScript trace, or on fake tensors (torch.compile, torch.export, the
+    memory model's FakeTensorMode trace): `aten::mkldnn_convolution` has no ONNX symbolic (the export failed
+    on it) and no fake-tensor kernel (its CPU kernel failed: "itensor_view_from_dense expects CPU tensor
+    input"), so F.conv2d / F.conv3d, which export as Conv and run on fake tensors, take every convolution there."""
+    return (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or is_fake(x))
 
 
 class _OneDNNConv:
