@@ -22,6 +22,7 @@ from torch import nn
 
 from satnet.nets.blocks import SegmentationHeads, SegmentationNetwork, stage_list
 from satnet.nets.gate import skip_gate
+from satnet.nets.layers import Upsample
 from satnet.nets.spec import NetworkSpec
 from satnet.nets.unet import PlainEncoder, UNetDecoder, conv_stack
 
@@ -35,9 +36,10 @@ def di2in_decoder_widths(spec: NetworkSpec) -> list[int]:
 
 
 def interpolation_upsampler(spatial_dims: int, stride: Sequence[int]) -> nn.Upsample:
-    """Bilinear (2D) or trilinear (3D) upsampling by `stride` per axis: no parameters, nothing saved for backward."""
+    """Bilinear (2D) or trilinear (3D) upsampling by `stride` per axis: no parameters, nothing saved for backward;
+    in the activation's precision under autocast (satnet.nets.layers.Upsample)."""
     mode = "bilinear" if spatial_dims == 2 else "trilinear"
-    return nn.Upsample(scale_factor=tuple(float(s) for s in stride), mode=mode, align_corners=False)
+    return Upsample(scale_factor=tuple(float(s) for s in stride), mode=mode, align_corners=False)
 
 
 class DI2INDecoder(UNetDecoder):

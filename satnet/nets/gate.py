@@ -67,7 +67,7 @@ class SkipGate(nn.Module):
         maps: k, the attention maps an at/sat gate transfers (1 <= k <= C); must be 1 for org and st.
 
     Attributes you may set: `fused` (sat only; default True) and `record` (default False: when True,
-    every forward keeps detached copies `last_attention` (B, 1, *spatial) and `last_select` (C,)
+    every forward keeps detached copies `last_attention` (B, k, *spatial) and `last_select` (C,)
     for visualisation; nothing is kept or computed when False).
     """
 

@@ -1,5 +1,5 @@
-"""Drop-in convolution and instance-norm layers that take PyTorch's fast CPU kernels, and group-norm
-and max-pooling layers that keep the activation's precision under autocast.
+"""Drop-in convolution and instance-norm layers that take PyTorch's fast CPU kernels, and group-norm,
+max-pooling and upsampling layers that keep the activation's precision under autocast.
 
 Each class subclasses the torch layer of the same name and changes only which kernel computes
 it, or in which precision: the function, the parameters and the state_dict keys are the torch
@@ -10,8 +10,9 @@ layer's, so checkpoints load either way and `isinstance(m, nn.Conv3d)` still hol
   (im2col) kernel instead of oneDNN when N * C * D * H <= 20480 (its heuristic ignores the last
   axis), e.g. 32 channels at 20x28x20 or 128 at 10x14x10: the deep stages of a U-Net at batch 1.
   That kernel ran 3-10x slower than oneDNN on the same convolution (7-35 against 38-105 GFLOP/s).
-  `convolution` sends every batch-1 fp32 CPU convolution to oneDNN instead. Batches > 1 already go
-  there; autocast to bf16 always does.
+  `convolution` sends every batch-1 fp32 CPU convolution to oneDNN instead (not while exporting or
+  on fake tensors, which that kernel cannot take). Batches > 1 already go there; autocast to bf16
+  always does.
 - `InstanceNorm2d` / `InstanceNorm3d`: instance norm with affine weights and no running
   statistics is group norm with one group per channel. `F.instance_norm` copies the input into a
   (1, B * C, ...) batch-norm view (contiguous, so channels_last input is converted twice) and an
@@ -20,9 +21,10 @@ layer's, so checkpoints load either way and `isinstance(m, nn.Conv3d)` still hol
   the activation after it works in place. Norm + LeakyReLU forward and backward took 2.4x less
   time (B 7, 32 channels, 40x56x40, contiguous). In channels_last the backward is satnet's own
   (`_ChannelsLastInstanceNorm`), because PyTorch's channels_last group-norm backward is slow.
-- `GroupNorm`, `MaxPool2d` / `MaxPool3d` (and the instance norms under autocast): run in the
-  activation's bf16/fp16 where CUDA autocast (the norms) or CPU autocast (max pooling) would cast
-  it to fp32, so both devices keep what satnet.planning.memory, traced under CPU autocast, counts.
+- `GroupNorm`, `MaxPool2d` / `MaxPool3d`, `Upsample` (and the instance norms under autocast): run in
+  the activation's bf16/fp16 where CUDA autocast (the norms, bilinear/trilinear upsampling) or CPU
+  autocast (max pooling) would cast it to fp32, so both devices keep what satnet.planning.memory,
+  traced under CPU autocast, counts.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 
 def convolution(
@@ -54,13 +57,16 @@ def _onednn_wanted(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not x.is_mkldnn and not torch.is_autocast_enabled("cpu")
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not _exporting())
+            and not _tracing(x))
 
 
-def _exporting() -> bool:
-    """Inside torch.onnx.export or a TorchScript trace: `aten::mkldnn_convolution` has no ONNX symbolic (the
-    export failed on it), so F.conv2d / F.conv3d, which export as Conv, take every convolution there."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+def _tracing(x: torch.Tensor) -> bool:
+    """Inside torch.onnx.export or a TorchScript trace, or on fake tensors (torch.compile, torch.export, the
+    memory model's FakeTensorMode trace): `aten::mkldnn_convolution` has no ONNX symbolic (the export failed
+    on it) and no fake-tensor kernel (its CPU kernel failed: "itensor_view_from_dense expects CPU tensor
+    input"), so F.conv2d / F.conv3d, which export as Conv and run on fake tensors, take every convolution there."""
+    return (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or is_fake(x))
 
 
 class _OneDNNConv:
@@ -113,11 +119,9 @@ class GroupNorm(nn.GroupNorm):
         return super().forward(input)
 
 
-class _SameDtypeMaxPool:
-    """Mixin for nn.MaxPool2d / 3d: max pooling in the input's precision. CPU autocast lists
-    max_pool3d as an fp32 op (CUDA autocast does not): on the CPU a bf16 step would cast every
-    pooled activation to fp32, and the memory model, traced under CPU autocast, would overestimate
-    what the same step keeps on a GPU."""
+class _InputPrecision:
+    """Mixin for a layer without parameters whose op one autocast lists as fp32 and the other does not:
+    under autocast the layer runs outside it, in the input's precision, on both devices alike."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if _low_precision_autocast(input):
@@ -126,12 +130,22 @@ class _SameDtypeMaxPool:
         return super().forward(input)
 
 
-class MaxPool2d(_SameDtypeMaxPool, nn.MaxPool2d):
-    """nn.MaxPool2d in the input's precision under autocast."""
+class MaxPool2d(_InputPrecision, nn.MaxPool2d):
+    """nn.MaxPool2d in the input's precision under autocast (see MaxPool3d)."""
 
 
-class MaxPool3d(_SameDtypeMaxPool, nn.MaxPool3d):
-    """nn.MaxPool3d in the input's precision under autocast."""
+class MaxPool3d(_InputPrecision, nn.MaxPool3d):
+    """nn.MaxPool3d in the input's precision under autocast. CPU autocast lists max_pool3d as an fp32 op
+    (CUDA autocast does not): on the CPU a bf16 step would cast every pooled activation to fp32, and the
+    memory model, traced under CPU autocast, would overestimate what the same step keeps on a GPU."""
+
+
+class Upsample(_InputPrecision, nn.Upsample):
+    """nn.Upsample in the input's precision under autocast. CUDA autocast lists upsample_bilinear2d and
+    upsample_trilinear3d as fp32 ops (CPU autocast does not): a GPU step would interpolate every decoder
+    stage of DI2IN to fp32, and its concatenation with the bf16/fp16 skip would be fp32 too: traced with that
+    policy, an fp16 step of a 3D DI2IN [32, ..., 320] at 128^3, batch 2, took 1.23x (ORG) and 1.07x (SAT) the
+    total of the memory model, traced under CPU autocast."""
 
 
 def _low_precision_autocast(x: torch.Tensor) -> bool:

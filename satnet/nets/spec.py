@@ -50,7 +50,7 @@ class LevelSkip:
 def parse_level_skip(text: str, what: str = "skip_levels") -> LevelSkip:
     """"sat", "sat:4", "org" -> LevelSkip; ConfigError naming `what` and the syntax otherwise."""
     mode, sep, k = str(text).strip().partition(":")
-    if mode not in SKIP_MODES or (sep and not k.isdigit()):
+    if mode not in SKIP_MODES or (sep and not (k.isascii() and k.isdigit())):  # "²".isdigit(), but int("²") fails
         raise ConfigError(f"{what}: {text!r} is not MODE or MODE:K; expected {SKIP_LEVELS_SYNTAX}")
     channels = int(k) if sep else 1
     check_skip_channels(mode, channels, what)

@@ -17,9 +17,9 @@ Precision "bf16"/"fp16" runs the trace under CPU autocast on fake CPU tensors
 (FakeTensorMode: meta storage under a CPU device): autocast never reaches meta tensors
 (torch.autocast has no "meta" device type, and the CPU and CUDA autocast kernels skip tensors
 of other devices), and fake CUDA tensors abort the process in backward on a CPU-only build.
-For the ops satnet's nets use, CPU and CUDA autocast agree (docs/memory.md; instance and group norm
-and max pooling because satnet.nets.layers takes them out of autocast, since CUDA autocast would
-run the norms in fp32 and CPU autocast max pooling).
+For the ops satnet's nets use, CPU and CUDA autocast agree (docs/memory.md; instance and group norm,
+max pooling and DI2IN's upsampling because satnet.nets.layers takes them out of autocast, since CUDA
+autocast would run the norms and the upsampling in fp32 and CPU autocast max pooling).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from torch import nn
 from satnet.nets import build_network, count_parameters
 from satnet.nets.di2in import di2in_decoder_widths
 from satnet.nets.spec import NetworkSpec
-from tests.nets.tiny import tiny_spec
+from tests.nets.tiny import SHAPES, tiny_spec
 
 PAPER = {"org": 2_353_089, "sat": 2_063_053}  # the SAT paper's DI2IN counts (liver CT, one map per skip)
 
@@ -63,3 +63,31 @@ def test_upsampling_follows_anisotropic_strides_in_2d_and_3d():
     net2 = build_network(tiny_spec("di2in", 2, "org", strides=[[1, 1], [2, 1], [2, 2]])).eval()
     with torch.no_grad():
         assert net2(torch.randn(1, 2, 12, 10)).shape == (1, 3, 12, 10)
+
+
+class _Interpolations(torch.overrides.TorchFunctionMode):
+    """Records (input dtype, CPU autocast on) for every F.interpolate call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is nn.functional.interpolate:
+            self.calls.append((args[0].dtype, torch.is_autocast_enabled("cpu")))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_upsampling_runs_in_the_activations_precision_under_autocast(dims):
+    """CUDA autocast lists upsample_bilinear2d and upsample_trilinear3d as fp32 ops, CPU autocast does not: on a
+    GPU every decoder stage would be upsampled to fp32 and concatenated with its skip in fp32, more than the memory
+    model (traced under CPU autocast) counts. DI2IN's upsampling leaves autocast and keeps the activation's dtype."""
+    net = build_network(tiny_spec("di2in", dims, "sat")).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16), _Interpolations() as seen:
+        outputs = net(torch.randn(1, 2, *SHAPES[dims]))
+    assert seen.calls == [(torch.bfloat16, False)] * 2  # two decoder stages
+    assert all(o.dtype == torch.bfloat16 for o in outputs)
+    with _Interpolations() as seen:  # fp32 outside autocast: unchanged
+        net(torch.randn(1, 2, *SHAPES[dims]))
+    assert seen.calls == [(torch.float32, False)] * 2

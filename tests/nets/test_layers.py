@@ -54,6 +54,19 @@ def test_convolution_leaves_autocast_batches_and_strided_inputs_to_torch():
                                nn.functional.conv3d(two, w, None, 2, 1))
 
 
+
+def test_batch1_convolution_of_fake_tensors_takes_torchs_path():
+    """oneDNN's kernel needs real memory ("itensor_view_from_dense expects CPU tensor input"): fake CPU tensors
+    (the memory model's FakeTensorMode trace, torch.compile, torch.export) go to F.conv3d, which they support."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    conv = Conv3d(2, 4, 3, padding=1)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        assert conv(torch.empty(1, 2, 5, 6, 7)).shape == (1, 4, 5, 6, 7)
+    compiled = torch.compile(conv, backend="eager")
+    x = torch.randn(1, 2, 5, 6, 7)
+    torch.testing.assert_close(compiled(x), conv(x))
+
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_instance_norm_is_torchs_function_and_keeps_the_layout(dims, layout):

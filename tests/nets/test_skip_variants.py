@@ -106,6 +106,7 @@ def test_more_maps_than_channels_is_refused_naming_the_flag():
 @pytest.mark.parametrize("bad, why", [
     ("sat:0", "positive integer"), ("org:2", "at and sat skips only"), ("sat:x", "MODE or MODE:K"),
     ("bogus", "MODE or MODE:K"), ("sat,,org", "empty entry"), ("", "empty entry"),
+    ("sat:\u00b2", "MODE or MODE:K"), ("sat:\u0663", "MODE or MODE:K"),  # non-ASCII digits: str.isdigit() holds
 ])
 def test_malformed_skip_levels(bad, why):
     with pytest.raises(ConfigError, match=why):

@@ -156,9 +156,9 @@ def test_allocates_no_memory_for_activations_and_is_fast():
 class MakesCpuTensors(torch.nn.Module):
     """Creates a CPU tensor inside forward, which cannot meet meta tensors."""
 
-    def __init__(self):
+    def __init__(self, conv: type[torch.nn.Conv2d] = torch.nn.Conv2d):
         super().__init__()
-        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.conv = conv(1, 4, 3, padding=1)
 
     def forward(self, x):
         return self.conv(x) * torch.ones(1, 4, 1, 1)
@@ -167,6 +167,17 @@ class MakesCpuTensors(torch.nn.Module):
 def test_a_module_that_makes_cpu_tensors_is_traced_with_fake_tensors():
     est = estimate_memory(MakesCpuTensors(), (64, 64), 2)
     assert est.activations >= 2 * (2 * 4 * 64 * 64 * FLOAT)  # the conv output and the product (logits)
+
+
+def test_fake_tensor_trace_of_satnet_layers_at_batch_1():
+    """satnet's Conv2d sends batch-1 fp32 CPU inputs to oneDNN, which cannot run on fake tensors; it takes
+    torch's convolution there, so the trace (and the batch-1 inference trace) completes and sees the convolution."""
+    from satnet.nets.layers import Conv2d
+
+    step = trace_training_step(MakesCpuTensors(Conv2d), (64, 64), 1)
+    assert step.activations >= 2 * (4 * 64 * 64 * FLOAT)
+    assert step.workspace == memory.WORKSPACE_FACTOR * 4 * 64 * 64 * FLOAT  # the convolution output
+    assert estimate_memory(MakesCpuTensors(Conv2d), (64, 64), 1).inference > 0
 
 
 # --- specs and errors ---------------------------------------------------------------------------
