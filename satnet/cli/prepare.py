@@ -52,14 +52,16 @@ def spacing_arg(values: list[str]) -> str | list[float]:
 
 
 def skip_levels_arg(text: str) -> list[str]:
-    """--skip-levels: "sat:4,org" -> ["sat:4", "org"]; argparse's error naming the syntax otherwise."""
+    """--skip-levels: "sat:4,org" -> ["sat:4", "org"]; otherwise argparse's error with parse_skip_levels' reason
+    (an org count, a zero count, a malformed entry with the syntax)."""
     from satnet.errors import ConfigError
-    from satnet.nets.spec import SKIP_LEVELS_SYNTAX, parse_skip_levels
+    from satnet.nets.spec import parse_skip_levels
 
     try:
         return parse_skip_levels(text)
-    except ConfigError:
-        raise argparse.ArgumentTypeError(f"expected {SKIP_LEVELS_SYNTAX}; not {text!r}") from None
+    except ConfigError as exc:
+        reason = str(exc).removeprefix("--skip-levels: ")
+        raise argparse.ArgumentTypeError(reason if repr(text) in reason else f"{reason} (given {text!r})") from None
 
 
 def _planning_arguments(p: argparse.ArgumentParser, with_options: bool) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+import pytest
+
 from satnet.cli import build_parser, main
 from satnet.errors import command
 from satnet.inference.visualize import _slice_words
@@ -61,3 +63,13 @@ def test_python_dash_m_satnet_is_the_satnet_command():
 
     result = subprocess.run([sys.executable, "-m", "satnet", "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("satnet "), result.stderr
+
+
+def test_a_bad_skip_levels_entry_says_what_is_wrong_with_it(tmp_path, capsys):
+    for value, reason in (("org:2", "use sat:2 or at:2, or drop the count"),
+                          ("sat:0", "must be a positive integer, not 0 (given 'sat:0')")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["plan", str(tmp_path), "--skip-levels", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --skip-levels:" in err and reason in err, err
