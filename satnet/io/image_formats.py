@@ -80,8 +80,9 @@ def _unreadable(path: Path, exc: BaseException) -> ImageFileError:
 # ---------------------------------------------------------------- SimpleITK (NIfTI, NRRD, MHA)
 
 
-def read_sitk(path: Path) -> tuple[np.ndarray, ImageGeometry]:
-    """Read a NIfTI / NRRD / MetaImage file: ((C, Z, Y, X) array in the file's dtype, geometry)."""
+def read_sitk(path: Path, as_label: bool = False) -> tuple[np.ndarray, ImageGeometry]:
+    """Read a NIfTI / NRRD / MetaImage file: ((C, Z, Y, X) array in the file's dtype, geometry).
+    as_label: the file is a segmentation (for the fix a 4D file is told)."""
     ending = next(e for e in SITK_ENDINGS if path.name.lower().endswith(e))
     try:
         image = sitk.ReadImage(str(path), imageIO=_SITK_IO[ending])
@@ -92,11 +93,11 @@ def read_sitk(path: Path) -> tuple[np.ndarray, ImageGeometry]:
     dims = image.GetDimension()
     if dims not in (2, 3):
         size = "x".join(str(s) for s in image.GetSize())
-        raise ImageFileError(
-            path,
-            f"is a {dims}D image (size {size}, x first); satnet expects one 2D or 3D volume per file: split "
-            f"the volumes into separate channel files {{case}}_0000, {{case}}_0001, ... as nnU-Net requires",
-        )
+        fix = ("a label file holds one volume of class values: save the segmentation of this case alone, as a 3D "
+               "(or 2D) image on its image's grid" if as_label else
+               "split the volumes into separate channel files {case}_0000, {case}_0001, ... as nnU-Net requires")
+        raise ImageFileError(path, f"is a {dims}D image (size {size}, x first); satnet expects one 2D or 3D "
+                                   f"volume per file: {fix}")
     if path.name.lower().endswith(NIFTI_ENDINGS):
         _check_nifti_complete(path)
     array = sitk.GetArrayFromImage(image)  # (Z, Y, X[, C]) or (Y, X[, C])

@@ -151,7 +151,7 @@ def _read_file(path: str | Path, as_label: bool = False) -> tuple[np.ndarray, Im
                                    "to it (e.g. chmod a+r FILE)") from None
     if ending in NATURAL_ENDINGS:
         return read_pillow(path, as_label=as_label)
-    return read_sitk(path)
+    return read_sitk(path, as_label=as_label)
 
 
 def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, ImageGeometry]:

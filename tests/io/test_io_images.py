@@ -187,6 +187,10 @@ def test_4d_nifti_is_refused_naming_the_file(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 2), np.float32), np.eye(4)), tmp_path / "t_0000.nii.gz")
     with pytest.raises(ImageFileError, match=r"t_0000.nii.gz: is a 4D image .* split"):
         read_image([tmp_path / "t_0000.nii.gz"])
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 2), np.uint8), np.eye(4)), tmp_path / "t.nii.gz")
+    with pytest.raises(ImageFileError, match=r"t.nii.gz: is a 4D image .* a label file holds one volume") as info:
+        read_label(tmp_path / "t.nii.gz")
+    assert "_0000" not in str(info.value)  # the channel-file fix is for images
 
 
 @pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".nrrd", ".mha", ".png"])
