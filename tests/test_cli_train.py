@@ -80,6 +80,12 @@ def test_validation_only_runs_on_the_device_asked_for(work_dir, capsys):
     assert "--device cuda, but PyTorch sees no CUDA GPU" in capsys.readouterr().err
 
 
+def test_validation_only_refuses_the_training_flags_it_would_ignore(work_dir, capsys):
+    assert main(["train", str(work_dir), "3d", "0", "--validation-only", "--epochs", "5", "--no-validation"]) == 1
+    err = capsys.readouterr().err
+    assert "--validation-only predicts" in err and "--epochs, --no-validation would do nothing: drop them" in err
+
+
 def test_missing_plans_say_to_run_plan_and_preprocess(tmp_path, capsys):
     assert main(["train", str(tmp_path), "3d", "0"]) == 1
     assert "run `satnet plan-and-preprocess" in capsys.readouterr().err

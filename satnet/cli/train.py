@@ -79,11 +79,19 @@ TRAIN_OPTION_FLAGS = (
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from satnet.errors import InputError
     from satnet.training.options import TrainOptions
     from satnet.training.trainer import train
     from satnet.training.validation import final_validation, validate_trained_fold
 
     if args.validation_only:
+        ignored = [f"--{n.replace('_', '-')}" for n in TRAIN_OPTION_FLAGS
+                   if n != "device" and getattr(args, n) is not None]
+        ignored += [flag for flag, on in (("--resume", args.resume), ("--no-validation", args.no_validation)) if on]
+        if ignored:
+            raise InputError(f"--validation-only predicts the fold's validation cases with checkpoint_final.pt and "
+                             f"trains nothing, so {', '.join(ignored)} would do nothing: drop "
+                             f"{'it' if len(ignored) == 1 else 'them'} (--device is taken)")
         summary = validate_trained_fold(args.work_dir, args.config, args.fold, device=args.device or "auto")
         _print_validation(summary)
         return 0
@@ -127,6 +135,7 @@ def _add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-validation", action="store_true",
                    help="skip the final validation (predicting the fold's validation cases into fold_<k>/validation)")
     p.add_argument("--validation-only", action="store_true",
-                   help="only (re)run the final validation with checkpoint_final.pt")
+                   help="only (re)run the final validation with checkpoint_final.pt (on --device; training flags "
+                        "are refused)")
     p.set_defaults(handler=_run_train)
     return p
