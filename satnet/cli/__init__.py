@@ -3,7 +3,7 @@
 Heavy modules (torch, SimpleITK) are imported inside each handler, so `satnet --help` is fast.
 Errors a user can fix (`SatnetError`, and OS errors such as a full disk or a folder without
 write permission) are printed as one clear message without a traceback and give exit code 1;
-`--debug` shows the traceback. Bad flag values are rejected by argparse (exit code 2) with a
+`--debug` shows the traceback (it, `-v` and `-q` may come before or after the subcommand). Bad flag values are rejected by argparse (exit code 2) with a
 message that names the flag, the valid range and the value given.
 """
 from __future__ import annotations
@@ -40,11 +40,27 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+COMMON_FLAGS = ("debug", "verbose", "quiet")
+
+
+def _common(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--debug, -v, -q on a subcommand's parser, and (prefix "before_") on satnet's own, so that both
+    `satnet plan -v ...` and `satnet -v plan ...` work (`_merge_common` joins them)."""
+    parser.add_argument("--debug", action="store_true", dest=f"{prefix}debug", help="show full tracebacks for errors")
     verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    verbosity.add_argument("-v", "--verbose", action="store_true", dest=f"{prefix}verbose", help="log debug messages")
+    verbosity.add_argument("-q", "--quiet", action="store_true", dest=f"{prefix}quiet",
+                           help="log warnings and errors only")
+
+
+def _merge_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The common flags given before or after the subcommand, as one; -v with -q is argparse's error."""
+    for name in COMMON_FLAGS:
+        setattr(args, name, getattr(args, name) or getattr(args, f"before_{name}"))
+        delattr(args, f"before_{name}")
+    if args.verbose and args.quiet:
+        parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-configuring medical image segmentation with SAT skip connections.",
     )
     parser.add_argument("--version", action="version", version=f"satnet {__version__}")
+    _common(parser, prefix="before_")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
     sub.required = True
     for add in SUBCOMMANDS:
@@ -111,7 +128,7 @@ def _handle_sigterm() -> Callable[[], None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _merge_common(parser, parser.parse_args(argv))
     restore_logging = _configure_logging(args)
     restore_sigterm = _handle_sigterm()
     try:

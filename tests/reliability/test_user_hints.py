@@ -73,3 +73,17 @@ def test_a_bad_skip_levels_entry_says_what_is_wrong_with_it(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert "argument --skip-levels:" in err and reason in err, err
+
+
+def test_debug_verbose_and_quiet_work_before_the_subcommand_too(tmp_path, capsys):
+    # `satnet -v plan ...` was "unrecognized arguments"; the flags only worked after the subcommand
+    missing = str(tmp_path / "no_such_dataset")
+    for argv in (["-q", "plan", missing], ["plan", missing, "-q"], ["--debug", "-v", "plan", missing]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and "must be an existing folder" in capsys.readouterr().err
+    args = build_parser().parse_args(["--debug", "evaluate", str(tmp_path), str(tmp_path), "-q"])
+    assert args.before_debug and args.quiet and not args.debug  # main() merges them
+    with pytest.raises(SystemExit):
+        main(["-v", "evaluate", str(tmp_path), str(tmp_path), "-q"])
+    assert "-q/--quiet: not allowed with argument -v/--verbose" in capsys.readouterr().err
