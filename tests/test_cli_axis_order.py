@@ -67,3 +67,21 @@ def test_validation_and_predict_write_masks_on_the_scans_grid(trained, tmp_path)
     assert sitk.GetArrayFromImage(mask).shape == SHAPE
     assert np.allclose(mask.GetSpacing(), image.GetSpacing()) and np.allclose(mask.GetOrigin(), image.GetOrigin())
     assert np.allclose(mask.GetDirection(), image.GetDirection())
+
+
+def test_an_exported_model_reorders_the_axes_as_the_work_folder_does(trained, tmp_path):
+    pytest.importorskip("onnx", reason="the onnx extra: pip install -e \".[onnx]\"")
+    from satnet.inference.exported import onnxruntime_available
+
+    if not onnxruntime_available():
+        pytest.skip("no onnxruntime")
+    raw, work = trained
+    model = tmp_path / "model"
+    assert main(["export", "-m", str(work), "-c", "2d", "-o", str(model), "-q"]) == 0
+    common = ["predict", "-i", str(raw / "imagesTs"), "--no-tta", "-q"]
+    assert main([*common, "-o", str(tmp_path / "torch"), "-m", str(work), "-c", "2d"]) == 0
+    assert main([*common, "-o", str(tmp_path / "onnx"), "-m", str(model), "--backend", "onnxruntime"]) == 0
+    ours, theirs = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / "case_004.nii.gz")))
+                    for d in ("torch", "onnx"))
+    assert ours.shape == theirs.shape == SHAPE
+    assert (ours != theirs).mean() <= 1e-3  # round-off ties of a barely trained model aside
