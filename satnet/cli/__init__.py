@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -43,6 +44,28 @@ class _Parser(argparse.ArgumentParser):
 COMMON_FLAGS = ("debug", "verbose", "quiet")
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser whose errors add, when a list flag (--spacing, --configs, -f, -l, -c) took a
+    positional argument, which flag swallowed it: `plan --spacing 2 RAW` said RAW_DATASET_DIR was missing."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):  # type: ignore[override]
+        import re
+
+        lists = {o for a in self._actions if a.nargs == "+" for o in a.option_strings}
+        used = [w for w in getattr(self, "_given", []) if w in lists]
+        value = re.search(r"not '([^']*)'$", message)
+        swallowed = "the following arguments are required" in message or (
+            value is not None and os.path.exists(value.group(1)))
+        if used and swallowed:
+            message += (f" ({used[-1]} takes every word after it up to the next flag: give the positional arguments "
+                        f"before it, or end its values with --)")
+        super().error(message)
+
+
 def _common(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """--debug, -v, -q on a subcommand's parser, and (prefix "before_") on satnet's own, so that both
     `satnet plan -v ...` and `satnet -v plan ...` work (`_merge_common` joins them)."""
@@ -70,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"satnet {__version__}")
     _common(parser, prefix="before_")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubcommandParser)
     sub.required = True
     for add in SUBCOMMANDS:
         p = add(sub)

@@ -87,3 +87,15 @@ def test_debug_verbose_and_quiet_work_before_the_subcommand_too(tmp_path, capsys
     with pytest.raises(SystemExit):
         main(["-v", "evaluate", str(tmp_path), str(tmp_path), "-q"])
     assert "-q/--quiet: not allowed with argument -v/--verbose" in capsys.readouterr().err
+
+
+def test_a_list_flag_that_took_the_positional_argument_is_named(tmp_path, capsys):
+    # `plan --spacing 2 RAW` said only that RAW_DATASET_DIR was missing: --spacing had taken RAW as a value
+    for argv in (["plan", "--spacing", "2", str(tmp_path)], ["evaluate", "-l", "1", str(tmp_path), str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err
+        assert "takes every word after it up to the next flag" in err and f"{argv[1]} takes" in err, err
+    with pytest.raises(SystemExit):
+        main(["plan", "--configs", "4d", str(tmp_path)])  # a bad value that is no path: no such hint
+    assert "takes every word" not in capsys.readouterr().err
