@@ -80,6 +80,7 @@ TRAIN_OPTION_FLAGS = (
 
 def _run_train(args: argparse.Namespace) -> int:
     from satnet.errors import InputError
+    from satnet.training import distributed as ddp
     from satnet.training.options import TrainOptions
     from satnet.training.trainer import train
     from satnet.training.validation import final_validation, validate_trained_fold
@@ -98,6 +99,7 @@ def _run_train(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in TRAIN_OPTION_FLAGS if getattr(args, name) is not None}
     result = train(args.work_dir, args.config, args.fold, TrainOptions(**given), resume=args.resume,
                    given=list(given), progress_bar=not args.quiet)
+    ddp.shutdown(ddp.context_from_environment())  # ranks > 0 are done; rank 0 validates alone
     if result.is_main:
         iterations = result.epochs_completed * result.options.iterations_per_epoch
         print(f"trained {args.config} fold {args.fold} for {result.epochs_completed} epochs ({iterations} iterations): "

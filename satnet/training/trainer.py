@@ -156,7 +156,7 @@ def train(
         save_log(state.log, run.fold_dir)
         logger.info("finished %s fold %s: %d epochs (%d iterations); outputs in %s", config, run.fold, state.epoch,
                     state.epoch * options.iterations_per_epoch, run.fold_dir)
-    ddp.shutdown(ctx)
+    ddp.barrier(ctx)  # the process group stays joined: a script may train further folds in this torchrun
     return TrainResult(run.fold_dir, state.network.eval(), run.plans, run.plan, run.data_dir, run.val_cases, options,
                        state.epoch, ctx.is_main)
 
@@ -220,8 +220,6 @@ def _build_state(
         state.epoch, state.best_ema = int(checkpoint["epoch"]), checkpoint["best_ema_dice"]
         state.ema.value = state.log.epochs[-1].ema_dice if state.log.epochs else None
         restore_rng(checkpoint["rng"])
-    if ctx.rank > 0:  # weights built: from here on (dropout) each rank draws its own stream; rank 0's is checkpointed
-        torch.manual_seed(epoch_seed(o.seed, state.epoch, ctx.rank, TORCH_STREAM))
     state.model = ddp.wrap_model(network, ctx, device)
     return state
 
@@ -283,6 +281,8 @@ def _train_epochs(run: FoldRun, o: TrainOptions, ctx: ddp.DistributedContext, st
             for group in state.optimizer.param_groups:
                 group["lr"] = lr
             pipelines.start_epoch(epoch)
+            if ctx.rank > 0:  # each rank draws its own dropout masks, from a stream a resumed run restarts exactly
+                torch.manual_seed(epoch_seed(o.seed, epoch, ctx.rank, TORCH_STREAM))  # (rank 0's is checkpointed)
             train_loss = train_epoch(state.model, pipelines.train, o.iterations_per_epoch, train_loss_fn,
                                      state.optimizer, state.precision, o.grad_clip, ctx,
                                      f"epoch {epoch + 1}/{o.epochs}", progress_bar)
