@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from satnet.cli import main
+from satnet.errors import ConfigError
 from satnet.evaluation.evaluate import evaluate_folders
+from satnet.inference.folder import predict_folder
 from satnet.inference.models import load_configuration, results_dir
 from satnet.inference.predictor import InferenceSettings, predict_preprocessed_cases
 from satnet.io.images import read_image, read_label
@@ -216,7 +218,9 @@ def test_predict_reruns_into_its_own_folder_after_an_interruption(raw, tiny_work
 
 
 def test_a_configuration_given_twice_is_refused(raw, tiny_work, tmp_path, capsys):
-    code, _, err = run(capsys, "predict", "-i", raw / "imagesTs", "-o", tmp_path / "out", "-m", tiny_work,
-                       "-c", "3d", "3d")
-    assert code == 1 and "-c names 3d more than once (3d 3d); give each configuration once" in err
+    with pytest.raises(SystemExit) as exit_info:  # by the flag (as -f), since this session
+        run(capsys, "predict", "-i", raw / "imagesTs", "-o", tmp_path / "out", "-m", tiny_work, "-c", "3d", "3d")
+    assert exit_info.value.code == 2 and "3d is given more than once (3d 3d)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"-c names 3d more than once \(3d 3d\); give each configuration once"):
+        predict_folder(raw / "imagesTs", tmp_path / "out", tiny_work, configs=["3d", "3d"])  # the Python API too
     assert not (tmp_path / "out").exists()

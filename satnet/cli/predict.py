@@ -128,7 +128,7 @@ def _add_predict(sub) -> argparse.ArgumentParser:
                    help="torch runs a work folder's checkpoints; openvino or onnxruntime an exported folder (pip "
                         "install -e \".[openvino]\" or \".[onnx]\"); auto: torch, or for an exported folder openvino "
                         f"when installed, else onnxruntime; the log names it (default {DEFAULT_BACKEND})")
-    p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, metavar="CONFIG",
+    p.add_argument("-c", "--config", dest="configs", nargs="+", action=Distinct, default=None, metavar="CONFIG",
                    help="configuration(s); two are ensembled (default: the one `satnet find-best` recommends, else "
                         "3d if planned, else the first)")
     p.add_argument("-f", "--folds", nargs="+", action=Distinct, type=fold_arg, default=None, metavar="FOLD",
