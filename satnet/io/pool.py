@@ -38,6 +38,7 @@ def map_cases(
     workers = min(workers, len(items))
     # a few chunks per worker: few round trips for many small cases, yet a balanced load
     chunksize = max(1, len(items) // (workers * 4))
+    others = {p.pid for p in multiprocessing.active_children()}  # children that are not this pool's
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
     try:
         results = list(tqdm(pool.map(fn, items, chunksize=chunksize), **bar))
@@ -48,7 +49,7 @@ def map_cases(
             f"memory; rerun with fewer workers (-j 1 needs the least memory): finished cases are kept"
         ) from None
     except BaseException:  # Ctrl-C, SIGTERM (satnet.cli turns it into an exception), any error in the parent
-        stop_workers(pool)
+        stop_workers(pool, spare=others)
         raise
     pool.shutdown(wait=True)
     return results
@@ -65,13 +66,19 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def stop_workers(pool: ProcessPoolExecutor) -> None:
+def stop_workers(pool: ProcessPoolExecutor, spare: set[int] | frozenset[int] = frozenset()) -> None:
     """Terminate the pool's processes now, without waiting for the cases they are on.
 
     A worker deep in one large case (minutes of resampling in C code) would otherwise hold up a Ctrl-C
     until it finished. Outputs are written atomically, so a case cut short leaves no partial file.
+    Every child process of this one not in `spare` (the pids of children older than the pool) counts
+    as the pool's: a Ctrl-C while the pool forks its workers can land after a worker started and
+    before the pool recorded it, and multiprocessing's exit handler then waited for that idle worker
+    for ever (seen once in CI).
     """
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    pool_processes = list((getattr(pool, "_processes", None) or {}).values())
+    strays = [p for p in multiprocessing.active_children() if p.pid not in spare]
+    for process in {id(p): p for p in pool_processes + strays}.values():
         if process.is_alive():
             process.terminate()
     pool.shutdown(wait=False, cancel_futures=True)

@@ -5,11 +5,13 @@ Before: SIGTERM ended `satnet train` on the spot and left its augmentation worke
 (minutes for a large one)."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,37 @@ def test_ctrl_c_stops_pool_workers_busy_with_a_long_case():
         assert proc.returncode != 0
     finally:
         proc.kill()
+
+
+class _InterruptedWhileForking(ProcessPoolExecutor):
+    """A pool whose Ctrl-C lands after it forked a worker and before it recorded it (a race seen once in CI)."""
+
+    stray: multiprocessing.process.BaseProcess | None = None
+
+    def map(self, fn, *iterables, **kwargs):  # type: ignore[override]
+        stray = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,))
+        stray.start()
+        type(self).stray = stray
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_pool_forks_stops_the_worker_it_had_not_recorded(monkeypatch):
+    # multiprocessing's exit handler joins every child: the unrecorded idle worker kept satnet from exiting
+    from satnet.io import pool
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", _InterruptedWhileForking)
+    older = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,))
+    older.start()  # a child from before the pool: not the pool's to stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.map_cases(time.sleep, [0.0, 0.0], workers=2, start_method="fork")
+        stray = _InterruptedWhileForking.stray
+        stray.join(timeout=10)
+        assert not stray.is_alive() and older.is_alive()
+    finally:
+        for process in (older, _InterruptedWhileForking.stray):
+            if process is not None and process.is_alive():
+                process.kill()
 
 
 def _sigterm_action(_: object) -> str:
