@@ -74,7 +74,7 @@ def stop_workers(pool: ProcessPoolExecutor, spare: set[int] | frozenset[int] = f
     Every child process of this one not in `spare` (the pids of children older than the pool) counts
     as the pool's: a Ctrl-C while the pool forks its workers can land after a worker started and
     before the pool recorded it, and multiprocessing's exit handler then waited for that idle worker
-    for ever (seen once in CI).
+    for ever (the likely cause of one hang of tests/reliability/test_signals.py in CI under load).
     """
     pool_processes = list((getattr(pool, "_processes", None) or {}).values())
     strays = [p for p in multiprocessing.active_children() if p.pid not in spare]
