@@ -73,8 +73,8 @@ def stop_workers(pool: ProcessPoolExecutor, spare: set[int] | frozenset[int] = f
     until it finished. Outputs are written atomically, so a case cut short leaves no partial file.
     Every child process of this one not in `spare` (the pids of children older than the pool) counts
     as the pool's: a Ctrl-C while the pool forks its workers can land after a worker started and
-    before the pool recorded it, and multiprocessing's exit handler then waited for that idle worker
-    for ever (the likely cause of one hang of tests/reliability/test_signals.py in CI under load).
+    before the pool recorded it (between `Process.start()` and the pool's bookkeeping), and
+    multiprocessing's exit handler would then wait for that idle worker for ever.
     """
     pool_processes = list((getattr(pool, "_processes", None) or {}).values())
     strays = [p for p in multiprocessing.active_children() if p.pid not in spare]

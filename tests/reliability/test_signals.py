@@ -54,7 +54,10 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 
 def test_ctrl_c_stops_pool_workers_busy_with_a_long_case():
     code = "import time; from satnet.io.pool import map_cases; map_cases(time.sleep, [600.0] * 4, workers=2)"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default action, as under a terminal: a suite started in the background by a shell without job
+    # control (`bash .ci/run &`) inherits SIGINT ignored, and Python keeps it ignored in the child
+    proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert wait_for(lambda: len(children(proc.pid)) >= 2, 30), "the pool never started"
         workers = children(proc.pid)
