@@ -3,8 +3,9 @@
 Heavy modules (torch, SimpleITK) are imported inside each handler, so `satnet --help` is fast.
 Errors a user can fix (`SatnetError`, and OS errors such as a full disk or a folder without
 write permission) are printed as one clear message without a traceback and give exit code 1;
-`--debug` shows the traceback (it, `-v` and `-q` may come before or after the subcommand). Bad flag values are rejected by argparse (exit code 2) with a
-message that names the flag, the valid range and the value given.
+`--debug` shows the traceback (it, `-v` and `-q` may come before or after the subcommand). Bad
+flag values are rejected by argparse (exit code 2) with a message that names the flag, the valid
+range and the value given.
 """
 from __future__ import annotations
 

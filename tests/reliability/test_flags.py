@@ -33,7 +33,8 @@ def test_out_of_range_flag_value_exits_2_naming_flag_and_value(case, tmp_path, c
 @pytest.mark.parametrize("subcommand, flag, values", [
     ("plan-and-preprocess", "--configs", "3d 3d"), ("plan", "--configs", "2d 3d 2d"),
     ("preprocess", "--configs", "2d 2d"),
-    ("predict", "-f/--folds", "0 1 0"), ("predict", "-c/--config", "3d 3d"), ("export", "-f/--folds", "all all"), ("evaluate", "-l/--labels", "1 1"),
+    ("predict", "-f/--folds", "0 1 0"), ("predict", "-c/--config", "3d 3d"),
+    ("export", "-f/--folds", "all all"), ("evaluate", "-l/--labels", "1 1"),
 ])
 def test_a_list_flag_refuses_a_value_given_twice(subcommand, flag, values, tmp_path, capsys):
     # Before, `--configs 3d 3d` planned a 3d configuration for 2D images (`--configs 3d` is refused for them), and
