@@ -266,12 +266,17 @@ def main() -> None:
         return
     for job in args.jobs:
         dataset = job.split(":")[0]
-        if job.count(":") != 2 or dataset not in BUDGETS or not (work_folder(args.root, dataset) / "plans.json").is_file():
-            parser.error(f"job {job!r}: expected DATASET:CONFIG:SEED with DATASET one of {', '.join(BUDGETS)} and "
-                         f"a planned work folder under {args.root} (made by: {BUDGETS.get(dataset, {}).get('made_by')})")
+        planned = dataset in BUDGETS and (work_folder(args.root, dataset) / "plans.json").is_file()
+        if job.count(":") != 2 or not job.rsplit(":", 1)[1].isdigit() or not planned:
+            parser.error(f"job {job!r}: expected DATASET:CONFIG:SEED (SEED a whole number) with DATASET one of "
+                         f"{', '.join(BUDGETS)} and a planned work folder under {args.root} "
+                         f"(made by: {BUDGETS.get(dataset, {}).get('made_by')})")
     for budget in BUDGETS.values():
         budget.update({k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v})
     args.runs.parent.mkdir(parents=True, exist_ok=True)
+    for job in args.jobs:  # before the pool: two jobs of one seed linking the same folder at once collide
+        dataset, _, seed = job.split(":")
+        seed_dir(args.root, dataset, int(seed))
     with ThreadPoolExecutor(args.parallel) as pool:
         for future in [pool.submit(_run_reported, args.root, job, args.runs) for job in args.jobs]:
             future.result()
