@@ -295,6 +295,53 @@ def _open_pillow(path: Path) -> Image.Image:
     return image
 
 
+def _samples_pillow_loses(image: Image.Image, path: Path) -> tuple[int, bool] | None:
+    """(samples per pixel, last sample is alpha) of a PNG or TIFF whose samples Pillow would not keep as stored
+    (16-bit RGB / RGBA read at 8 bits, a TIFF of more than 4 samples read as its first four); None otherwise."""
+    if image.format == "PNG":
+        with open(path, "rb") as f:  # IHDR's bit depth and colour type (2 RGB, 6 RGBA) are bytes 24 and 25
+            header = f.read(26)
+        if len(header) == 26 and header[24] == 16 and header[25] in (2, 6):
+            return (3, False) if header[25] == 2 else (4, True)
+    elif image.format == "TIFF":
+        tags = image.tag_v2
+        samples = int(tags.get(277, 1))  # SamplesPerPixel
+        bits = tags.get(258, (8,))  # BitsPerSample, one per sample
+        bits = max(bits) if isinstance(bits, tuple) else int(bits)
+        if samples > 1 and (bits > 8 or samples > 4):
+            extra = tags.get(338, ())  # ExtraSamples: 1 associated alpha, 2 unassociated alpha
+            extra = extra if isinstance(extra, tuple) else (extra,)
+            return samples, samples in (2, 4) and bool(extra) and extra[-1] in (1, 2)
+    return None
+
+
+def _read_samples_sitk(path: Path, alpha: bool) -> np.ndarray:
+    """(C, H, W) samples of a PNG / TIFF as stored, through ITK's PNG and TIFF readers (the alpha sample dropped)."""
+    io = "PNGImageIO" if path.name.lower().endswith(".png") else "TIFFImageIO"
+    try:
+        image = sitk.ReadImage(str(path), imageIO=io)
+    except RuntimeError as exc:
+        raise _unreadable(path, exc) from None
+    array = sitk.GetArrayFromImage(image)  # (H, W, samples)
+    array = np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]
+    return array[:-1] if alpha else array
+
+
+def _pillow_channels(image: Image.Image, as_label: bool) -> tuple[np.ndarray, str]:
+    """(C, H, W) channels of an image Pillow reads as stored, and its mode (read_pillow says which channels)."""
+    mode = image.mode
+    if mode in ("P", "PA") and not as_label:  # a label keeps its palette indices
+        image, mode = image.convert("RGB"), "RGB"
+    elif mode not in ("1", "L", "LA", "P", "PA", "I", "F", "RGB", "RGBA") and not mode.startswith("I;16"):
+        image, mode = image.convert("RGB"), "RGB"
+    array = np.asarray(image)  # (H, W) or (H, W, bands)
+    if mode == "1":
+        array = array.astype(np.uint8)
+    if array.ndim == 3:
+        array = array[..., : 1 if mode in ("LA", "PA") else 3]  # drop alpha
+    return (np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]), mode
+
+
 def read_pillow(path: Path, as_label: bool = False) -> tuple[np.ndarray, ImageGeometry]:
     """Read a 2D natural image: ((C, 1, H, W) array, maybe not contiguous; geometry with spacing (999, 1, 1)).
 
@@ -303,19 +350,17 @@ def read_pillow(path: Path, as_label: bool = False) -> tuple[np.ndarray, ImageGe
     (P) -> 3 colours for an image, 1 (the palette indices) for a label; CMYK, YCbCr, LAB and
     HSV -> converted to RGB. A label must be single-channel; an RGB label whose three
     channels are identical (a gray mask saved as RGB) is read as one channel.
+
+    Pillow keeps colour at 8 bits per sample and at most four samples: a 16-bit RGB(A) PNG or
+    TIFF and a TIFF of more than four samples (multispectral) are read by ITK instead, every
+    sample as stored (uint16 stays uint16; a TIFF's alpha, marked in ExtraSamples, is dropped).
     """
     with _open_pillow(path) as image:
-        mode = image.mode
-        if mode in ("P", "PA") and not as_label:  # a label keeps its palette indices
-            image, mode = image.convert("RGB"), "RGB"
-        elif mode not in ("1", "L", "LA", "P", "PA", "I", "F", "RGB", "RGBA") and not mode.startswith("I;16"):
-            image, mode = image.convert("RGB"), "RGB"
-        array = np.asarray(image)  # (H, W) or (H, W, bands)
-    if mode == "1":
-        array = array.astype(np.uint8)
-    if array.ndim == 3:
-        array = array[..., : 1 if mode in ("LA", "PA") else 3]  # drop alpha
-    array = np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]  # (C, H, W)
+        lost = _samples_pillow_loses(image, path)
+        if lost is None:
+            array, mode = _pillow_channels(image, as_label)
+    if lost is not None:
+        array, mode = _read_samples_sitk(path, alpha=lost[1]), f"{lost[0]}-sample"
     if as_label and array.shape[0] > 1:
         if not (array == array[:1]).all():
             raise ImageFileError(

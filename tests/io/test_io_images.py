@@ -161,6 +161,27 @@ def test_rgba_drops_alpha_and_palette_expands_to_rgb(tmp_path):
     assert read_image([tmp_path / "g.jpg"])[0].shape == (1, 1, 4, 4)
 
 
+@pytest.mark.parametrize("ending", [".png", ".tif"])
+def test_16_bit_colour_keeps_every_bit_and_drops_alpha(tmp_path, ending):
+    """Pillow reads 16-bit RGB(A) at 8 bits; read_image keeps the samples as stored (ITK reads those files)."""
+    rgba = np.random.default_rng(1).integers(0, 65536, size=(5, 6, 4), dtype=np.uint16)
+    for name, pixels in (("rgb", rgba[..., :3]), ("rgba", rgba)):
+        sitk.WriteImage(sitk.GetImageFromArray(pixels, isVector=True), str(tmp_path / f"{name}{ending}"))
+        image, geometry = read_image([tmp_path / f"{name}{ending}"])
+        assert image.shape == (3, 1, 5, 6) and tuple(geometry.spacing) == (999.0, 1.0, 1.0)
+        np.testing.assert_array_equal(image[:, 0], np.moveaxis(rgba[..., :3], -1, 0))
+    mask = np.repeat(np.array([[[0], [2]], [[1], [0]]], np.uint16), 3, axis=2)  # a gray mask saved as 16-bit RGB
+    sitk.WriteImage(sitk.GetImageFromArray(mask, isVector=True), str(tmp_path / f"mask{ending}"))
+    assert read_label(tmp_path / f"mask{ending}")[0][0].tolist() == [[0, 2], [1, 0]]
+
+
+def test_multispectral_tiff_keeps_all_its_samples(tmp_path):
+    bands = np.random.default_rng(2).integers(0, 256, size=(4, 5, 6), dtype=np.uint8)  # Pillow reads 4 of 6
+    sitk.WriteImage(sitk.GetImageFromArray(bands, isVector=True), str(tmp_path / "ms.tif"))
+    image, _ = read_image([tmp_path / "ms.tif"])
+    np.testing.assert_array_equal(image[:, 0], np.moveaxis(bands, -1, 0))
+
+
 def test_label_dtypes(tmp_path):
     assert read_label(write_sitk(np.array([[[0.0, 2.0]]], np.float32), tmp_path / "f.nii.gz"))[0].dtype == np.uint8
     assert read_label(write_sitk(np.array([[[0, 300]]], np.int32), tmp_path / "i.nii.gz"))[0].dtype == np.int16
