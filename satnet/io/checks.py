@@ -250,6 +250,11 @@ def _grid_problems(path: Path, geometry: ImageGeometry, reference: tuple[Path, I
         return []
     if list(geometry.shape) != list(reference[1].shape):
         fix = "it must be on the same voxel grid: resample it onto that image (nearest neighbour for a label)"
+    elif geometry.spatial_dims_in_file != reference[1].spatial_dims_in_file:  # a 2D file beside a one-slice 3D file
+        dims = reference[1].spatial_dims_in_file
+        fix = (f"save it as a {dims}D file, as {rel(reference[0])} is (SimpleITK: "
+               f"{'f = sitk.JoinSeries(f)' if dims == 3 else 'f = f[:, :, 0]'}; f.CopyInformation(reference); "
+               f"sitk.WriteImage(f, path)), or save every file of the dataset in {5 - dims}D")
     else:
         fix = ("if it was made on that image, copy the image's geometry onto it (SimpleITK: "
                "label.CopyInformation(image)); otherwise resample it onto that image's grid")

@@ -280,3 +280,30 @@ def test_one_nii_among_nii_gz_is_its_own_problem_not_num_training(ds3):
     problems = problems_of(ds3)
     assert any(p.startswith("imagesTr/case_001_0000.nii: does not end in '.nii.gz'") for p in problems)
     assert not any("numTraining" in p for p in problems), problems
+
+
+def test_2d_label_beside_a_one_slice_3d_image_gets_a_fix_that_works(tmp_path):
+    """CopyInformation cannot join a 2D and a 3D image: the fix names JoinSeries, and following it passes."""
+    root = tmp_path / "Dataset009_Slices"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for case in ("a", "b"):
+        image = sitk.GetImageFromArray(rng.random((1, 8, 8)).astype(np.float32) + 1)
+        image.SetSpacing((0.5, 0.5, 3.0))
+        sitk.WriteImage(image, str(root / "imagesTr" / f"{case}_0000.nii.gz"))
+        label = sitk.GetImageFromArray(np.eye(8, dtype=np.uint8))
+        label.SetSpacing((0.5, 0.5))
+        sitk.WriteImage(label, str(root / "labelsTr" / f"{case}.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "labels": {"background": 0, "x": 1},
+                                                   "numTraining": 2, "file_ending": ".nii.gz"}))
+    problems = problems_of(root)
+    assert len(problems) == 2 and problems[0] == (
+        "labelsTr/a.nii.gz: does not line up with imagesTr/a_0000.nii.gz (3D file vs 2D file; spacing (3, 0.5, 0.5) "
+        "vs (999, 0.5, 0.5)): save it as a 3D file, as imagesTr/a_0000.nii.gz is (SimpleITK: f = sitk.JoinSeries(f); "
+        "f.CopyInformation(reference); sitk.WriteImage(f, path)), or save every file of the dataset in 2D")
+    for case in ("a", "b"):
+        f = sitk.JoinSeries(sitk.ReadImage(str(root / "labelsTr" / f"{case}.nii.gz")))
+        f.CopyInformation(sitk.ReadImage(str(root / "imagesTr" / f"{case}_0000.nii.gz")))
+        sitk.WriteImage(f, str(root / "labelsTr" / f"{case}.nii.gz"))
+    check_dataset(root, workers=1)
