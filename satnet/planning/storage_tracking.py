@@ -74,23 +74,29 @@ class LiveTensorTracker(TorchDispatchMode):
 
 
 class SavedTensorCounter:
-    """Bytes of the storages autograd saves for backward, each storage once (a breakdown figure)."""
+    """Bytes of the storages autograd saves for backward, each storage once (a breakdown figure).
+
+    A storage is known by the id of its Python object while that object lives; when it is
+    finalized (its graph freed, e.g. an output dropped before backward) the id is forgotten, as
+    a later storage may take it, and that one is counted as well.
+    """
 
     def __init__(self) -> None:
         self._exclude: set[int] = set()
-        self._seen: dict[int, int] = {}
+        self._live: set[int] = set()
+        self.bytes = 0
 
     def ignore(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Leave these tensors' storages out (parameters, inputs, targets)."""
+        """Leave these tensors' storages out (parameters, inputs, targets); before they are saved."""
         self._exclude.update(id(t.untyped_storage()) for t in tensors)
-
-    @property
-    def bytes(self) -> int:
-        return sum(n for key, n in self._seen.items() if key not in self._exclude)
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        self._seen.setdefault(id(storage), storage.nbytes())
+        key = id(storage)
+        if key not in self._live and key not in self._exclude:
+            self._live.add(key)
+            self.bytes += storage.nbytes()
+            weakref.finalize(storage, self._live.discard, key)
         return t
 
     def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:

@@ -17,6 +17,7 @@ from satnet.planning.memory import (
     LiveTensorTracker, deep_supervision_weights, dice_ce_loss, estimate_memory, storage_bytes, trace_training_step,
 )
 from satnet.planning.plans import MemoryEstimate
+from satnet.planning.storage_tracking import SavedTensorCounter
 
 FLOAT = 4
 
@@ -64,6 +65,19 @@ def test_tracker_ignores_named_storages_and_their_views():
         tracker.ignore([w])
         assert tracker.live == 100 * FLOAT
     del y, z, w
+
+
+def test_saved_tensor_counter_counts_each_storage_once_even_after_its_graph_is_freed():
+    x = torch.randn(1000, requires_grad=True)
+    counter = SavedTensorCounter()
+    counter.ignore([x])
+    with counter.hooks():
+        kept = (x * 2).sin()  # mul saves x (ignored); sin saves its 1000-float input
+        twice = kept.cos() + kept.cos()  # both cos save kept: one storage
+        for scale in (3, 4):  # each graph freed at once: its storage's id is free to be taken again
+            (x * scale).sin()
+    assert counter.bytes == 4 * 1000 * FLOAT
+    twice.sum().backward()
 
 
 def test_storage_bytes_counts_shared_storage_once():
