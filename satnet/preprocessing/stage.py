@@ -211,7 +211,12 @@ def preprocess_from_plans(raw_dir: Path, work_dir: Path, configs: Sequence[str] 
 def _skip_words(spec) -> str:
     """"sat", "sat with 4 maps", "sat with 2 maps, org, org (per level)"."""
     levels = [f"{s.mode} with {s.channels} maps" if s.channels > 1 else s.mode for s in spec.level_skips()]
-    return levels[0] if len(set(levels)) == 1 else ", ".join(levels) + " (per level, full resolution first)"
+    words = levels[0] if len(set(levels)) == 1 else ", ".join(levels) + " (per level, full resolution first)"
+    unused = len(spec.skip_levels or ()) - len(levels)
+    if unused > 0:  # the planner chose fewer stages than the per-level skips name
+        words += (f" [{','.join(spec.skip_levels)} names {len(spec.skip_levels)} levels, this network has "
+                  f"{len(levels)}: the last {unused} unused]")
+    return words
 
 
 def _axes_words(conf: ConfigurationPlan) -> str:

@@ -14,6 +14,7 @@ from satnet.planning.planner import (
 )
 from satnet.planning import search
 from satnet.planning.plans import Plans
+from satnet.preprocessing.stage import summary
 
 GIB = 1024**3
 
@@ -243,6 +244,8 @@ def test_a_per_level_default_skip_plans_named_bare_and_leaves_asked_and_stored_s
     tiny = synthetic_fingerprint(num_cases=10, shape=(20, 10, 10), spacing=(2.0, 2.0, 2.0), channel="MRI")
     plans, _ = plan_experiment(tiny, PlannerOptions(gpu_memory_gb=8))
     assert {n: c.network.skip_label() for n, c in plans.configurations.items()} == {"2d": "sat", "3d": "sat-org"}
+    assert "  2d: skip sat [sat,org names 2 levels, this network has 1: the last 1 unused], spacing" in summary(plans)
+    assert "  3d: skip sat, org (per level, full resolution first), spacing" in summary(plans)
     # asked for: every level the same, as before
     assert PlannerOptions(skip="org").skip_levels is None
     assert (lambda o: (o.skip, o.skip_channels, o.skip_levels))(PlannerOptions(skip_channels=4)) == ("sat", 4, None)
