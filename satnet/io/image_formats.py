@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -47,6 +49,7 @@ SITK_ENDINGS = NIFTI_ENDINGS + (".nrrd", ".mha", ".mhd")
 # Largest deviation of DᵀD from the identity that is still written through SimpleITK. ITK
 # 5.4's NIfTI reader accepts an sform sheared by 1e-4 and refuses one sheared by 1e-3.
 ORTHONORMAL_TOLERANCE = 1e-4
+TIFF_ENDINGS = (".tif", ".tiff")
 _PIL_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 # ITK's reader for each ending, named because ITK's own choice by ending fails for a .MHA (upper case) file.
 _SITK_IO = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".mha": "MetaImageIO",
@@ -66,6 +69,7 @@ def _library_message(exc: BaseException) -> str:
     """The informative last line of a SimpleITK / Pillow / nibabel error, shortened."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     text = lines[-1] if lines else type(exc).__name__
+    text = re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", text)  # the reader's class and object address
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -281,18 +285,25 @@ def _natural_geometry(height: int, width: int) -> ImageGeometry:
     return ImageGeometry.from_sitk([width, height], [1.0, 1.0], [0.0, 0.0], [1.0, 0.0, 0.0, 1.0])
 
 
-def _open_pillow(path: Path) -> Image.Image:
+def _open_pillow(path: Path) -> Image.Image | None:
+    """The image, loaded; None for a TIFF that Pillow cannot decode (ITK may: float colour, many 16-bit samples)."""
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():  # "Corrupt EXIF data" and the like: satnet reads no metadata of these files
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+            image = Image.open(path)
+            image.load()
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        if path.name.lower().endswith(TIFF_ENDINGS):
+            return None
         raise _unreadable(path, exc) from None
     if getattr(image, "n_frames", 1) > 1:
-        raise ImageFileError(
-            path,
-            f"holds {image.n_frames} frames or pages; satnet reads single-frame 2D images: save one image per file",
-        )
+        raise _pages_error(path, image.n_frames)
     return image
+
+
+def _pages_error(path: Path, pages: int) -> ImageFileError:
+    return ImageFileError(
+        path, f"holds {pages} frames or pages; satnet reads single-frame 2D images: save one image per file")
 
 
 def _samples_pillow_loses(image: Image.Image, path: Path) -> tuple[int, bool] | None:
@@ -322,6 +333,8 @@ def _read_samples_sitk(path: Path, alpha: bool) -> np.ndarray:
         image = sitk.ReadImage(str(path), imageIO=io)
     except RuntimeError as exc:
         raise _unreadable(path, exc) from None
+    if image.GetDimension() != 2:
+        raise _pages_error(path, image.GetSize()[2])
     array = sitk.GetArrayFromImage(image)  # (H, W, samples)
     array = np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]
     return array[:-1] if alpha else array
@@ -352,15 +365,19 @@ def read_pillow(path: Path, as_label: bool = False) -> tuple[np.ndarray, ImageGe
     channels are identical (a gray mask saved as RGB) is read as one channel.
 
     Pillow keeps colour at 8 bits per sample and at most four samples: a 16-bit RGB(A) PNG or
-    TIFF and a TIFF of more than four samples (multispectral) are read by ITK instead, every
-    sample as stored (uint16 stays uint16; a TIFF's alpha, marked in ExtraSamples, is dropped).
+    TIFF, a TIFF of more than four samples (multispectral) and a TIFF Pillow cannot decode
+    (float colour) are read by ITK instead, every sample as stored (uint16 stays uint16; a
+    TIFF's alpha, marked in ExtraSamples, is dropped).
     """
-    with _open_pillow(path) as image:
-        lost = _samples_pillow_loses(image, path)
-        if lost is None:
-            array, mode = _pillow_channels(image, as_label)
+    image = _open_pillow(path)
+    lost = (0, False) if image is None else _samples_pillow_loses(image, path)
+    if image is not None:
+        with image:
+            if lost is None:
+                array, mode = _pillow_channels(image, as_label)
     if lost is not None:
-        array, mode = _read_samples_sitk(path, alpha=lost[1]), f"{lost[0]}-sample"
+        array = _read_samples_sitk(path, alpha=lost[1])
+        mode = f"{array.shape[0] + lost[1]}-sample"
     if as_label and array.shape[0] > 1:
         if not (array == array[:1]).all():
             raise ImageFileError(

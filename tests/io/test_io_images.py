@@ -175,11 +175,17 @@ def test_16_bit_colour_keeps_every_bit_and_drops_alpha(tmp_path, ending):
     assert read_label(tmp_path / f"mask{ending}")[0][0].tolist() == [[0, 2], [1, 0]]
 
 
-def test_multispectral_tiff_keeps_all_its_samples(tmp_path):
-    bands = np.random.default_rng(2).integers(0, 256, size=(4, 5, 6), dtype=np.uint8)  # Pillow reads 4 of 6
-    sitk.WriteImage(sitk.GetImageFromArray(bands, isVector=True), str(tmp_path / "ms.tif"))
-    image, _ = read_image([tmp_path / "ms.tif"])
-    np.testing.assert_array_equal(image[:, 0], np.moveaxis(bands, -1, 0))
+def test_multispectral_and_float_colour_tiffs_keep_all_their_samples(tmp_path):
+    rng = np.random.default_rng(2)
+    for name, bands in (("ms8", rng.integers(0, 256, size=(4, 5, 6), dtype=np.uint8)),  # Pillow reads 4 of 6
+                        ("ms16", rng.integers(0, 65536, size=(4, 5, 6), dtype=np.uint16)),  # Pillow cannot decode
+                        ("float", rng.random((4, 5, 3), dtype=np.float32))):  # nor float RGB
+        sitk.WriteImage(sitk.GetImageFromArray(bands, isVector=True), str(tmp_path / f"{name}.tif"))
+        image, _ = read_image([tmp_path / f"{name}.tif"])
+        np.testing.assert_array_equal(image[:, 0], np.moveaxis(bands, -1, 0))
+    (tmp_path / "junk.tif").write_bytes(b"II*\x00" + bytes(range(200)))  # neither Pillow nor ITK reads it
+    with pytest.raises(ImageFileError, match=r"junk.tif: cannot be read as an image \((?!ITK ERROR).*export it again"):
+        read_image([tmp_path / "junk.tif"])
 
 
 def test_label_dtypes(tmp_path):
