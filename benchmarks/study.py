@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 # first run of hip:3d_org:1 lost its row to an import in the middle of such a reinstall.
 sys.path.insert(0, str(ROOT))
 
-from perf_common import cpu_model  # noqa: E402
+from perf_common import cpu_isa, cpu_model  # noqa: E402
 from study_table import (  # noqa: E402,F401 (the table's functions, re-exported for the tests and callers)
     RUNS, SPEED, SEEDS, TOLERANCE, aggregate, choose_default, load_rows, load_speed, markdown, paired_to_org,
     write_table,
@@ -77,6 +77,12 @@ def seed_dir(root: Path, dataset: str, seed: int) -> Path:
         if (base / name).exists() and not link.exists():
             link.symlink_to(Path("..") / name)
     return folder
+
+
+def machine() -> str:
+    """"2 cores, AMD EPYC (no AVX512)": the model name alone does not tell an AVX2 EPYC from an AVX-512 one, whose
+    training steps differ in time by about 2x (docs/results.md, section 9)."""
+    return f"{os.cpu_count()} cores, {cpu_model()} ({cpu_isa()})"
 
 
 def work_folder(root: Path, dataset: str) -> Path:
@@ -125,7 +131,7 @@ def run_job(root: Path, job: str, runs: Path) -> dict | None:
     row = describe(work, dataset, config, seed, budget, fold_dir)
     row.update(train_seconds=None if train_s is None else round(train_s, 1), validation_seconds=round(valid_s, 1),
                load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
-               machine=f"{os.cpu_count()} cores, {cpu_model()}", threads=1, date=time.strftime("%Y-%m-%d %H:%M"))
+               machine=machine(), threads=1, date=time.strftime("%Y-%m-%d %H:%M"))
     with _write_lock, runs.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
     print(f"{job}: done, Dice {row['dice_mean']}", flush=True)
@@ -214,7 +220,7 @@ def measure_speed(root: Path, dataset: str, configs: list[str], rounds: int) -> 
     return {config: {"seconds_per_iteration": round(statistics.median(t), 3), "rounds": rounds,
                      "batch_size": steps[config][1]["data"].shape[0], "load_before": round(load, 2),
                      "load_after": round(os.getloadavg()[0], 2), "threads": 1,
-                     "machine": f"{os.cpu_count()} cores, {cpu_model()}", "date": time.strftime("%Y-%m-%d %H:%M")}
+                     "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
             for config, t in times.items()}
 
 
