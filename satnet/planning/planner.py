@@ -50,7 +50,7 @@ SMALL_OBJECT_VOXELS = 8
 ANISOTROPY_RATIO = 3.0
 # Why the default skip (names.DEFAULT_SKIP_LEVELS), in one line for plan-and-preprocess; docs/results.md ("The skip
 # study") has the evidence.
-DEFAULT_SKIP_WHY = ("chosen by the skip study (docs/results.md, section 9; 2 of 3 seeds on both datasets so far): "
+DEFAULT_SKIP_WHY = ("chosen by the skip study (docs/results.md, section 9; 3 seeds on Hippocampus, 2 of 3 on ISIC): "
                     "within 0.005 Dice of plain skips on both datasets for 5-7% less training memory, where SAT "
                     "at every level cost 0.008-0.012; add --skip org for the plain U-Net")
 
