@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 
 from satnet.contracts import dumps_json
@@ -13,7 +14,7 @@ from satnet.planning.planner import (
     target_spacing,
 )
 from satnet.planning import search
-from satnet.planning.plans import Plans
+from satnet.planning.plans import MemoryEstimate, Plans
 from satnet.preprocessing.stage import summary
 
 GIB = 1024**3
@@ -79,17 +80,37 @@ def test_small_budget_is_a_clear_error_quoting_a_need_above_it():
     assert need > 0.003, info.value
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("gb", [0.3, 1.0])
-def test_search_bound_never_changes_the_plan(ct, gb, monkeypatch):
-    """The per-topology lower bound only skips estimates: the plan equals the one with no skipping.
+def _made_up_estimate(topo, patch) -> MemoryEstimate:
+    """Memory shaped like the real model's: parameters grow with the stages, activations with the volume."""
+    params = 4 * sum(2 * 27 * f * f for f in topo.features)
+    act = math.prod(patch) * 60 * len(topo.strides)
+    return MemoryEstimate(activations=act, parameters=params, gradients=params, optimizer=params, total=act + 3 * params)
+
+
+def test_search_bound_never_changes_the_plan_at_any_budget(monkeypatch):
+    """The per-topology lower bound only skips estimates: the patch equals the one with no skipping.
 
     A bound shared by all topologies once skipped every fitting patch at small budgets (smaller
-    patches have fewer stages, so far fewer parameters than the first patches estimated).
+    patches have fewer stages, so far fewer parameters than the first patches estimated); that
+    bound gives another patch at 45 of these 60 budgets.
     """
-    bounded, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, configs=["3d"]))
-    monkeypatch.setattr(search, "MARGIN", 1.0)  # (1 - MARGIN) = 0: no candidate is skipped
-    exhaustive, _ = plan_experiment(ct, PlannerOptions(gpu_memory_gb=gb, configs=["3d"]))
+    cap, median, spacing = [224, 192, 192], [224, 185, 184], [2.0, 2.0, 2.0]  # the CT-like fingerprint at 2 mm
+    candidates = list(search.legal_candidates(cap, median, spacing, 3))
+    smallest, largest = (_made_up_estimate(t, p).total for p, t in (candidates[-1], candidates[0]))
+    for budget in np.geomspace(smallest, 1.1 * largest, 60).astype(int):
+        bounded = search.largest_fitting_patch(cap, median, spacing, 3, int(budget), _made_up_estimate)
+        with monkeypatch.context() as m:
+            m.setattr(search, "MARGIN", 1.0)  # (1 - MARGIN) = 0: no candidate is skipped
+            exhaustive = search.largest_fitting_patch(cap, median, spacing, 3, int(budget), _made_up_estimate)
+        assert bounded[0] == exhaustive[0], budget
+
+
+def test_search_bound_leaves_the_real_estimate_plan_alone(monkeypatch):
+    """MARGIN covers how far the real memory model's bytes per voxel vary within a topology."""
+    fp = synthetic_fingerprint(shape=(100, 300, 300))  # a smaller CT: 16 candidates down to the fitting one
+    bounded, _ = plan_experiment(fp, PlannerOptions(gpu_memory_gb=1.0, configs=["3d"]))
+    monkeypatch.setattr(search, "MARGIN", 1.0)
+    exhaustive, _ = plan_experiment(fp, PlannerOptions(gpu_memory_gb=1.0, configs=["3d"]))
     b, e = bounded.configurations["3d"], exhaustive.configurations["3d"]
     assert (b.patch_size, b.batch_size) == (e.patch_size, e.batch_size)
 
@@ -130,7 +151,7 @@ def test_auto_spacing_calls_an_axis_anisotropic_against_each_other_axis():
 
 
 def test_a_coarse_axis_other_than_z_is_put_first():
-    fp = synthetic_fingerprint(num_cases=20, shape=(512, 512, 20), spacing=(0.7, 0.7, 3.5))
+    fp = synthetic_fingerprint(num_cases=20, shape=(192, 192, 20), spacing=(0.7, 0.7, 3.5))
     plans, _ = plan_experiment(fp, PlannerOptions(spacing="auto", configs=["2d", "3d"]))
     for conf in plans.configurations.values():  # X (raw axis 2) first, Z and Y after it, in their order
         assert conf.axis_order == [2, 0, 1] and conf.transposed
@@ -140,7 +161,7 @@ def test_a_coarse_axis_other_than_z_is_put_first():
     assert plans.configurations["3d"].patch_size[0] < min(plans.configurations["3d"].patch_size[1:])
     assert plan_axis_order([1.0, 4.0, 1.0]) == [1, 0, 2] and plan_axis_order([1.0, 1.0, 2.9]) == [0, 1, 2]
     for spacing in ("auto", "default"):  # thick slices along Z, or the isotropic default: the scans' order
-        fp = synthetic_fingerprint(num_cases=20, shape=(20, 512, 512), spacing=(3.5, 0.7, 0.7))
+        fp = synthetic_fingerprint(num_cases=20, shape=(20, 192, 192), spacing=(3.5, 0.7, 0.7))
         plans, _ = plan_experiment(fp, PlannerOptions(spacing=spacing, configs=["2d"]))
         conf = plans.configurations["2d"]
         assert conf.axis_order == [0, 1, 2] and not conf.transposed and "_axes" not in conf.data_identifier
