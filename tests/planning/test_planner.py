@@ -107,7 +107,7 @@ def test_search_bound_never_changes_the_plan_at_any_budget(monkeypatch):
 
 def test_search_bound_leaves_the_real_estimate_plan_alone(monkeypatch):
     """MARGIN covers how far the real memory model's bytes per voxel vary within a topology."""
-    fp = synthetic_fingerprint(shape=(100, 300, 300))  # a smaller CT: 16 candidates down to the fitting one
+    fp = synthetic_fingerprint(shape=(80, 240, 240))  # a smaller CT: the bound skips 7 of the 9 candidates down to the fit
     bounded, _ = plan_experiment(fp, PlannerOptions(gpu_memory_gb=1.0, configs=["3d"]))
     monkeypatch.setattr(search, "MARGIN", 1.0)
     exhaustive, _ = plan_experiment(fp, PlannerOptions(gpu_memory_gb=1.0, configs=["3d"]))
