@@ -97,14 +97,24 @@ def test_search_bound_never_changes_the_plan_at_any_budget(monkeypatch):
     cap, median, spacing = [224, 192, 192], [224, 185, 184], [2.0, 2.0, 2.0]  # the CT-like fingerprint at 2 mm
     candidates = list(search.legal_candidates(cap, median, spacing, 3))
     smallest, largest = (_made_up_estimate(t, p).total for p, t in (candidates[-1], candidates[0]))
+    calls = {"bounded": 0, "exhaustive": 0}
+
+    def counted(kind):
+        def estimate(topo, patch):
+            calls[kind] += 1
+            return _made_up_estimate(topo, patch)
+        return estimate
+
     for budget in np.geomspace(smallest, 1.1 * largest, 60).astype(int):
-        bounded = search.largest_fitting_patch(cap, median, spacing, 3, int(budget), _made_up_estimate)
+        bounded = search.largest_fitting_patch(cap, median, spacing, 3, int(budget), counted("bounded"))
         with monkeypatch.context() as m:
             m.setattr(search, "MARGIN", 1.0)  # (1 - MARGIN) = 0: no candidate is skipped
-            exhaustive = search.largest_fitting_patch(cap, median, spacing, 3, int(budget), _made_up_estimate)
+            exhaustive = search.largest_fitting_patch(cap, median, spacing, 3, int(budget), counted("exhaustive"))
         assert bounded[0] == exhaustive[0], budget
+    assert calls["bounded"] < calls["exhaustive"] / 2, calls  # the bound did skip estimates
 
 
+@pytest.mark.slow
 def test_search_bound_leaves_the_real_estimate_plan_alone(monkeypatch):
     """MARGIN covers how far the real memory model's bytes per voxel vary within a topology."""
     fp = synthetic_fingerprint(shape=(80, 240, 240))  # a smaller CT: the bound skips 7 of the 9 candidates down to the fit
